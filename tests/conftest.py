@@ -1,0 +1,31 @@
+"""Shared fixtures: offline hub, the project's samples, and tiny models built once per run."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    return ROOT / "samples"
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random SD 1.5-architecture model + canny/pose ControlNets, built by the real tool.
+
+    Returns {"sd": folder, "canny": folder, "pose": folder}, laid out as users download them.
+    """
+    out = tmp_path_factory.mktemp("tiny_models")
+    subprocess.run([sys.executable, str(ROOT / "tools" / "make_tiny_models.py"), str(out)], check=True)
+    return {"sd": out / "sd", "canny": out / "controlnet-canny", "pose": out / "controlnet-pose"}

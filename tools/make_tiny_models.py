@@ -1,0 +1,189 @@
+#!/usr/bin/env python
+"""Build tiny, randomly initialised Stable Diffusion 1.5-architecture models, offline.
+
+    python tools/make_tiny_models.py OUT_DIR
+
+writes, in the layout users download from the hub:
+    OUT_DIR/sd/                  model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/
+    OUT_DIR/controlnet-canny/    config.json + diffusion_pytorch_model.safetensors
+    OUT_DIR/controlnet-pose/     (same)
+so tests load them through exactly the code path real weights take (``from_pretrained``).
+
+The models have SD 1.5's architecture (UNet with cross-attention blocks, a KL VAE, a CLIP text
+encoder, PNDM scheduler) at toy width. The VAE has 2 blocks, so it downsamples by 2, not 8.
+``ControlNetModel.from_unet`` zero-initialises the output convolutions; left that way the
+conditions would have no effect at all, so they are re-initialised here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+# Words that must be single tokens (prompts, TI initialisers, VisDA classes) in the tiny vocabulary.
+WORDS = (
+    "a an the of in and with on at by to person people object objects style sks valid best quality "
+    "extremely detailed photo realistic real rendered longbody lowres bad anatomy hands missing "
+    "fingers extra digit fewer digits cropped worst low aeroplane bicycle bus car horse knife "
+    "motorcycle plant skateboard train truck man woman walking standing street gesture"
+).split()
+
+
+CONDITION_GAIN = 100.0
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible byte -> printable unicode table."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def make_tokenizer():
+    """A CLIP tokenizer with a byte-level base vocabulary plus merges making each of WORDS one token.
+
+    Merges are added in rounds: each round tokenizes every word with the merges so far and appends
+    merges that join its remaining pieces left to right (later merges rank lower, so they never
+    undo earlier segmentations).
+    """
+    from transformers import CLIPTokenizer
+
+    base = list(bytes_to_unicode().values())
+    tokens = base + [c + "</w>" for c in base]
+    merges: list[tuple[str, str]] = []
+    specials = ["<|startoftext|>", "<|endoftext|>"]
+
+    def build():
+        vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens + specials))}
+        return CLIPTokenizer(vocab=vocab, merges=list(merges), model_max_length=77)
+
+    tok = build()
+    for _ in range(10):
+        split = {w: tok.convert_ids_to_tokens(tok(w, add_special_tokens=False).input_ids) for w in WORDS}
+        todo = {w: pieces for w, pieces in split.items() if len(pieces) > 1}
+        if not todo:
+            return tok
+        for pieces in todo.values():
+            while len(pieces) > 1:
+                pair = (pieces[0], pieces[1])
+                if pair not in merges:
+                    merges.append(pair)
+                    tokens.append(pair[0] + pair[1])
+                pieces = [pair[0] + pair[1]] + pieces[2:]
+        tok = build()
+    raise RuntimeError(f"tiny vocabulary: could not make single tokens of {sorted(todo)}")
+
+
+def make_sd(out: Path, seed: int = 0) -> None:
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = make_tokenizer()
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(32, 64),
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=64,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    # SD 1.5's own scheduler config.
+    scheduler = PNDMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        skip_prk_steps=True,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+
+
+def make_controlnet(sd: Path, out: Path, seed: int) -> None:
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(sd, subfolder="unet")
+    vae_factor = 2 ** (len(json.loads((sd / "vae" / "config.json").read_text())["block_out_channels"]) - 1)
+    # The conditioning embedding must downsample image -> latent by the VAE's factor:
+    # one stride-2 step per extra channel entry.
+    channels = tuple(16 * 2**i for i in range(vae_factor.bit_length()))
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=channels)
+    torch.manual_seed(seed)
+    zeroed = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block,
+              controlnet.controlnet_cond_embedding.conv_out]
+    for conv in zeroed:
+        conv.reset_parameters()
+    # The tiny UNet's GroupNorms swamp a default-size conditioning signal (mean |change| 0.0003 in
+    # [0, 1]); a gain of 100 on the embedding's output makes conditions steer about as much as the
+    # prompt does (~0.02), so tests can tell conditions apart.
+    with torch.no_grad():
+        controlnet.controlnet_cond_embedding.conv_out.weight.mul_(CONDITION_GAIN)
+    controlnet.save_pretrained(out, safe_serialization=True)
+
+
+def make_all(out_dir: str | Path) -> dict[str, Path]:
+    out = Path(out_dir)
+    paths = {"sd": out / "sd", "canny": out / "controlnet-canny", "pose": out / "controlnet-pose"}
+    make_sd(paths["sd"])
+    make_controlnet(paths["sd"], paths["canny"], seed=1)
+    make_controlnet(paths["sd"], paths["pose"], seed=2)
+    return paths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir", help="folder to write sd/, controlnet-canny/, controlnet-pose/ into")
+    args = parser.parse_args()
+    for name, path in make_all(args.out_dir).items():
+        print(f"{name}: {path}")
+
+
+if __name__ == "__main__":
+    main()

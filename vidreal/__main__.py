@@ -1,0 +1,3 @@
+from vidreal.cli import main
+
+main()
