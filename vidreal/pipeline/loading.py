@@ -1,0 +1,593 @@
+"""Load Stable Diffusion 1.5 + N ControlNets (+ Textual Inversion embeddings, + LoRA) safely.
+
+One entry point, :func:`load_pipeline`, returns a diffusers ``StableDiffusionControlNetPipeline``
+on the requested device and dtype. Weight sources can be:
+
+* a Hugging Face hub id (``stable-diffusion-v1-5/stable-diffusion-v1-5``), read from the local
+  cache (``HF_HOME`` / ``HF_HUB_CACHE``, read at call time) or downloaded when the hub is
+  reachable and ``HF_HUB_OFFLINE`` is not set;
+* a local diffusers folder (``model_index.json`` for the model, ``config.json`` for a ControlNet),
+  e.g. a DreamBooth output;
+* one single-file checkpoint (``.safetensors``; ``.ckpt``/``.bin``/``.pt``/``.pth`` only with
+  ``allow_pickle=True``) in the original (CompVis/LDM) layout, as personalised models are shared.
+
+Safety: only ``.safetensors`` weights are read unless ``allow_pickle`` is set (pickle files can run
+code when loaded); remote code is never trusted. The safety checker is not loaded: this is a
+research tool that translates synthetic renders, and the checker's blacked-out frames would break
+temporal consistency.
+
+Failures raise ``vidreal.errors``: ``InputError`` for a path that does not exist, ``ModelError``
+for weights that are missing from the cache, unsafe, or not a model of the expected kind, and
+``ConfigError`` for a bad device, dtype or argument.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import torch
+
+from vidreal.config import DEFAULT_CONTROLNETS, DEFAULT_MODEL
+from vidreal.errors import ConfigError, InputError, ModelError, VidrealError
+
+log = logging.getLogger("vidreal")
+
+SAFE_SUFFIXES = {".safetensors"}
+PICKLE_SUFFIXES = {".ckpt", ".bin", ".pt", ".pth"}
+# Files that make a folder's weights; tokenizers and configs hold no tensors.
+_WEIGHT_SUFFIXES = SAFE_SUFFIXES | PICKLE_SUFFIXES
+
+_DTYPES = {
+    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
+}
+# Only the components a Stable Diffusion pipeline needs are downloaded.
+_HUB_INCLUDE = "'*.json' '*.txt' '*model.safetensors' --exclude 'safety_checker/*'"
+
+
+# --------------------------------------------------------------------------- device / dtype
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None``/``"auto"`` -> cuda if available, else mps, else cpu; otherwise the named device.
+
+    Raises ConfigError for an unknown name or a backend that is not available here.
+    """
+    if device is None or (isinstance(device, str) and device.strip().lower() == "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device.strip().lower() if isinstance(device, str) else device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} requested but CUDA is not available here")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ConfigError(f"device {device!r} requested but MPS is not available here")
+    elif dev.type != "cpu":
+        raise ConfigError(f"unsupported device {device!r}; use auto, cpu, cuda, cuda:N or mps")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device | None) -> torch.dtype:
+    """``None``/``"auto"`` -> float16 on cuda and mps, float32 on cpu.
+
+    Accepts "fp16"/"float16", "bf16"/"bfloat16", "fp32"/"float32" or a torch dtype. Half precision
+    on the CPU is used only when asked for explicitly (it is slow there and some ops lack kernels).
+    """
+    if isinstance(dtype, torch.dtype):
+        if dtype not in _DTYPES.values():
+            raise ConfigError(f"unsupported dtype {dtype}; use fp16, bf16 or fp32")
+        return dtype
+    if dtype is None or (isinstance(dtype, str) and dtype.strip().lower() == "auto"):
+        kind = torch.device(device).type if device is not None else resolve_device(None).type
+        return torch.float16 if kind in ("cuda", "mps") else torch.float32
+    key = str(dtype).strip().lower().removeprefix("torch.")
+    if key not in _DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}; use auto, fp16, bf16 or fp32")
+    return _DTYPES[key]
+
+
+# --------------------------------------------------------------------------- embeddings spec
+def parse_embedding(spec: str | os.PathLike) -> tuple[Path, str | None]:
+    """Split ``"FILE[:TOKEN]"`` into ``(Path(FILE), TOKEN or None)``.
+
+    The split is on the last ``:`` and only when what follows contains no path separator, so
+    ``dir:with:colons/emb.safetensors`` stays a path; an existing file named with a colon is
+    taken whole. Raises ConfigError for an empty file or token.
+    """
+    text = os.fspath(spec)
+    path, token = text, None
+    if ":" in text and not Path(text).expanduser().exists():
+        head, tail = text.rsplit(":", 1)
+        if "/" not in tail and "\\" not in tail:
+            path, token = head, tail.strip()
+            if not token or any(c.isspace() for c in token):
+                raise ConfigError(f"bad token in embedding spec {text!r}; expected FILE[:TOKEN] with a token without spaces")
+    if not path:
+        raise ConfigError(f"embedding spec {text!r} names no file; expected FILE[:TOKEN]")
+    return Path(path).expanduser(), token
+
+
+# --------------------------------------------------------------------------- sources
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def hub_offline() -> bool:
+    """True when ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) is set, read at call time."""
+    from huggingface_hub import constants
+
+    return _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE") or bool(constants.HF_HUB_OFFLINE)
+
+
+def hub_cache_dir() -> str:
+    """The hub cache folder, honouring ``HF_HUB_CACHE`` and ``HF_HOME`` as set at call time."""
+    from huggingface_hub import constants
+
+    env = os.environ
+    if env.get("HF_HUB_CACHE"):
+        return os.path.expandvars(os.path.expanduser(env["HF_HUB_CACHE"]))
+    if env.get("HUGGINGFACE_HUB_CACHE"):
+        return os.path.expandvars(os.path.expanduser(env["HUGGINGFACE_HUB_CACHE"]))
+    if env.get("HF_HOME"):
+        return os.path.join(os.path.expandvars(os.path.expanduser(env["HF_HOME"])), "hub")
+    return constants.HF_HUB_CACHE
+
+
+def _looks_local(spec: str) -> bool:
+    """A string that is meant as a path, never as a hub id ``org/name``."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if spec.startswith((".", "/", "~")) or "\\" in spec or spec.count("/") > 1:
+        return True
+    if Path(spec).suffix.lower() in _WEIGHT_SUFFIXES | {".yaml", ".json"}:
+        return True
+    try:
+        validate_repo_id(spec)
+    except HFValidationError:
+        return True
+    return False
+
+
+def _source(spec: str | os.PathLike, what: str) -> tuple[str, Path | str]:
+    """Classify a weight source: ("folder", Path) | ("file", Path) | ("hub", repo_id).
+
+    Raises InputError when it looks like a path that does not exist.
+    """
+    if not isinstance(spec, (str, os.PathLike)) or not os.fspath(spec).strip():
+        raise ConfigError(f"{what}: expected a hub id, a folder or a file, got {spec!r}")
+    text = os.fspath(spec).strip()
+    if text.startswith(("http://", "https://")):
+        raise ConfigError(f"{what}: URLs are not loaded directly; download the file and pass its path: {text}")
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return "folder", path
+    if path.is_file():
+        return "file", path
+    if isinstance(spec, os.PathLike) or _looks_local(text):
+        raise InputError(f"{what} not found", path)
+    return "hub", text
+
+
+def _check_file(path: Path, what: str, allow_pickle: bool) -> None:
+    suffix = path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        if not allow_pickle:
+            raise ModelError(
+                f"refusing to load pickle checkpoint {path.name} for the {what} (a pickle file can run code "
+                "when loaded); use a .safetensors file, or pass --allow-pickle if you trust it", path)
+    elif suffix not in SAFE_SUFFIXES:
+        raise ModelError(
+            f"unsupported {what} file type {suffix or '(none)'!r}; expected .safetensors "
+            "(or .ckpt/.bin/.pt/.pth with --allow-pickle)", path)
+
+
+def _check_folder_weights(folder: Path, what: str, allow_pickle: bool) -> None:
+    """Refuse a folder whose weights exist only as pickle files (unless allowed)."""
+    files = [f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in _WEIGHT_SUFFIXES]
+    pickles = [f for f in files if f.suffix.lower() in PICKLE_SUFFIXES]
+    if pickles and not any(f.suffix.lower() in SAFE_SUFFIXES for f in files) and not allow_pickle:
+        raise ModelError(
+            f"refusing to load pickle checkpoint {pickles[0].name} for the {what} (no .safetensors beside it; a "
+            "pickle file can run code when loaded); pass --allow-pickle if you trust it", pickles[0])
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelError(f"unreadable {path.name}: {e}", path) from e
+
+
+def _check_pipeline_folder(folder: Path, allow_pickle: bool) -> None:
+    index = folder / "model_index.json"
+    if not index.is_file():
+        cls = _read_json(folder / "config.json").get("_class_name") if (folder / "config.json").is_file() else None
+        kind = f"a {cls} folder" if cls else "not a diffusers pipeline folder"
+        raise ModelError(
+            f"the model folder is {kind} (no model_index.json); expected a Stable Diffusion folder with "
+            "model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/ (e.g. a DreamBooth output) "
+            "or a single .safetensors checkpoint", folder)
+    for name, value in _read_json(index).items():
+        if name.startswith("_") or not isinstance(value, list) or value[0] is None or name == "safety_checker":
+            continue
+        sub = folder / name
+        if name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") and not sub.is_dir():
+            raise ModelError(f"the model folder has no {name}/ subfolder (listed in model_index.json)", folder)
+        if sub.is_dir():
+            _check_folder_weights(sub, f"model's {name}", allow_pickle)
+
+
+def _check_controlnet_folder(folder: Path, what: str, allow_pickle: bool) -> None:
+    config = folder / "config.json"
+    if not config.is_file():
+        extra = " (it is a pipeline folder)" if (folder / "model_index.json").is_file() else ""
+        raise ModelError(f"{what} folder has no config.json{extra}; expected a diffusers ControlNetModel folder "
+                         "(config.json + diffusion_pytorch_model.safetensors) or a single .safetensors file", folder)
+    cls = _read_json(config).get("_class_name")
+    if cls not in (None, "ControlNetModel"):
+        raise ModelError(f"{what} folder holds a {cls}, expected a ControlNetModel", folder)
+    _check_folder_weights(folder, what, allow_pickle)
+
+
+def _hub_missing(repo: str, flag: str) -> ModelError:
+    state = "offline (HF_HUB_OFFLINE is set)" if hub_offline() else "unreachable"
+    return ModelError(
+        f"cannot load '{repo}': no local folder of that name, not in the local Hugging Face cache "
+        f"({hub_cache_dir()}) and the hub is {state}; "
+        f"download it with `hf download {repo} --include {_HUB_INCLUDE}` or pass {flag}")
+
+
+def _hub_error(repo: str, flag: str, filename: str, error: BaseException) -> ModelError:
+    """Turn a failed hub load into one line saying what is missing and how to get it."""
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    chain, e = [], error
+    while e is not None and len(chain) < 10:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    if any(isinstance(c, GatedRepoError) for c in chain):
+        return ModelError(f"cannot load '{repo}': the repository is gated; accept its terms on huggingface.co and "
+                          f"log in with `hf auth login`, or pass {flag}")
+    if any(isinstance(c, RepositoryNotFoundError) for c in chain):
+        return ModelError(f"cannot load '{repo}': no such repository on the Hugging Face hub (or it is private); "
+                          f"check the id or pass {flag}")
+    if _hub_cached(repo, filename):
+        return ModelError(f"cannot load '{repo}' from the Hugging Face cache ({hub_cache_dir()}): "
+                          f"{_first_line(error)}; complete it with `hf download {repo} --include {_HUB_INCLUDE}`")
+    return _hub_missing(repo, flag)
+
+
+def _hub_cached(repo: str, filename: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    hit = try_to_load_from_cache(repo, filename, cache_dir=hub_cache_dir())
+    return isinstance(hit, str)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(":. ")
+
+
+# --------------------------------------------------------------------------- components
+def _hub_kwargs(allow_pickle: bool) -> dict:
+    return {"cache_dir": hub_cache_dir(), "local_files_only": hub_offline(),
+            "use_safetensors": None if allow_pickle else True}
+
+
+_MODEL_FLAG = "--model PATH (a diffusers folder or a .safetensors file)"
+
+
+def _controlnet_flag(name: str) -> str:
+    return f"--controlnet {name}=PATH (a ControlNet folder or a .safetensors file)"
+
+
+def _check_model(model, allow_pickle: bool, model_config) -> tuple[str, Path | str, str | None]:
+    """Cheap checks of the model source -> (kind, source, config folder for a single file)."""
+    kind, src = _source(model, "model")
+    if kind == "folder":
+        _check_pipeline_folder(src, allow_pickle)
+    elif kind == "file":
+        _check_file(src, "model", allow_pickle)
+        return kind, src, _resolve_model_config(model_config)
+    elif hub_offline() and not _hub_cached(src, "model_index.json"):
+        raise _hub_missing(src, _MODEL_FLAG)
+    return kind, src, None
+
+
+def _check_controlnet(name: str, spec, allow_pickle: bool) -> tuple[str, Path | str]:
+    what = f"ControlNet '{name}'"
+    kind, src = _source(spec, what)
+    if kind == "folder":
+        _check_controlnet_folder(src, what, allow_pickle)
+    elif kind == "file":
+        _check_file(src, what, allow_pickle)
+    elif hub_offline() and not _hub_cached(src, "config.json"):
+        raise _hub_missing(src, _controlnet_flag(name))
+    return kind, src
+
+
+def _load_controlnet(name: str, kind: str, src, dtype: torch.dtype, allow_pickle: bool):
+    from diffusers import ControlNetModel
+
+    try:
+        if kind == "folder":
+            return ControlNetModel.from_pretrained(src, dtype=dtype, use_safetensors=None if allow_pickle else True)
+        if kind == "hub":
+            return ControlNetModel.from_pretrained(src, dtype=dtype, **_hub_kwargs(allow_pickle))
+        # A single file: its config comes from an original .yaml beside it, or a diffusers
+        # config.json in the same folder; otherwise diffusers infers it (needs the hub cache).
+        config = {}
+        if src.with_suffix(".yaml").is_file():
+            config = {"original_config": str(src.with_suffix(".yaml"))}
+        elif (src.parent / "config.json").is_file():
+            config = {"config": str(src.parent)}
+        return ControlNetModel.from_single_file(str(src), dtype=dtype, local_files_only=hub_offline(),
+                                                cache_dir=hub_cache_dir(), **config)
+    except VidrealError:
+        raise
+    except Exception as e:  # diffusers raises OSError/ValueError/... for every kind of load failure
+        if kind == "hub":
+            raise _hub_error(src, _controlnet_flag(name), "config.json", e) from e
+        hint = "; put its config.json (or original .yaml) beside the file" if kind == "file" else ""
+        raise ModelError(f"cannot load ControlNet '{name}': {_first_line(e)}{hint}", src) from e
+
+
+def _resolve_model_config(model_config) -> str:
+    """A local folder holding the pipeline's component configs, for single-file loading."""
+    spec = DEFAULT_MODEL if model_config is None else model_config
+    kind, src = _source(spec, "model config")
+    if kind == "folder":
+        if not (src / "model_index.json").is_file():
+            raise ModelError("the model config folder has no model_index.json; expected a diffusers Stable "
+                             "Diffusion folder (its configs and tokenizer are used)", src)
+        return str(src)
+    if kind == "file":
+        raise ModelError("the model config must be a diffusers folder or hub id, not a file", src)
+    from huggingface_hub import snapshot_download
+
+    flag = "--model-config DIR (a diffusers Stable Diffusion folder; only its configs and tokenizer are read)"
+    try:
+        return snapshot_download(src, cache_dir=hub_cache_dir(), local_files_only=hub_offline(),
+                                 allow_patterns=["*.json", "*.txt", "*.model"])
+    except Exception as e:
+        state = "offline (HF_HUB_OFFLINE is set)" if hub_offline() else "unreachable"
+        raise ModelError(
+            f"a single-file checkpoint needs the component configs of '{src}': not in the local Hugging Face cache "
+            f"({hub_cache_dir()}) and the hub is {state}; download them with `hf download {src} --include '*.json' "
+            f"'*.txt'` or pass {flag}") from e
+
+
+def _load_sd(kind: str, src, config: str | None, controlnet, dtype: torch.dtype, allow_pickle: bool):
+    from diffusers import StableDiffusionControlNetPipeline
+
+    common = {"controlnet": controlnet, "safety_checker": None, "feature_extractor": None,
+              "requires_safety_checker": False, "dtype": dtype}
+    try:
+        if kind == "folder":
+            return StableDiffusionControlNetPipeline.from_pretrained(
+                src, use_safetensors=None if allow_pickle else True, **common)
+        if kind == "hub":
+            return StableDiffusionControlNetPipeline.from_pretrained(src, **_hub_kwargs(allow_pickle), **common)
+        return StableDiffusionControlNetPipeline.from_single_file(str(src), config=config, local_files_only=True,
+                                                                  **common)
+    except VidrealError:
+        raise
+    except Exception as e:
+        if kind == "hub":
+            raise _hub_error(src, _MODEL_FLAG, "model_index.json", e) from e
+        raise ModelError(f"cannot load the model: {_first_line(e)}", src) from e
+
+
+# --------------------------------------------------------------------------- TI and LoRA
+def _embedding_file(spec, allow_pickle: bool) -> tuple[Path, str | None]:
+    """Check an embedding spec -> (the file to read, explicit token or None)."""
+    if isinstance(spec, tuple):
+        path, token = Path(spec[0]).expanduser(), spec[1]
+    else:
+        path, token = parse_embedding(spec)
+    if not path.exists():
+        raise InputError("embedding not found", path)
+    if path.is_dir():  # a diffusers Textual Inversion output folder
+        names = ["learned_embeds.safetensors"] + (["learned_embeds.bin"] if allow_pickle else [])
+        found = [path / n for n in names if (path / n).is_file()]
+        if not found:
+            _check_folder_weights(path, "embedding", allow_pickle)
+            raise ModelError("embedding folder has no learned_embeds.safetensors", path)
+        path = found[0]
+    _check_file(path, "embedding", allow_pickle)
+    return path, token
+
+
+def _read_embedding(path: Path) -> tuple[str | None, torch.Tensor]:
+    """Read a Textual Inversion file -> (the token it names or None, tensor (D,) or (N, D)).
+
+    Formats: diffusers ``{token: tensor}`` (``learned_embeds.safetensors``), A1111 ``.pt``
+    ``{"string_to_param": {"*": tensor}, "name": ...}`` and A1111 ``.safetensors`` ``{"emb_params": tensor}``.
+    """
+    try:
+        if path.suffix.lower() in SAFE_SUFFIXES:
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:  # allowed pickle; weights_only still refuses arbitrary objects
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ModelError(f"unreadable embedding file: {_first_line(e)}", path) from e
+    if isinstance(state, torch.Tensor):
+        return None, state
+    if not isinstance(state, Mapping):
+        raise ModelError(f"unrecognised embedding file (a {type(state).__name__})", path)
+    if "string_to_param" in state:
+        params = state["string_to_param"]
+        tensor = params.get("*") if isinstance(params, Mapping) else None
+        if tensor is None and isinstance(params, Mapping) and len(params) == 1:
+            tensor = next(iter(params.values()))
+        name = state.get("name")
+        return (name if isinstance(name, str) and name else None), tensor
+    if "emb_params" in state:
+        return None, state["emb_params"]
+    if len(state) == 1:
+        token, tensor = next(iter(state.items()))
+        return str(token), tensor
+    raise ModelError(f"unrecognised embedding file with keys {sorted(map(str, state))[:5]}; expected {{token: "
+                     "tensor}} (diffusers), 'string_to_param' or 'emb_params' (A1111)", path)
+
+
+def _load_embedding(pipe, path: Path, token: str | None) -> str:
+    """Add one embedding to the tokenizer and text encoder; returns its token."""
+    file_token, tensor = _read_embedding(path)
+    token = token or file_token or path.stem
+    if not isinstance(tensor, torch.Tensor) or tensor.ndim not in (1, 2) or tensor.numel() == 0:
+        raise ModelError(f"embedding for '{token}' is not a (D,) or (N, D) tensor", path)
+    width = pipe.text_encoder.get_input_embeddings().weight.shape[-1]
+    if tensor.shape[-1] != width:
+        raise ModelError(f"embedding width {tensor.shape[-1]} does not match the text encoder's {width} "
+                         "(trained for another base model?)", path)
+    vocab = pipe.tokenizer.get_vocab()
+    if token in vocab or f"{token}_1" in vocab:
+        raise ModelError(f"embedding token '{token}' already exists in the tokenizer's vocabulary; "
+                         "choose another one with --embedding FILE:TOKEN", path)
+    if len(pipe.tokenizer(token, add_special_tokens=False).input_ids) == 1:
+        log.warning("embedding token '%s' is also a word of the vocabulary; prompts using it now get the embedding",
+                    token)
+    try:
+        pipe.load_textual_inversion(tensor.detach().float(), token=token)
+    except Exception as e:
+        raise ModelError(f"cannot load embedding '{token}': {_first_line(e)}", path) from e
+    return token
+
+
+def _check_lora(lora, allow_pickle: bool) -> tuple[str, Path | str]:
+    from diffusers.utils import USE_PEFT_BACKEND
+
+    if not USE_PEFT_BACKEND:
+        raise ModelError("LoRA weights need the 'peft' package (>= 0.17): pip install peft")
+    kind, src = _source(lora, "LoRA")
+    if kind == "file":
+        _check_file(src, "LoRA", allow_pickle)
+    elif kind == "folder":
+        _check_folder_weights(src, "LoRA", allow_pickle)
+    return kind, src
+
+
+def _load_lora(pipe, kind: str, src, scale: float, allow_pickle: bool) -> None:
+    if kind == "file":
+        where, kwargs = str(src.parent), {"weight_name": src.name}
+    else:
+        where, kwargs = str(src), {"use_safetensors": None if allow_pickle else True}
+        if kind == "hub":
+            kwargs.update(cache_dir=hub_cache_dir(), local_files_only=hub_offline())
+    try:
+        pipe.load_lora_weights(where, adapter_name="vidreal_lora", **kwargs)
+        # Fold the LoRA into the base weights and drop the adapter layers: plain modules run
+        # faster and leave attention processors (cross-frame attention) untouched.
+        pipe.fuse_lora(lora_scale=scale, adapter_names=["vidreal_lora"])
+        pipe.unload_lora_weights()
+    except Exception as e:
+        if kind == "hub":
+            raise _hub_error(src, "--lora PATH (a .safetensors file)", "README.md", e) from e
+        raise ModelError(f"cannot load LoRA: {_first_line(e)}", src) from e
+
+
+# --------------------------------------------------------------------------- entry point
+def _describe(spec) -> str:
+    return os.fspath(spec) if isinstance(spec, (str, os.PathLike)) else repr(spec)
+
+
+def load_pipeline(
+    model: str | os.PathLike = DEFAULT_MODEL,
+    controlnets: Mapping[str, str | os.PathLike] | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    embeddings: Iterable[str | os.PathLike | tuple] = (),
+    lora: str | os.PathLike | None = None,
+    lora_scale: float = 1.0,
+    allow_pickle: bool = False,
+    model_config: str | os.PathLike | None = None,
+):
+    """Load SD 1.5 + ControlNets into a ``diffusers.StableDiffusionControlNetPipeline``.
+
+    Args:
+        model: hub id, local diffusers folder, or one original-layout single-file checkpoint.
+        controlnets: ordered ``{name: hub id | folder | single file}``; ``None`` -> DEFAULT_CONTROLNETS.
+            One gives a ``ControlNetModel``, more a ``MultiControlNetModel`` in this order; the
+            names are kept as ``pipe.vidreal_controlnet_names`` (list, same order).
+        device: ``None``/"auto" (cuda > mps > cpu), "cpu", "cuda", "cuda:N", "mps".
+        dtype: ``None``/"auto" (fp16 on cuda/mps, fp32 on cpu), "fp16", "bf16", "fp32" or a torch dtype.
+        embeddings: Textual Inversion files as ``"FILE[:TOKEN]"`` strings (or ``(path, token)``);
+            each token becomes one new tokenizer entry (N entries for an N-vector embedding).
+        lora: a LoRA ``.safetensors`` file, folder or hub id, fused into the weights at ``lora_scale``.
+        allow_pickle: also read ``.ckpt/.bin/.pt/.pth`` files (they can run code: trusted files only).
+        model_config: for a single-file ``model``: hub id or diffusers folder with the component
+            configs and tokenizer (default: the SD 1.5 hub id, which must be in the cache offline).
+
+    The safety checker is not loaded (research translation tool). Remote code is never trusted.
+    Returns the pipeline on ``device`` in ``dtype`` with its progress bar disabled; it also carries
+    ``vidreal_controlnet_names`` and ``vidreal_sources`` (dict of the sources, for logs and configs).
+    """
+    from diffusers import MultiControlNetModel
+
+    controlnets = dict(DEFAULT_CONTROLNETS if controlnets is None else controlnets)
+    if not controlnets:
+        raise ConfigError("at least one ControlNet is needed (controlnets is empty)")
+    for name in controlnets:
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"ControlNet names must be non-empty strings, got {name!r}")
+    if isinstance(embeddings, (str, os.PathLike)):
+        embeddings = [embeddings]
+    embeddings = list(embeddings)
+    try:
+        lora_scale = float(lora_scale)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"lora_scale must be a number, got {lora_scale!r}") from e
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    # Every check that needs no weights runs first, so a missing or unsafe file fails in
+    # milliseconds, before anything is loaded.
+    model_kind, model_src, config_dir = _check_model(model, allow_pickle, model_config)
+    nets = {name: _check_controlnet(name, spec, allow_pickle) for name, spec in controlnets.items()}
+    embedding_files = [_embedding_file(spec, allow_pickle) for spec in embeddings]
+    lora_src = None if lora is None else _check_lora(lora, allow_pickle)
+
+    models = [_load_controlnet(name, kind, src, torch_dtype, allow_pickle) for name, (kind, src) in nets.items()]
+    controlnet = models[0] if len(models) == 1 else MultiControlNetModel(models)
+    pipe = _load_sd(model_kind, model_src, config_dir, controlnet, torch_dtype, allow_pickle)
+    tokens = [_load_embedding(pipe, path, token) for path, token in embedding_files]
+    if lora_src is not None:
+        _load_lora(pipe, *lora_src, lora_scale, allow_pickle)
+
+    pipe = pipe.to(device=dev)
+    if any(m.dtype != torch_dtype for m in pipe.components.values() if isinstance(m, torch.nn.Module)):
+        pipe = pipe.to(dtype=torch_dtype)  # components were loaded in dtype; this only catches stragglers
+    pipe.set_progress_bar_config(disable=True)
+    pipe.vidreal_controlnet_names = list(controlnets)
+    pipe.vidreal_sources = {
+        "model": _describe(model),
+        "controlnets": {name: _describe(spec) for name, spec in controlnets.items()},
+        "embeddings": [_describe(s[0] if isinstance(s, tuple) else s) for s in embeddings],
+        "lora": None if lora is None else _describe(lora),
+    }
+    extras = ""
+    if tokens:
+        extras += f", embeddings {', '.join(tokens)}"
+    if lora is not None:
+        extras += f", LoRA {_describe(lora)} x{lora_scale:g}"
+    log.info("loaded %s + ControlNets %s on %s (%s)%s", _describe(model),
+             ", ".join(f"{n}={_describe(s)}" for n, s in controlnets.items()), dev,
+             str(torch_dtype).removeprefix("torch."), extras)
+    return pipe
