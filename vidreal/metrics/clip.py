@@ -1,0 +1,147 @@
+"""CLIP frame consistency and prompt alignment (torch + transformers, loaded only here).
+
+- Frame consistency: cosine similarity of consecutive frames' CLIP image embeddings, mean over
+  pairs (1 = every frame embeds alike).
+- Prompt alignment: cosine similarity of each frame's image embedding with the prompt's text
+  embedding, mean over frames (raw cosine; CLIPScore would be ``100 * max(cos, 0)``).
+
+Both are reported for the output and for the source (the reference). The model is a hub id or a
+folder holding a ``CLIPModel`` with its image processor (and tokenizer, for a prompt). The local
+cache is tried first; the hub only when that fails and ``HF_HUB_OFFLINE`` is not set.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from vidreal.errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
+SUMMARY_KEYS = (
+    "clip_consistency", "clip_consistency_source", "clip_prompt_alignment", "clip_prompt_alignment_source",
+)
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+def _looks_like_path(model: str) -> bool:
+    """A folder rather than a hub id ("name" or "namespace/name")."""
+    return (
+        model.startswith(("/", ".", "~")) or "\\" in model or model.count("/") > 1 or Path(model).exists()
+    )
+
+
+def _from_pretrained(cls, model: str):
+    try:
+        return cls.from_pretrained(model, local_files_only=True)
+    except OSError:
+        if _hub_offline() or Path(model).exists():
+            raise
+    logger.info("CLIP model %s is not in the local cache; trying the hub", model)
+    return cls.from_pretrained(model)
+
+
+def load_clip(model: str = DEFAULT_CLIP_MODEL, device=None, with_tokenizer: bool = True):
+    """Load ``(CLIPModel, CLIPImageProcessor, tokenizer or None)`` from a hub id or folder.
+
+    The model is put in eval mode on ``device`` (None: CUDA when available, else CPU).
+    Raises ModelError with a one-line reason when it cannot be loaded.
+    """
+    import torch
+    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = str(model)
+    if _looks_like_path(model) and not Path(model).expanduser().is_dir():
+        raise ModelError("CLIP model folder not found (--clip-model: a hub id or a saved CLIP folder)", path=model)
+    model = str(Path(model).expanduser()) if _looks_like_path(model) else model
+    try:
+        clip = _from_pretrained(CLIPModel, model)
+        processor = _from_pretrained(CLIPImageProcessor, model)
+        tokenizer = _from_pretrained(AutoTokenizer, model) if with_tokenizer else None
+    except (OSError, ValueError) as exc:  # not found / offline / not a CLIP folder
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ModelError(
+            f"cannot load CLIP model {model!r} ({reason}); download it, pass a local CLIP folder "
+            "(--clip-model PATH) or skip CLIP (--no-clip)"
+        ) from exc
+    return clip.eval().to(device), processor, tokenizer
+
+
+def _features(output):
+    """transformers 4.x returns the projected tensor, 5.x an output object holding it."""
+    import torch
+
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+def image_embeddings(frames: np.ndarray, clip, processor, batch_size: int = 16, bar=None) -> np.ndarray:
+    """L2-normalised CLIP image embeddings of uint8 ``(T, H, W, 3)`` frames: float32 ``(T, D)``."""
+    import torch
+
+    device = next(clip.parameters()).device
+    chunks = []
+    for start in range(0, len(frames), batch_size):
+        batch = list(frames[start:start + batch_size])
+        pixels = processor(images=batch, return_tensors="pt")["pixel_values"].to(device)
+        with torch.inference_mode():
+            emb = _features(clip.get_image_features(pixel_values=pixels)).float()
+        chunks.append(torch.nn.functional.normalize(emb, dim=-1).cpu().numpy())
+        if bar is not None:
+            bar.update(len(batch))
+    return np.concatenate(chunks)
+
+
+def text_embedding(prompt: str, clip, tokenizer) -> np.ndarray:
+    """L2-normalised CLIP text embedding of ``prompt``: float32 ``(D,)``."""
+    import torch
+
+    device = next(clip.parameters()).device
+    tokens = tokenizer([prompt], padding=True, truncation=True, return_tensors="pt").to(device)
+    with torch.inference_mode():
+        emb = _features(clip.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]))
+    return torch.nn.functional.normalize(emb.float(), dim=-1)[0].cpu().numpy()
+
+
+def clip_metrics(
+    source: np.ndarray,
+    output: np.ndarray,
+    model: str = DEFAULT_CLIP_MODEL,
+    prompt: str | None = None,
+    device=None,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> dict:
+    """CLIP frame consistency (and prompt alignment when ``prompt`` is given) of both clips.
+
+    source, output: uint8 ``(T, H, W, 3)`` RGB. Returns ``{key: float | None for key in
+    SUMMARY_KEYS, "per_frame": {key: list of T}}``; consistency values sit at the pair's first
+    frame (last entry None); None where undefined (one frame, no prompt).
+    Raises ModelError when the model cannot be loaded.
+    """
+    clip, processor, tokenizer = load_clip(model, device=device, with_tokenizer=prompt is not None)
+    text = text_embedding(prompt, clip, tokenizer) if prompt is not None else None
+    n = len(source)
+    result, per = {}, {}
+    with tqdm(total=2 * n, desc="clip", unit="frame", disable=not progress) as bar:
+        for suffix, clip_frames in (("", output), ("_source", source)):
+            emb = image_embeddings(clip_frames, clip, processor, batch_size=batch_size, bar=bar)
+            pairs = [float(v) for v in np.sum(emb[:-1] * emb[1:], axis=1)] + [None]
+            per["clip_consistency" + suffix] = pairs
+            result["clip_consistency" + suffix] = float(np.mean(pairs[:-1])) if n > 1 else None
+            if text is not None:
+                align = [float(v) for v in emb @ text]
+                per["clip_prompt_alignment" + suffix] = align
+                result["clip_prompt_alignment" + suffix] = float(np.mean(align))
+            else:
+                result["clip_prompt_alignment" + suffix] = None
+    result["per_frame"] = per
+    return result
