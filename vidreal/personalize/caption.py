@@ -1,0 +1,166 @@
+"""BLIP captions for target-domain images: the report's "target prompts" (Chapter 3).
+
+Prompts file format (written by :func:`caption_images`, read by :func:`read_prompts`), UTF-8,
+one line per image in sorted path order::
+
+    relative/path.png<TAB>a caption in the style of <realism>
+
+The key is the image's path relative to the captioned folder (or the path as given when files
+were listed); the caption has no tabs or newlines. :func:`read_prompts` also accepts a plain
+file of one prompt per line (no TAB at all): keys are then ``None``. Blank lines and ``#``
+comments are skipped (as ``vidreal batch --prompts-file`` does).
+
+Torch and transformers are imported only when captioning, so ``read_prompts`` is cheap.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from vidreal.errors import ConfigError, InputError, ModelError
+
+DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-base"
+
+log = logging.getLogger("vidreal.personalize")
+
+
+@dataclass
+class CaptionResult:
+    """output: the prompts file; keys: image keys in file order; captions: the written captions
+    (suffix included), one per key; skipped: images left out (unreadable, or an empty caption)."""
+
+    output: Path
+    keys: list[str]
+    captions: list[str]
+    skipped: list[Path]
+
+
+def _clean(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def collect_images(images: str | Path | Sequence[str | Path]) -> list[tuple[str, Path]]:
+    """(key, path) of every image of a folder (recursive) or of a list of files/folders, sorted.
+
+    One folder: keys are paths relative to it. Otherwise keys are the paths as given (a listed
+    folder contributes ``folder/relative``). InputError when a source is missing or no image is found.
+    """
+    from vidreal.personalize.common import find_images
+
+    if isinstance(images, (str, Path)):
+        images = [images]
+    images = [Path(p) for p in images]
+    if not images:
+        raise InputError("no images given")
+    paths = find_images(images, "images")
+    if len(images) == 1 and images[0].is_dir():
+        root = images[0]
+        return [(p.relative_to(root).as_posix(), p) for p in paths]
+    return [(p.as_posix(), p) for p in paths]
+
+
+def load_blip(model: str, device, dtype):
+    """BlipProcessor + BlipForConditionalGeneration (eval, on ``device``); failures -> ModelError."""
+    from transformers import BlipForConditionalGeneration, BlipProcessor
+
+    try:
+        processor = BlipProcessor.from_pretrained(model)
+        blip = BlipForConditionalGeneration.from_pretrained(model, dtype=dtype)
+    except (OSError, ValueError, ImportError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise ModelError(f"cannot load BLIP captioning model {model!r} ({first}); download it with "
+                         f"`hf download {DEFAULT_CAPTION_MODEL}` where there is network, or pass "
+                         "--model PATH to a local copy") from exc
+    return processor, blip.eval().to(device)
+
+
+def caption_images(images, output, model: str = DEFAULT_CAPTION_MODEL, *, suffix: str | None = None,
+                   batch_size: int = 8, device: str | None = None, max_new_tokens: int = 30,
+                   progress: bool = True) -> CaptionResult:
+    """Caption every image with BLIP and write the prompts file ``output`` (format: module doc).
+
+    images: a folder (recursive) or a list of image files/folders. model: hub id or local folder
+    of a BLIP captioning model (BlipForConditionalGeneration + BlipProcessor). suffix: appended
+    after a space, e.g. "in the style of <realism>". device: None = cuda when available, else
+    cpu (fp16 on cuda, fp32 otherwise). Unreadable images are skipped with a warning; none
+    readable -> InputError. The file is written atomically.
+    """
+    import torch
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from vidreal.io import atomic_output, read_video
+    from vidreal.personalize.common import check_device
+
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    items = collect_images(images)
+    device = check_device(device) or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    processor, blip = load_blip(str(model), device, dtype)
+    suffix = _clean(suffix or "")
+
+    keys: list[str] = []
+    captions: list[str] = []
+    skipped: list[Path] = []
+    bar = tqdm(total=len(items), desc="captions", disable=not progress, unit="img")
+    for start in range(0, len(items), batch_size):
+        batch, frames = [], []
+        for key, path in items[start:start + batch_size]:
+            try:
+                frames.append(read_video(path).frames[0])
+                batch.append(key)
+            except InputError as exc:
+                log.warning("skipping %s", exc)
+                skipped.append(path)
+        if batch:
+            inputs = processor(images=[Image.fromarray(f) for f in frames], return_tensors="pt").to(device, dtype)
+            with torch.no_grad():
+                tokens = blip.generate(**inputs, max_new_tokens=max_new_tokens)
+            texts = processor.batch_decode(tokens, skip_special_tokens=True)
+            for key, text in zip(batch, texts):
+                if not _clean(text):
+                    log.warning("skipping %s: BLIP gave an empty caption", key)
+                    skipped.append(dict(items)[key])
+                    continue
+                keys.append(key)
+                captions.append(_clean(f"{text} {suffix}"))
+        bar.update(len(items[start:start + batch_size]))
+    bar.close()
+    if not keys:
+        raise InputError(f"none of the {len(items)} images got a caption (unreadable or empty)", items[0][1].parent)
+    output = Path(output)
+    with atomic_output(output) as tmp:
+        Path(tmp).write_text("".join(f"{_clean(k)}\t{c}\n" for k, c in zip(keys, captions)), encoding="utf-8")
+    log.info("wrote %d captions to %s", len(keys), output)
+    return CaptionResult(output=output, keys=keys, captions=captions, skipped=skipped)
+
+
+def read_prompts(path) -> list[tuple[str | None, str]]:
+    """(key, prompt) per line of a prompts file: either every line ``key<TAB>prompt``, or every
+    line a plain prompt (key None). Blank lines and ``#`` comments are skipped. InputError when
+    the file is missing, holds no prompt, or mixes the two forms."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("prompts file not found", path)
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read prompts file ({exc})", path) from exc
+    lines = [line for line in lines if line and not line.startswith("#")]
+    if not lines:
+        raise InputError("prompts file holds no prompt", path)
+    if not any("\t" in line for line in lines):
+        return [(None, line) for line in lines]
+    out: list[tuple[str | None, str]] = []
+    for number, line in enumerate(lines, 1):
+        key, tab, prompt = line.partition("\t")
+        if not tab or not key.strip() or not prompt.strip():
+            raise InputError(f"line {number} {line[:60]!r}: expected 'relative/path<TAB>caption'", path)
+        out.append((key.strip(), prompt.strip()))
+    return out
