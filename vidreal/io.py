@@ -527,3 +527,13 @@ def _close_quietly(container) -> None:
         container.close()
     except Exception:
         pass
+
+
+def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 (T, h, w, C) -> (T, height, width, C): area filter to shrink, bicubic to enlarge; no-op when equal."""
+    import cv2
+
+    if frames.shape[1:3] == (height, width):
+        return frames
+    interpolation = cv2.INTER_AREA if height * width < frames.shape[1] * frames.shape[2] else cv2.INTER_CUBIC
+    return np.stack([cv2.resize(f, (width, height), interpolation=interpolation) for f in frames])

@@ -59,8 +59,7 @@ def translate_options(func):
 
     @functools.wraps(func)
     def wrapper(*args, config_path=None, **kwargs):
-        names = [o.name for o in wrapper.__click_params__ if o.name in TranslateConfig.__dataclass_fields__]
-        given = {name: kwargs.pop(name) for name in names if name in kwargs}
+        given = {name: kwargs.pop(name) for name in list(kwargs) if name in TranslateConfig.__dataclass_fields__}
         given["controlnets"] = _pairs(given.get("controlnets"), "--controlnet")
         given["controlnet_scale"] = _pairs(given.get("controlnet_scale"), "--controlnet-scale", float)
         given["embeddings"] = list(given["embeddings"]) or None

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from vidreal.errors import ConfigError, InputError, ModelError
+from vidreal.io import resize_frames
 from vidreal.metrics import clip as _clip
 from vidreal.metrics import temporal as _temporal
 from vidreal.metrics.clip import DEFAULT_CLIP_MODEL, clip_metrics, load_clip
@@ -60,13 +61,6 @@ def _check_counts(n_source: int, n_output: int, path=None) -> None:
         raise InputError(
             f"frame counts differ: source has {n_source} frames, output has {n_output}", path=path
         )
-
-
-def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize uint8 ``(T, h, w, 3)`` frames to ``(T, height, width, 3)`` (area when shrinking, else linear)."""
-    shrink = height * width < frames.shape[1] * frames.shape[2]
-    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(f, (width, height), interpolation=interpolation) for f in frames])
 
 
 def compute_metrics(

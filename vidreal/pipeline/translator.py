@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vidreal.errors import InputError, ModelError
+from vidreal.io import resize_frames
 from vidreal.pipeline.attention import FrameLayout, cross_frame_attention
 
 log = logging.getLogger("vidreal")
@@ -100,7 +101,7 @@ class Translator:
 
     def _to_tensor(self, images: np.ndarray, size: tuple[int, int], dtype) -> torch.Tensor:
         """uint8 (N, H, W, 3) -> float (N, 3, h, w) in [0, 1] on the device (as diffusers' control images)."""
-        images = _resize(images, size)
+        images = resize_frames(images, *size)
         tensor = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
         return tensor.to(self.device, dtype)
 
@@ -199,7 +200,7 @@ class Translator:
         bar.set_postfix_str(f"frames {batch[0][0]}-{batch[-1][0]}")
         latents = self._denoise(latents, controls, run["pos"], run["neg"], run["cfg"], run["guidance_scale"],
                                 run["scales"], run["steps"], bar)
-        images = _resize(self._decode(latents[1:] if carried else latents), shape)
+        images = resize_frames(self._decode(latents[1:] if carried else latents), *shape)
         bar.update(len(batch))
         return anchor, images
 
@@ -255,14 +256,3 @@ def _scales(controlnet_scale, names) -> list[float]:
     if unknown:
         raise ValueError(f"controlnet_scale names {sorted(unknown)} are not ControlNets {names}")
     return [float(controlnet_scale.get(name, 1.0)) for name in names]
-
-
-def _resize(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """uint8 (N, H, W, C) -> (N, h, w, C); area filter to shrink, bicubic to enlarge; no-op when equal."""
-    import cv2
-
-    h, w = size
-    if images.shape[1:3] == (h, w):
-        return images
-    interp = cv2.INTER_AREA if h * w < images.shape[1] * images.shape[2] else cv2.INTER_CUBIC
-    return np.stack([cv2.resize(im, (w, h), interpolation=interp) for im in images])

@@ -1,0 +1,38 @@
+"""``vidreal translate``: one video or image file."""
+from __future__ import annotations
+
+import click
+
+from vidreal.cli.options import translate_options
+
+
+@click.command(epilog="""\b
+Examples:
+  vidreal translate samples/humanoid_walk_ground.mp4 -o out.mp4
+  vidreal translate clip.mp4 -o out.mp4 --config configs/rocog.yaml --model ./my-dreambooth --preview side.mp4
+  vidreal translate car.png -o car_real.png --config configs/visda.yaml --controlnet canny=./cn-canny
+""")
+@click.argument("input", type=click.Path(dir_okay=True))
+@click.option("-o", "--output", required=True, type=click.Path(), help="Output video or image file.")
+@translate_options
+@click.option("--preview", type=click.Path(), help="Also write a side-by-side video: source | conditions | output.")
+@click.option("--save-conditions", type=click.Path(file_okay=False), help="Folder for the condition maps.")
+@click.option("--metrics", is_flag=True, help="Compute consistency/fidelity metrics into OUTPUT.vidreal.yaml.")
+@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+def translate(input, output, config, preview, save_conditions, metrics, progress):
+    """Translate a synthetic video (or image) INPUT to look real, keeping fps, frames and audio."""
+    from vidreal.metrics.report import format_table
+    from vidreal.translate import record_path, translate_file
+
+    result = translate_file(input, output, config, preview=preview, save_conditions=save_conditions,
+                            progress=progress, metrics=metrics)
+    click.echo(f"wrote {result.output} ({result.n_frames} frame(s), {result.seconds:.1f} s)")
+    if result.preview:
+        click.echo(f"preview: {result.preview}")
+    for kind, path in result.conditions.items():
+        click.echo(f"{kind}: {path}")
+    for note in result.reports.values():
+        click.echo(f"warning: {note}", err=True)
+    if result.metrics:
+        click.echo(format_table(result.metrics))
+    click.echo(f"config: {record_path(result.output)}")
