@@ -16,10 +16,10 @@ from vidreal.errors import VidrealError
 
 EPILOG = """\b
 Examples:
-  vidreal translate samples/humanoid_walk.mp4 -o out.mp4 --config configs/rocog.yaml
-  vidreal conditions samples/humanoid_walk.mp4 -o pose.mp4 --kind pose
+  vidreal translate samples/humanoid_walk_ground.mp4 -o out.mp4 --config configs/rocog.yaml
+  vidreal conditions samples/humanoid_walk_ground.mp4 -o pose.mp4 --kind pose
   vidreal batch syn/ground out/ground --config configs/rocog.yaml
-  vidreal metrics samples/humanoid_walk.mp4 out.mp4 --plot metrics.png
+  vidreal metrics samples/humanoid_walk_ground.mp4 out.mp4 --plot metrics.png
 """
 
 # verb module -> attribute holding the click command; each module owns one verb.
@@ -83,8 +83,11 @@ def cli(ctx, debug, verbose):
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
-    level = logging.WARNING - 10 * min(verbose, 2) if verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # vidreal says what it does (device, dtype, weights, files) at INFO; other libraries only warn
+    # unless -v (their info) or -vv (everything at debug).
+    logging.basicConfig(level=logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG,
+                        format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("vidreal").setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
 
 
 def main():
