@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import time
 
-import cv2
 import numpy as np
 
 from vidreal.errors import ConfigError, InputError, ModelError

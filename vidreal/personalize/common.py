@@ -331,6 +331,22 @@ def save_checkpoint(accelerator, out: Path, step: int, keep: int | None = 2) -> 
     return final
 
 
+def resume_step(accelerator, out: Path, resume: bool, hint: str) -> int:
+    """The step to start from: the latest checkpoint's when ``resume`` (0 without one)."""
+    checkpoint = latest_checkpoint(out) if resume else None
+    if checkpoint is None:
+        if resume:
+            log.info("no checkpoint in %s: starting from step 0", out)
+        return 0
+    try:
+        start = load_checkpoint(accelerator, checkpoint)
+    except Exception as exc:
+        raise ModelError(f"cannot resume from this checkpoint ({str(exc).splitlines()[0][:160]}); {hint}",
+                         checkpoint) from exc
+    log.info("resuming from %s (step %d)", checkpoint, start)
+    return start
+
+
 def load_checkpoint(accelerator, path: Path) -> int:
     """Restore models, optimizer and RNG states saved by :func:`save_checkpoint`; return its step."""
     accelerator.load_state(str(path))

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from vidreal.config import DEFAULT_MODEL
-from vidreal.errors import ConfigError, ModelError, OutputError
+from vidreal.errors import ConfigError, OutputError
 from vidreal.personalize import common
 from vidreal.personalize.common import (
     CONFIG_NAME, SAMPLES_NAME, WEIGHT_DTYPES, TrainResult, check_device, check_images, check_model,
@@ -197,17 +197,7 @@ def train_dreambooth(instance_dir, output, model: str = DEFAULT_MODEL, *, preset
     else:
         unet, optimizer = accelerator.prepare(unet, optimizer)
 
-    start = 0
-    checkpoint = common.latest_checkpoint(out) if resume else None
-    if checkpoint is not None:
-        try:
-            start = common.load_checkpoint(accelerator, checkpoint)
-        except Exception as exc:
-            raise ModelError(f"cannot resume from this checkpoint ({str(exc).splitlines()[0][:160]}); "
-                             "was it written with other settings (e.g. --train-text-encoder)?", checkpoint) from exc
-        log.info("resuming from %s (step %d)", checkpoint, start)
-    elif resume:
-        log.info("no checkpoint in %s: starting from step 0", out)
+    start = common.resume_step(accelerator, out, resume, "was it written with other settings (e.g. --train-text-encoder)?")
 
     config = dict(
         method="dreambooth", model=model, instance_dir=str(instance_dir), output=out, preset=preset,

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from vidreal.config import DEFAULT_MODEL
-from vidreal.errors import ConfigError, ModelError
+from vidreal.errors import ConfigError
 from vidreal.personalize import common
 from vidreal.personalize.common import (
     CONFIG_NAME, SAMPLES_NAME, WEIGHT_DTYPES, TrainResult, check_device, check_images, check_model,
@@ -158,17 +158,7 @@ def train_textual_inversion(train_dir, output, model: str = DEFAULT_MODEL, *,
     frozen = torch.ones(original.shape[0], dtype=torch.bool, device=original.device)
     frozen[token_id] = False
 
-    start = 0
-    checkpoint = common.latest_checkpoint(out) if resume else None
-    if checkpoint is not None:
-        try:
-            start = common.load_checkpoint(accelerator, checkpoint)
-        except Exception as exc:
-            raise ModelError(f"cannot resume from this checkpoint ({str(exc).splitlines()[0][:160]}); "
-                             "was it written for another model or placeholder?", checkpoint) from exc
-        log.info("resuming from %s (step %d)", checkpoint, start)
-    elif resume:
-        log.info("no checkpoint in %s: starting from step 0", out)
+    start = common.resume_step(accelerator, out, resume, "was it written for another model or placeholder?")
 
     config = dict(
         method="textual-inversion", model=model, train_dir=str(train_dir), output=out,
