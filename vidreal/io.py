@@ -177,6 +177,8 @@ def _check_input(path) -> Path:
         raise InputError("file not found", path)
     if path.is_dir():
         raise InputError("is a folder, expected a video or image file", path)
+    if not path.is_file():  # opening a FIFO would block forever
+        raise InputError("not a regular file (a pipe, socket or device), expected a video or image file", path)
     ext = path.suffix.lower()
     if ext not in IMAGE_EXTS and ext not in VIDEO_EXTS:
         supported = " ".join(sorted(VIDEO_EXTS | IMAGE_EXTS))

@@ -1,0 +1,244 @@
+"""Batch translation of a dataset folder or split list: layout mirrored, manifest, resume, Ray.
+
+    result = run_batch("syn/ground", "out/ground", load_config("configs/rocog.yaml"))
+    print(result.table())
+
+* Items: media files under IN_DIR (recursive, sorted, hidden names skipped, ``pattern`` and
+  ``extensions`` filter them), or the lines of a split list (``relative/path label``) under
+  ``root``. Outputs mirror each item's relative path under OUT_DIR; see ``items.output_rel``
+  for the extension rules. With a list, the matching list of the translated items (output
+  paths, the same label columns) is written to OUT_DIR under the list's file name.
+* Manifest ``OUT_DIR/manifest.jsonl`` (see ``manifest.py``): a rerun skips an item whose latest
+  record is "done" with the same config hash and prompt and whose output file exists; anything
+  else is redone (``overwrite=True`` redoes all). Outputs are written atomically and temporary
+  files of a killed run are removed at start, so killing a batch at any moment and rerunning it
+  finishes the job with every output written once and whole.
+* Failures are isolated: a bad item gets a "failed" record with a one-line reason and the batch
+  goes on. Unsafe items (symlinks leaving IN_DIR, ``..`` in list paths) fail the same way.
+* Metrics (``metrics=True``): each item's ``vidreal.metrics`` numbers (source vs output) go into
+  its manifest record; the result holds their means over every item done with the current config
+  (this run's and earlier runs'), printed under the summary and written to ``batch.vidreal.yaml``.
+* Executors (``executors.py``): ``local`` (one model in this process) or ``ray`` (one actor per
+  worker, each with its model loaded once).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from vidreal.batch.executors import LocalExecutor, RayExecutor, Worker, import_ray, one_line
+from vidreal.batch.items import (Entry, Prompts, check_dirs, output_rel, parse_extensions, read_list,
+                                 safe_paths, walk)
+from vidreal.batch.manifest import MANIFEST_NAME, Manifest, clean_temp_files, now, read_manifest
+from vidreal.config import TranslateConfig, load_config, write_config
+from vidreal.errors import ConfigError, InputError, VidrealError
+from vidreal.io import atomic_output
+
+__all__ = ["run_batch", "BatchResult", "read_manifest", "output_rel", "MANIFEST_NAME", "CONFIG_NAME",
+           "LocalExecutor", "RayExecutor", "Worker"]
+
+logger = logging.getLogger(__name__)
+
+EXECUTORS = ("local", "ray")
+CONFIG_NAME = "batch.vidreal.yaml"  # the resolved config of the latest run, beside the manifest
+
+
+@dataclass
+class BatchResult:
+    """What one run did. ``failures``: [(input rel, one-line reason)]; ``frames``: frames
+    translated in this run; ``seconds``: the run's wall time."""
+
+    out_dir: Path
+    manifest: Path
+    list_file: Path | None = None
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    frames: int = 0
+    skipped_frames: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)  # name -> mean over items that have it
+    metrics_items: int = 0  # items the means are taken over
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def table(self) -> str:
+        """The end-of-run summary: counts, frames, throughput, then each failed item."""
+        rows = [("done", self.done, self.frames), ("skipped", self.skipped, self.skipped_frames),
+                ("failed", self.failed, "-"),
+                ("total", self.done + self.skipped + self.failed, self.frames + self.skipped_frames)]
+        lines = [f"{'status':<8} {'items':>8} {'frames':>9}"]
+        lines += [f"{name:<8} {items:>8} {frames:>9}" for name, items, frames in rows]
+        lines.append(f"{self.seconds:.1f} s, {self.frames_per_second:.2f} frames/s translated")
+        if self.metrics:
+            lines.append(f"metrics, mean over {self.metrics_items} item(s) (see manifest.jsonl for each):")
+            lines += [f"  {name:<26} {value:.4f}" for name, value in self.metrics.items()]
+        if self.failures:
+            lines.append("failed items:")
+            lines += [f"  {rel}: {reason}" for rel, reason in self.failures]
+        return "\n".join(lines)
+
+
+def run_batch(in_dir, out_dir, config: TranslateConfig | None = None, *, pattern: str | None = None,
+              extensions=None, list_file=None, root=None, executor: str = "local",
+              workers: int | None = None, gpus_per_worker: float | None = None,
+              ray_address: str | None = None, overwrite: bool = False, overlap: bool = True,
+              progress: bool = True, metrics: bool = False, translator=None) -> BatchResult:
+    """Translate every item of IN_DIR (or of ``list_file``) into OUT_DIR, resumably.
+
+    in_dir: folder walked recursively; with ``list_file`` the list's paths are relative to
+        ``root`` (default ``in_dir``).
+    pattern: fnmatch glob on the relative path or any trailing part of it (``*.mp4``, ``Halt/*``).
+    extensions: ".mp4,.png" or a list; default every supported video and image type.
+    executor: "local" (default; ``translator`` may pass an already loaded Translator) or "ray"
+        (``workers`` actors on ``gpus_per_worker`` GPUs each; default one per GPU of the cluster,
+        or 1 on CPU; ``ray_address`` as for ``ray.init``).
+    overwrite: redo every item, whatever the manifest says. overlap: prepare the next item while
+        translating the current one. metrics: score each item (source vs output) and report means.
+    Returns a BatchResult; failed items are in it (and the manifest), not raised. Raises
+    VidrealError for problems of the whole batch (folders, config, model, Ray).
+    """
+    started = time.perf_counter()
+    config = config if config is not None else load_config()
+    if executor not in EXECUTORS:
+        raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise ConfigError(f"workers must be a positive integer, got {workers!r}")
+    if executor == "local" and workers not in (None, 1):
+        raise ConfigError(f"workers={workers} needs the ray executor (the local one runs one model)")
+    if gpus_per_worker is not None and gpus_per_worker < 0:
+        raise ConfigError(f"gpus_per_worker must be >= 0, got {gpus_per_worker!r}")
+    if root is not None and list_file is None:
+        raise ConfigError("root is the folder of a list file's paths: give list_file too")
+    in_root = Path(root if root is not None else in_dir)
+    out_dir = Path(out_dir)
+    check_dirs(in_root, out_dir)
+    if list_file is not None and Path(list_file).name in (MANIFEST_NAME, CONFIG_NAME):
+        raise ConfigError(f"the list file may not be named {Path(list_file).name!r} (the batch writes that file)")
+    entries = (read_list(list_file, pattern, extensions) if list_file is not None
+               else walk(in_root, pattern, parse_extensions(extensions)))
+    if not entries:
+        raise InputError(f"no input files found (pattern {pattern!r}, extensions {extensions or 'all'})",
+                         list_file or in_root)
+    prompts = Prompts(config, in_root)
+    if executor == "ray":
+        import_ray()  # fail before touching OUT_DIR
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = BatchResult(out_dir=out_dir, manifest=out_dir / MANIFEST_NAME)
+    with Manifest(result.manifest) as manifest:
+        removed = clean_temp_files(out_dir)
+        if removed:
+            logger.info("removed %d temporary file(s) left by an interrupted run", len(removed))
+        write_config(out_dir / CONFIG_NAME, config)
+        fingerprint = config.fingerprint()
+        in_res, out_res = in_root.resolve(), out_dir.resolve()
+
+        def record(job_or_rel, res: dict) -> dict:
+            rec = {"input": res["input"], "output": job_or_rel.get("output"), "status": res["status"],
+                   "error": res["error"], "frames": res["frames"], "seconds": res["seconds"],
+                   "config": fingerprint, "prompt": job_or_rel.get("prompt"), "time": now()}
+            if "metrics" in res:
+                rec["metrics"] = res["metrics"]
+            manifest.append(rec)
+            return rec
+
+        jobs, claimed = [], {}
+        with tqdm(total=len(entries), unit="item", desc="batch", disable=not progress) as bar:
+
+            def account(rec: dict) -> None:
+                if rec["status"] == "done":
+                    result.done += 1
+                    result.frames += rec["frames"] or 0
+                else:
+                    result.failed += 1
+                    result.failures.append((rec["input"], rec["error"]))
+                bar.set_postfix(failed=result.failed, frames=result.frames, refresh=False)
+                bar.update(1)
+
+            # 1. Plan: safety, output names, prompts, skip decisions.
+            for entry in entries:
+                info = {"output": output_rel(entry.rel), "prompt": None}
+                try:
+                    src, dst, info["output"] = safe_paths(in_res, out_res, entry.rel)
+                    if info["output"] in claimed:
+                        raise InputError(f"output {info['output']!r} is also the output of {claimed[info['output']]!r}")
+                    claimed[info["output"]] = entry.rel
+                    info["prompt"] = prompts(entry.rel)
+                except VidrealError as exc:
+                    account(record(info, {"input": entry.rel, "status": "failed", "error": one_line(exc),
+                                          "frames": 0, "seconds": 0.0}))
+                    continue
+                last = manifest.latest.get(entry.rel)
+                if (not overwrite and last is not None and last.get("status") == "done"
+                        and last.get("config") == fingerprint and last.get("prompt") == info["prompt"]
+                        and last.get("output") == info["output"] and dst.is_file()):
+                    result.skipped += 1
+                    result.skipped_frames += last.get("frames") or 0
+                    bar.update(1)
+                    continue
+                jobs.append({"input": entry.rel, "src": str(src), "dst": str(dst), **info})
+
+            # 2. Translate what is left; the driver records every result as it arrives.
+            if jobs:
+                runner = (LocalExecutor(config, translator, overlap, progress, metrics) if executor == "local"
+                          else RayExecutor(config, workers, gpus_per_worker, ray_address, overlap, metrics=metrics))
+                by_rel = {job["input"]: job for job in jobs}
+                for res in runner.run(jobs):
+                    account(record(by_rel[res["input"]], res))
+
+        # 3. The split list of what was translated; metric means over the dataset.
+        if list_file is not None:
+            result.list_file = _write_list(out_dir / Path(list_file).name, entries, manifest.latest, fingerprint)
+        if metrics:
+            result.metrics, result.metrics_items = _mean_metrics(
+                [manifest.latest.get(entry.rel) for entry in entries], fingerprint)
+    result.seconds = time.perf_counter() - started
+    summary = {"done": result.done, "skipped": result.skipped, "failed": result.failed}
+    if result.metrics:
+        summary["metrics_mean"] = result.metrics
+        summary["metrics_items"] = result.metrics_items
+    write_config(out_dir / CONFIG_NAME, config, extra=summary)
+    return result
+
+
+def _mean_metrics(records: list, fingerprint: str) -> tuple[dict[str, float], int]:
+    """Per-metric means over the done records (with this config) that carry metrics; a metric
+    missing for an item (e.g. temporal ones for a still image) is averaged over the others."""
+    values: dict[str, list[float]] = {}
+    items = 0
+    for rec in records:
+        if not rec or rec.get("status") != "done" or rec.get("config") != fingerprint or not rec.get("metrics"):
+            continue
+        items += 1
+        for name, value in rec["metrics"].items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                values.setdefault(name, []).append(float(value))
+    return {name: sum(v) / len(v) for name, v in values.items()}, items
+
+
+def _write_list(path: Path, entries: list[Entry], latest: dict, fingerprint: str) -> Path:
+    """The split list of the translated items: each done item's output path and its label columns,
+    in the input list's order (failed items are left out, so every listed file exists)."""
+    lines = []
+    for entry in entries:
+        rec = latest.get(entry.rel)
+        if rec is not None and rec.get("status") == "done" and rec.get("config") == fingerprint:
+            lines.append(rec["output"] + entry.rest)
+    missing = len(entries) - len(lines)
+    if missing:
+        logger.warning("%s lists %d of %d items (the others failed)", path.name, len(lines), len(entries))
+    with atomic_output(path) as tmp:
+        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
