@@ -2,6 +2,7 @@
 """Benchmark vidreal's Translator against the stock per-frame diffusers loop, and its memory.
 
     python tools/bench_translate.py                      # tiny random models (built here), CPU
+    python tools/bench_translate.py --full-size --size 512 --steps 20 --frames 16 --device cuda --dtype fp16
     python tools/bench_translate.py --model weights/sd15 --controlnet canny=weights/cn-canny \\
         --controlnet pose=weights/cn-openpose --size 512 --steps 20 --frames 16 --device cuda --dtype fp16
 
@@ -11,7 +12,10 @@ Prints, measured in one run on the same machine:
     mode, with the ratio vidreal / stock;
   * peak memory of a translation of N frames against 4N frames (CUDA: max allocated; CPU: growth
     of the process's peak RSS after loading), each in a fresh subprocess, with the ratio.
-Speed does not depend on weight values, so random weights time like real ones.
+Speed does not depend on weight values, so random weights time like real ones: ``--full-size``
+builds SD 1.5-sized random models (``tools/make_tiny_models.py --full-size``) for GPU figures
+where no weights can be downloaded. Also printed: the largest difference between the stock
+pipeline's frame 0 and vidreal's (per-frame mode, same seed), a check of the numerics on the device.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ PROMPT = "a person in the style of sks person"
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", help="SD 1.5 weights (default: tiny random models built in a temp folder)")
+    p.add_argument("--full-size", action="store_true", help="without --model: SD 1.5-sized random models")
     p.add_argument("--controlnet", action="append", default=[], metavar="KIND=WEIGHTS")
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--size", type=int, default=64)
@@ -41,6 +46,10 @@ def parse_args(argv=None):
     p.add_argument("--dtype", default=None, help="fp32 | fp16 | bf16 (default: auto)")
     p.add_argument("--repeats", type=int, default=2, help="timed repeats (best is reported)")
     p.add_argument("--no-memory", action="store_true", help="skip the N vs 4N memory measurement")
+    p.add_argument("--stock-frames", type=int, help="frames for the stock loop (default --frames; it is slow)")
+    p.add_argument("--tuning", action="store_true",
+                   help="also time cross-frame with channels_last, cudnn.benchmark and torch.compile (CUDA)")
+    p.add_argument("--profile", action="store_true", help="print the top kernels of one cross-frame call")
     p.add_argument("--memory-child", nargs=2, metavar=("FRAMES", "JSON"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -51,7 +60,7 @@ def models(args, tmp: Path):
     sys.path.insert(0, str(ROOT / "tools"))
     from make_tiny_models import make_all
 
-    paths = make_all(tmp / "tiny")
+    paths = make_all(tmp / "models", full_size=args.full_size)
     return str(paths["sd"]), {"canny": str(paths["canny"]), "pose": str(paths["pose"])}
 
 
@@ -88,27 +97,72 @@ def speed(args, model, controlnets):
     pipe = tr.pipe
     kw = dict(num_inference_steps=args.steps, guidance_scale=args.guidance, seed=0, progress=False, size=None)
 
-    def stock():
-        for i in range(len(frames)):
+    def stock(n=len(frames)):
+        out = []
+        for i in range(n):
             images = [torch.from_numpy(conds[k][i:i + 1]).permute(0, 3, 1, 2).float().div(255).to(tr.device, pipe.unet.dtype)
                       for k in controlnets]
-            pipe(PROMPT, image=images if len(images) > 1 else images[0], num_inference_steps=args.steps,
-                 guidance_scale=args.guidance, generator=torch.Generator("cpu").manual_seed(0), output_type="np",
-                 height=args.size, width=args.size)
+            out.append(pipe(PROMPT, image=images if len(images) > 1 else images[0], num_inference_steps=args.steps,
+                            guidance_scale=args.guidance, generator=torch.Generator("cpu").manual_seed(0),
+                            output_type="np", height=args.size, width=args.size).images[0])
+        return out
 
     def ours(mode):
         return lambda: tr(frames, conds, PROMPT, chunk_size=args.chunk_size, consistency=mode, **kw)
 
-    stock()  # warm-up (allocator, kernels)
-    ours("cross-frame")()
+    reference = (stock(1)[0] * 255).round()  # also the warm-up (allocator, kernels)
+    mine = ours("per-frame")()[0]
+    print(f"frame 0, stock vs vidreal per-frame: max |difference| {abs(reference - mine).max():.0f} levels of 255")
     print(f"device {tr.device}, dtype {str(pipe.unet.dtype).replace('torch.', '')}, torch threads "
           f"{torch.get_num_threads()}, {args.frames} frames {args.size}x{args.size}, {args.steps} steps, "
           f"guidance {args.guidance}, {len(controlnets)} ControlNet(s), chunk {args.chunk_size}")
-    t_stock = best_time(stock, args.repeats)
-    print(f"{'stock per-frame loop':28s} {args.frames / t_stock:8.2f} frames/s   1.00x")
+    n_stock = args.stock_frames or args.frames
+    t_stock = best_time(lambda: stock(n_stock), args.repeats) / n_stock * args.frames
+    print(f"{'stock per-frame loop':28s} {args.frames / t_stock:8.2f} frames/s   1.00x   ({n_stock} frames)")
     for mode in ("per-frame", "shared-noise", "cross-frame"):
         t = best_time(ours(mode), args.repeats)
         print(f"{'vidreal ' + mode:28s} {args.frames / t:8.2f} frames/s   {t_stock / t:.2f}x")
+    if args.profile:
+        profile(ours("cross-frame"))
+    if args.tuning:
+        tuning(tr, ours("cross-frame"), args, t_stock)
+
+
+def tuning(tr, call, args, t_stock):
+    """Cross-frame frames/s as GPU settings are added one after the other (numerics unchanged
+    except torch.compile's kernel choices)."""
+    import torch
+
+    pipe = tr.pipe
+    nets = [pipe.unet, pipe.vae, *getattr(pipe.controlnet, "nets", [pipe.controlnet])]
+
+    def channels_last():
+        for net in nets:
+            net.to(memory_format=torch.channels_last)
+
+    def cudnn_benchmark():
+        torch.backends.cudnn.benchmark = True
+
+    for name, apply in (("+ channels_last", channels_last), ("+ cudnn.benchmark", cudnn_benchmark),
+                        ("+ torch.compile", tr.compile)):
+        apply()
+        start = time.perf_counter()
+        call()  # warm-up: autotuning, compilation
+        warm = time.perf_counter() - start
+        t = best_time(call, args.repeats)
+        print(f"{'cross-frame ' + name:28s} {args.frames / t:8.2f} frames/s   {t_stock / t:.2f}x   (first call {warm:.0f} s)")
+
+
+def profile(call):
+    """The CUDA kernels (or CPU ops) that take the most time in one call."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with torch_profile(activities=activities) as prof:
+        call()
+    key = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=15, max_name_column_width=60))
 
 
 def memory_child(args, model, controlnets, n, out_json):

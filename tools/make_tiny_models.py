@@ -13,6 +13,13 @@ The models have SD 1.5's architecture (UNet with cross-attention blocks, a KL VA
 encoder, PNDM scheduler) at toy width. The VAE has 2 blocks, so it downsamples by 2, not 8.
 ``ControlNetModel.from_unet`` zero-initialises the output convolutions; left that way the
 conditions would have no effect at all, so they are re-initialised here.
+
+    python tools/make_tiny_models.py OUT_DIR --full-size
+
+writes the same layout with SD 1.5's real sizes (860M-parameter UNet, 8x VAE, 12-layer CLIP text
+encoder, ControlNets of SD 1.5's shape) and random weights, saved in fp16: their outputs mean
+nothing, but they run exactly as long and take exactly as much memory as the real weights, so
+``tools/bench_translate.py`` can measure GPU speed where no weights can be downloaded.
 """
 from __future__ import annotations
 
@@ -156,10 +163,44 @@ def make_sd(out: Path, seed: int = 0) -> None:
     pipe.save_pretrained(out, safe_serialization=True)
 
 
-def make_controlnet(sd: Path, out: Path, seed: int) -> None:
+def make_sd_full(out: Path, seed: int = 0) -> None:
+    """SD 1.5's architecture at full size (configs as published with the weights), random, fp16."""
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = make_tokenizer()
+    torch.manual_seed(seed)
+    # UNet2DConditionModel's defaults are SD 1.x's blocks; SD 1.5 differs in these three.
+    unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
+    blocks = ("DownEncoderBlock2D",) * 4
+    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=blocks,
+                        up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4,
+                        sample_size=512)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+        num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id))
+    scheduler = PNDMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                              beta_schedule="scaled_linear", skip_prk_steps=True, set_alpha_to_one=False,
+                              steps_offset=1)
+    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.to(torch.float16).save_pretrained(out, safe_serialization=True)
+
+
+def make_controlnet(sd: Path, out: Path, seed: int, full_size: bool = False) -> None:
     from diffusers import ControlNetModel, UNet2DConditionModel
 
     unet = UNet2DConditionModel.from_pretrained(sd, subfolder="unet")
+    if full_size:  # SD 1.5 ControlNets' own shape; zero convolutions re-initialised, no gains
+        controlnet = ControlNetModel.from_unet(unet)
+        torch.manual_seed(seed)
+        for conv in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:
+            conv.reset_parameters()
+        controlnet.to(torch.float16).save_pretrained(out, safe_serialization=True)
+        return
     vae_factor = 2 ** (len(json.loads((sd / "vae" / "config.json").read_text())["block_out_channels"]) - 1)
     # The conditioning embedding must downsample image -> latent by the VAE's factor:
     # one stride-2 step per extra channel entry.
@@ -178,20 +219,22 @@ def make_controlnet(sd: Path, out: Path, seed: int) -> None:
     controlnet.save_pretrained(out, safe_serialization=True)
 
 
-def make_all(out_dir: str | Path) -> dict[str, Path]:
+def make_all(out_dir: str | Path, full_size: bool = False) -> dict[str, Path]:
     out = Path(out_dir)
     paths = {"sd": out / "sd", "canny": out / "controlnet-canny", "pose": out / "controlnet-pose"}
-    make_sd(paths["sd"])
-    make_controlnet(paths["sd"], paths["canny"], seed=1)
-    make_controlnet(paths["sd"], paths["pose"], seed=2)
+    (make_sd_full if full_size else make_sd)(paths["sd"])
+    make_controlnet(paths["sd"], paths["canny"], seed=1, full_size=full_size)
+    make_controlnet(paths["sd"], paths["pose"], seed=2, full_size=full_size)
     return paths
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", help="folder to write sd/, controlnet-canny/, controlnet-pose/ into")
+    parser.add_argument("--full-size", action="store_true",
+                        help="SD 1.5's real sizes with random fp16 weights (for GPU benchmarks; ~3.5 GB)")
     args = parser.parse_args()
-    for name, path in make_all(args.out_dir).items():
+    for name, path in make_all(args.out_dir, args.full_size).items():
         print(f"{name}: {path}")
 
 
