@@ -42,11 +42,14 @@ def load_translator(config: TranslateConfig):
     """Load the model and ControlNets a config names (once per process or worker)."""
     from vidreal.pipeline import Translator
 
-    return Translator.from_pretrained(
+    translator = Translator.from_pretrained(
         config.model, config.controlnets, device=config.device, dtype=config.dtype, embeddings=config.embeddings,
         lora=config.lora, lora_scale=config.lora_scale, allow_pickle=config.allow_pickle,
         model_config=config.model_config,
     )
+    if config.compile:
+        translator.compile()
+    return translator
 
 
 def record_path(output: str | Path) -> Path:

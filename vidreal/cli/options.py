@@ -46,6 +46,8 @@ def translate_options(func):
         click.option("--size", type=int, help="Working resolution, short side (default 512)."),
         click.option("--device", help="cuda, cuda:1, mps or cpu (default: auto)."),
         click.option("--dtype", type=click.Choice(["auto", "fp16", "bf16", "fp32"]), help="Model dtype (default: auto)."),
+        click.option("--compile/--no-compile", "compile", default=None,
+                     help="torch.compile the UNet and ControlNets: faster on GPU after a 1-2 min first call (long clips, batches)."),
         click.option("--embedding", "embeddings", multiple=True, metavar="FILE[:TOKEN]", help="Textual Inversion embedding (repeatable)."),
         click.option("--lora", help="LoRA weights (file or folder)."),
         click.option("--lora-scale", type=float, help="LoRA strength (default 1.0)."),

@@ -64,6 +64,18 @@ class Translator:
                              lora=lora, lora_scale=lora_scale, allow_pickle=allow_pickle, model_config=model_config)
         return cls(pipe, list(controlnets))
 
+    def compile(self) -> None:
+        """``torch.compile`` the UNet's and the ControlNets' forward passes, in place.
+
+        Each new batch shape (and consistency mode) compiles on its first call - a minute or two
+        for SD 1.5 -, later calls run faster: 5.5 against 3.8 frames/s on an H200 (512 px, 20
+        steps, 2 ControlNets, fp16; ``tools/bench_translate.py --tuning``). Worth it for long
+        clips and batches. Outputs match the uncompiled ones up to rounding.
+        """
+        pipe = self.pipe
+        for net in [pipe.unet, *getattr(pipe.controlnet, "nets", [pipe.controlnet])]:
+            net.forward = torch.compile(net.forward)
+
     # ---------------------------------------------------------------- helpers
     @property
     def device(self) -> torch.device:
