@@ -93,7 +93,7 @@ class BatchResult:
 def run_batch(in_dir, out_dir, config: TranslateConfig | None = None, *, pattern: str | None = None,
               extensions=None, list_file=None, root=None, executor: str = "local",
               workers: int | None = None, gpus_per_worker: float | None = None,
-              ray_address: str | None = None, overwrite: bool = False, overlap: bool = True,
+              ray_address: str | None = None, overwrite: bool = False, overlap: bool | None = None,
               progress: bool = True, metrics: bool = False, translator=None) -> BatchResult:
     """Translate every item of IN_DIR (or of ``list_file``) into OUT_DIR, resumably.
 
@@ -105,7 +105,7 @@ def run_batch(in_dir, out_dir, config: TranslateConfig | None = None, *, pattern
         (``workers`` actors on ``gpus_per_worker`` GPUs each; default one per GPU of the cluster,
         or 1 on CPU; ``ray_address`` as for ``ray.init``).
     overwrite: redo every item, whatever the manifest says. overlap: prepare the next item while
-        translating the current one. metrics: score each item (source vs output) and report means.
+        translating the current one (None: when the model runs on a GPU). metrics: score each item (source vs output) and report means.
     Returns a BatchResult; failed items are in it (and the manifest), not raised. Raises
     VidrealError for problems of the whole batch (folders, config, model, Ray).
     """

@@ -12,6 +12,9 @@ which pulls those pieces in a prefetch thread, up to two ahead, and lets one ite
 the model. With two items in flight (a 2-thread pool locally; a Ray actor with
 ``max_concurrency=2`` and two calls in flight) the next item's decoding and condition extraction
 run while the current one is denoised (torch, OpenCV and mediapipe release the GIL).
+``overlap=None`` (the default) overlaps when the model runs on a GPU: on a CPU both kinds of work
+compete for the same cores and overlapping measured 0.95x (``tools/bench_batch.py``, 2 cores).
+Without overlap a worker translates one whole item at a time (calls in flight wait their turn).
 """
 from __future__ import annotations
 
@@ -131,11 +134,13 @@ class SharedTranslator:
 class Worker:
     """Translates jobs with one Translator, loaded once (:meth:`load`), never per item.
 
-    :meth:`process` may run in two threads at once when ``overlap`` (see the module docstring).
+    :meth:`process` may run in two threads at once (see the module docstring); ``overlap`` None is
+    decided at :meth:`load` from the model's device.
     Every exception of an item becomes a failed result; only KeyboardInterrupt/SystemExit escape.
     """
 
-    def __init__(self, config, translator=None, overlap: bool = True, progress: bool = False, metrics: bool = False):
+    def __init__(self, config, translator=None, overlap: bool | None = None, progress: bool = False,
+                 metrics: bool = False):
         self.config = config
         self.translator = translator
         self.overlap = overlap
@@ -148,6 +153,8 @@ class Worker:
             from vidreal.translate import load_translator
 
             self.translator = load_translator(self.config)
+        if self.overlap is None:
+            self.overlap = self.translator.device.type != "cpu"
 
     def process(self, job: dict) -> dict:
         """Translate and write one job; a result dict ("failed" with a one-line ``error`` on any
@@ -157,11 +164,21 @@ class Worker:
         start = time.perf_counter()
         translator = None
         scores = None
+        waited = 0.0
         try:
             self.load()
-            translator = SharedTranslator(self.translator, self._lock) if self.overlap else self.translator
-            result = translate_file(job["src"], job["dst"], self.config, translator=translator,
-                                    progress=self.progress, prompt=job["prompt"], record=False, metrics=self.metrics)
+            if self.overlap:
+                translator = SharedTranslator(self.translator, self._lock)
+                result = translate_file(job["src"], job["dst"], self.config, translator=translator,
+                                        progress=self.progress, prompt=job["prompt"], record=False,
+                                        metrics=self.metrics)
+                waited = translator.waited
+            else:
+                with self._lock:
+                    waited = time.perf_counter() - start
+                    result = translate_file(job["src"], job["dst"], self.config, translator=self.translator,
+                                            progress=self.progress, prompt=job["prompt"], record=False,
+                                            metrics=self.metrics)
             status, error, frames = "done", None, result.n_frames
             if result.metrics is not None:
                 scores = {key: value for key, value in result.metrics.items() if key != "settings"}
@@ -171,7 +188,7 @@ class Worker:
         finally:
             if isinstance(translator, SharedTranslator):
                 translator.close()
-        seconds = time.perf_counter() - start - getattr(translator, "waited", 0.0)
+        seconds = time.perf_counter() - start - waited
         result = {"input": job["input"], "status": status, "error": error, "frames": frames,
                   "seconds": round(seconds, 3)}
         if scores is not None:
@@ -180,15 +197,15 @@ class Worker:
 
 
 class LocalExecutor:
-    """One Worker in this process; with ``overlap`` two jobs in flight on a 2-thread pool."""
+    """One Worker in this process; with overlap two jobs in flight on a 2-thread pool."""
 
-    def __init__(self, config, translator=None, overlap: bool = True, progress: bool = False, metrics: bool = False):
+    def __init__(self, config, translator=None, overlap: bool | None = None, progress: bool = False,
+                 metrics: bool = False):
         self.worker = Worker(config, translator, overlap, progress, metrics)
-        self.overlap = overlap
 
     def run(self, jobs: Iterable[dict]) -> Iterator[dict]:
-        self.worker.load()  # a missing model fails the batch here, not every item
-        if not self.overlap:
+        self.worker.load()  # a missing model fails the batch here, not every item; decides overlap
+        if not self.worker.overlap:
             for job in jobs:
                 yield self.worker.process(job)
             return
@@ -218,7 +235,7 @@ def import_ray():
 class RayActor:
     """The body of a Ray actor: one Worker whose Translator is loaded when the actor starts."""
 
-    def __init__(self, config, overlap: bool = True, metrics: bool = False):
+    def __init__(self, config, overlap: bool | None = None, metrics: bool = False):
         self.error = None
         self.worker = Worker(config, overlap=overlap, metrics=metrics)
         try:
@@ -247,7 +264,7 @@ class RayExecutor:
     ready_timeout = 900.0  # seconds for actors to start and load the model
 
     def __init__(self, config, workers: int | None = None, gpus_per_worker: float | None = None,
-                 address: str | None = None, overlap: bool = True, cpus_per_worker: float | None = None,
+                 address: str | None = None, overlap: bool | None = None, cpus_per_worker: float | None = None,
                  metrics: bool = False):
         self.config = config
         self.metrics = metrics
@@ -279,7 +296,7 @@ class RayExecutor:
                     self.workers, self.gpus_per_worker, self.cpus_per_worker, gpus, cpus)
         self._actor_cls = ray.remote(RayActor).options(
             num_gpus=self.gpus_per_worker, num_cpus=self.cpus_per_worker,
-            max_concurrency=2 if self.overlap else 1)
+            max_concurrency=1 if self.overlap is False else 2)
 
     def _start_actors(self, n: int) -> list:
         """``n`` new actors with their model loaded; raises VidrealError when one cannot start."""
@@ -323,7 +340,7 @@ class RayExecutor:
     def _run(self, jobs: Iterator[dict]) -> Iterator[dict]:
         ray = self.ray
         actors = self._actors = self._start_actors(self.workers)
-        per_actor = 2 if self.overlap else 1
+        per_actor = 1 if self.overlap is False else 2
         inflight: dict = {}  # object ref -> (slot, actor, job)
         replacements_left = max(3, self.workers)
 

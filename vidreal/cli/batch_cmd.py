@@ -29,12 +29,13 @@ Examples:
 @click.option("--workers", type=click.IntRange(min=1), help="Ray actors, each holding one model (default: one per GPU).")
 @click.option("--gpus-per-worker", type=click.FloatRange(min=0), help="GPUs per Ray actor (default 1 when the cluster has GPUs, else 0).")
 @click.option("--overwrite", is_flag=True, help="Redo every item, even those the manifest marks done.")
-@click.option("--no-overlap", is_flag=True, help="Do not prepare the next item while translating the current one.")
+@click.option("--overlap/--no-overlap", default=None,
+              help="Prepare the next item while translating the current one (default: when the model runs on a GPU).")
 @click.option("--metrics", is_flag=True,
               help="Score every item (warp error, edge F1, pose PCK, ...) and print the means; per item in manifest.jsonl.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars (items, and frames of the current item).")
 def batch(in_dir, out_dir, config, pattern, extensions, list_file, root, executor, ray_address, workers,
-          gpus_per_worker, overwrite, no_overlap, metrics, progress):
+          gpus_per_worker, overwrite, overlap, metrics, progress):
     """Translate every video and image under IN_DIR into OUT_DIR, mirroring the folder layout.
 
     OUT_DIR/manifest.jsonl records each item; rerunning skips items already done with the same
@@ -45,7 +46,7 @@ def batch(in_dir, out_dir, config, pattern, extensions, list_file, root, executo
 
     result = run_batch(in_dir, out_dir, config, pattern=pattern, extensions=extensions, list_file=list_file,
                        root=root, executor=executor, workers=workers, gpus_per_worker=gpus_per_worker,
-                       ray_address=ray_address, overwrite=overwrite, overlap=not no_overlap, progress=progress,
+                       ray_address=ray_address, overwrite=overwrite, overlap=overlap, progress=progress,
                        metrics=metrics)
     click.echo(result.table())
     if result.list_file is not None:
