@@ -185,6 +185,11 @@ def _check_input(path) -> Path:
         raise InputError(f"unsupported file type {ext or '(none)'!r}; supported: {supported}", path)
     if path.stat().st_size == 0:
         raise InputError("file is empty (0 bytes)", path)
+    try:  # the decoders' own messages for this are obscure
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise InputError("permission denied: cannot read the file", path) from None
     return path
 
 
