@@ -440,3 +440,29 @@ def test_cli_caption(tiny_blip, tmp_path):
     assert "wrote 2 captions" in result.output
     keys = [key for key, _ in read_prompts(tmp_path / "p.txt")]
     assert keys == sorted(Path(f).as_posix() for f in files)
+
+
+def test_caption_file_drives_batch_prompts(tiny_blip, tiny_models, tmp_path):
+    """vidreal caption -> prompts file -> vidreal batch --prompts-file: each item is translated
+    with its own caption (the report's SD+CN+BLIP rows)."""
+    from vidreal.batch import MANIFEST_NAME, read_manifest
+
+    folder = make_images(tmp_path / "real" / "car", n=3)
+    prompts = tmp_path / "prompts.txt"
+    cli = vidreal.cli.cli
+    result = CliRunner().invoke(cli, ["caption", str(folder.parent), "-o", str(prompts), "--model", str(tiny_blip),
+                                      "--device", "cpu", "--no-progress", "--suffix", "in the style of sks person"])
+    assert result.exit_code == 0, result.output
+    captions = dict(read_prompts(prompts))
+    assert len(captions) == 3 and all(c.endswith("in the style of sks person") for c in captions.values())
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["batch", str(folder.parent), str(out), "--prompts-file", str(prompts),
+                                      "--model", str(tiny_models["sd"]), "--controlnet", f"canny={tiny_models['canny']}",
+                                      "--size", "32", "--steps", "2", "--device", "cpu", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    latest = read_manifest(out / MANIFEST_NAME)
+    assert sorted(latest) == [f"car/img{i}.png" for i in range(3)]
+    for rel, rec in latest.items():
+        key = next(k for k in captions if k.endswith(rel))
+        assert rec["status"] == "done" and rec["prompt"] == captions[key]
