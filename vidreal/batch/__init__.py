@@ -31,7 +31,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from vidreal.batch.executors import LocalExecutor, RayExecutor, Worker, import_ray, one_line
-from vidreal.batch.items import (Entry, Prompts, check_dirs, output_rel, parse_extensions, read_list,
+from vidreal.batch.items import (Entry, Prompts, check_dirs, output_rel, read_list,
                                  safe_paths, walk)
 from vidreal.batch.manifest import MANIFEST_NAME, Manifest, clean_temp_files, now, read_manifest
 from vidreal.config import TranslateConfig, load_config, write_config
@@ -104,8 +104,9 @@ def run_batch(in_dir, out_dir, config: TranslateConfig | None = None, *, pattern
     executor: "local" (default; ``translator`` may pass an already loaded Translator) or "ray"
         (``workers`` actors on ``gpus_per_worker`` GPUs each; default one per GPU of the cluster,
         or 1 on CPU; ``ray_address`` as for ``ray.init``).
-    overwrite: redo every item, whatever the manifest says. overlap: prepare the next item while
-        translating the current one (None: when the model runs on a GPU). metrics: score each item (source vs output) and report means.
+    overwrite: redo every item, whatever the manifest says.
+    overlap: prepare the next item while translating the current one (None: when the model runs
+        on a GPU). metrics: score each item (source vs output) and report the means.
     Returns a BatchResult; failed items are in it (and the manifest), not raised. Raises
     VidrealError for problems of the whole batch (folders, config, model, Ray).
     """
@@ -127,7 +128,7 @@ def run_batch(in_dir, out_dir, config: TranslateConfig | None = None, *, pattern
     if list_file is not None and Path(list_file).name in (MANIFEST_NAME, CONFIG_NAME):
         raise ConfigError(f"the list file may not be named {Path(list_file).name!r} (the batch writes that file)")
     entries = (read_list(list_file, pattern, extensions) if list_file is not None
-               else walk(in_root, pattern, parse_extensions(extensions)))
+               else walk(in_root, pattern, extensions))
     if not entries:
         raise InputError(f"no input files found (pattern {pattern!r}, extensions {extensions or 'all'})",
                          list_file or in_root)

@@ -159,41 +159,45 @@ class Worker:
     def process(self, job: dict) -> dict:
         """Translate and write one job; a result dict ("failed" with a one-line ``error`` on any
         failure). ``seconds`` excludes time spent waiting for the other item to finish."""
-        from vidreal.translate import translate_file
-
         start = time.perf_counter()
-        translator = None
         scores = None
         waited = 0.0
         try:
             self.load()
-            if self.overlap:
-                translator = SharedTranslator(self.translator, self._lock)
-                result = translate_file(job["src"], job["dst"], self.config, translator=translator,
-                                        progress=self.progress, prompt=job["prompt"], record=False,
-                                        metrics=self.metrics)
-                waited = translator.waited
-            else:
-                with self._lock:
-                    waited = time.perf_counter() - start
-                    result = translate_file(job["src"], job["dst"], self.config, translator=self.translator,
-                                            progress=self.progress, prompt=job["prompt"], record=False,
-                                            metrics=self.metrics)
+            result, waited = self._translate(job)
             status, error, frames = "done", None, result.n_frames
             if result.metrics is not None:
                 scores = {key: value for key, value in result.metrics.items() if key != "settings"}
         except Exception as exc:  # isolate the item: record it and go on
             logger.debug("item %s failed", job["input"], exc_info=True)
             status, error, frames = "failed", one_line(exc, job["src"]), 0
-        finally:
-            if isinstance(translator, SharedTranslator):
-                translator.close()
         seconds = time.perf_counter() - start - waited
         result = {"input": job["input"], "status": status, "error": error, "frames": frames,
                   "seconds": round(seconds, 3)}
         if scores is not None:
             result["metrics"] = scores
         return result
+
+
+    def _translate(self, job: dict):
+        """``translate_file`` of one job, the model used by one item at a time: (TranslateResult,
+        seconds spent waiting for the model)."""
+        from vidreal.translate import translate_file
+
+        def run(translator):
+            return translate_file(job["src"], job["dst"], self.config, translator=translator, progress=self.progress,
+                                  prompt=job["prompt"], record=False, metrics=self.metrics)
+
+        if not self.overlap:
+            start = time.perf_counter()
+            with self._lock:
+                waited = time.perf_counter() - start
+                return run(self.translator), waited
+        shared = SharedTranslator(self.translator, self._lock)
+        try:
+            return run(shared), shared.waited
+        finally:
+            shared.close()
 
 
 class LocalExecutor:
