@@ -29,3 +29,15 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("tiny_models")
     subprocess.run([sys.executable, str(ROOT / "tools" / "make_tiny_models.py"), str(out)], check=True)
     return {"sd": out / "sd", "canny": out / "controlnet-canny", "pose": out / "controlnet-pose"}
+
+
+@pytest.fixture()
+def empty_hub(tmp_path, monkeypatch):
+    """An empty Hugging Face cache (through HF_HOME) with the hub offline."""
+    home = tmp_path / "hf_home"
+    home.mkdir()
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return home

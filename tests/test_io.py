@@ -301,7 +301,7 @@ def test_encoder_failure_midway_leaves_nothing(tmp_path):
         yield from good
         yield np.zeros((16, 16, 3), np.uint8)  # wrong shape after 4 frames were encoded
 
-    with pytest.raises(ValueError, match="differs from the first frame"):
+    with pytest.raises(InputError, match="differs from the first frame"):
         io.write_video(tmp_path / "v.mp4", frames(), 24)
     assert list(tmp_path.iterdir()) == []
 
@@ -401,8 +401,8 @@ def test_bad_inputs_raise_one_line_input_errors(tmp_path, kind):
     (np.zeros((0, 8, 8, 3), np.uint8), "(0, 8, 8, 3)"),
     (5, "got int"),
 ])
-def test_bad_frames_are_value_errors_quoting_the_value(tmp_path, frames, phrase):
-    with pytest.raises(ValueError) as caught:
+def test_bad_frames_are_input_errors_quoting_the_value(tmp_path, frames, phrase):
+    with pytest.raises(InputError) as caught:
         io.write_video(tmp_path / "v.mp4", frames, 24)
     assert phrase in str(caught.value)
     assert list(tmp_path.iterdir()) == []

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 import vidreal.cli
 from vidreal.errors import ConfigError, InputError, ModelError, OutputError
 from vidreal.personalize import caption_images, read_prompts, train_dreambooth, train_textual_inversion
-from vidreal.personalize import common, dreambooth
+from vidreal.personalize import checkpoints, dreambooth, outputs
 
 RES = 64
 FAST = dict(resolution=RES, gradient_checkpointing=False, num_samples=0, progress=False)
@@ -96,11 +96,11 @@ def test_dreambooth_trains_and_writes_model(db_run, tiny_models):
     assert grid.shape == (RES, 2 * RES, 3) and grid.std() > 0
     import yaml
 
-    config = yaml.safe_load((out / common.CONFIG_NAME).read_text())
+    config = yaml.safe_load((out / outputs.CONFIG_NAME).read_text())
     assert config["instance_prompt"] == "an object in the style of sks object"
     assert config["class_prompt"] == "an object" and config["optimizer"] == "adamw"
     assert config["result"]["steps"] == 3 and config["n_class_images"] == 2
-    assert [p.name for _, p in common.checkpoint_dirs(out)] == ["step-3"]
+    assert [p.name for _, p in checkpoints.checkpoint_dirs(out)] == ["step-3"]
 
 
 def test_dreambooth_generates_only_missing_class_images(tiny_models, images, class_dir, tmp_path, monkeypatch):
@@ -170,18 +170,18 @@ def test_dreambooth_resume_matches_uninterrupted_run(tiny_models, images, class_
     kwargs = dict(num_class_images=2, class_dir=class_dir, steps=4, lr=1e-3, checkpoint_every=2, **QUICK)
     full = train_dreambooth(images, tmp_path / "full", str(tiny_models["sd"]), **kwargs)
 
-    save = common.save_checkpoint
+    save = checkpoints.save_checkpoint
 
     def save_then_crash(accelerator, out, step, keep=2):
         save(accelerator, out, step, keep)
         raise KeyboardInterrupt(f"simulated crash after step {step}")
 
-    monkeypatch.setattr(common, "save_checkpoint", save_then_crash)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         train_dreambooth(images, tmp_path / "cut", str(tiny_models["sd"]), **kwargs)
-    monkeypatch.setattr(common, "save_checkpoint", save)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", save)
     assert not (tmp_path / "cut" / "model_index.json").exists()
-    assert [s for s, _ in common.checkpoint_dirs(tmp_path / "cut")] == [2]
+    assert [s for s, _ in checkpoints.checkpoint_dirs(tmp_path / "cut")] == [2]
     with pytest.raises(OutputError, match="--resume"):
         train_dreambooth(images, tmp_path / "cut", str(tiny_models["sd"]), **kwargs)
 
@@ -211,7 +211,7 @@ def test_textual_inversion_changes_only_the_new_row(ti_run, tiny_models):
     assert ti_run.config["effective_lr"] == pytest.approx(5e-4 * 2)
     base = CLIPTextModel.from_pretrained(tiny_models["sd"], subfolder="text_encoder")
     base_rows = base.get_input_embeddings().weight.detach()
-    saved = load_file(common.latest_checkpoint(ti_run.output) / "model.safetensors")
+    saved = load_file(checkpoints.latest_checkpoint(ti_run.output) / "model.safetensors")
     saved = {key.removeprefix("text_model."): value for key, value in saved.items()}
     rows = saved["embeddings.token_embedding.weight"]
     assert rows.shape[0] == base_rows.shape[0] + 1
@@ -269,22 +269,22 @@ def test_textual_inversion_resume_matches_uninterrupted_run(tiny_models, images,
     sd = str(tiny_models["sd"])
     kwargs = dict(steps=2, gradient_accumulation=2, lr=5e-3, checkpoint_every=1, **QUICK)
     full = train_textual_inversion(images, tmp_path / "full", sd, **kwargs)
-    save = common.save_checkpoint
+    save = checkpoints.save_checkpoint
 
     def save_then_crash(accelerator, out, step, keep=2):
         save(accelerator, out, step, keep)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(common, "save_checkpoint", save_then_crash)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         train_textual_inversion(images, tmp_path / "cut", sd, **kwargs)
-    monkeypatch.setattr(common, "save_checkpoint", save)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", save)
     assert not (tmp_path / "cut" / "learned_embeds.safetensors").exists()
     resumed = train_textual_inversion(images, tmp_path / "cut", sd, resume=True, **kwargs)
     assert resumed.steps == 2 and len(resumed.losses) == 1
     np.testing.assert_allclose(resumed.losses, full.losses[1:], rtol=1e-5)
     a, b = load_file(full.weights)["<realism>"], load_file(resumed.weights)["<realism>"]
-    step1 = token_rows(common.checkpoint_dirs(tmp_path / "full")[0][1])
+    step1 = token_rows(checkpoints.checkpoint_dirs(tmp_path / "full")[0][1])
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
     assert not torch.equal(a[0], step1[-1]), "step 2 changed nothing"
 
@@ -413,7 +413,7 @@ def test_cli_dreambooth(tiny_models, images, tmp_path):
     assert (tmp_path / "db" / "model_index.json").is_file()
     import yaml
 
-    config = yaml.safe_load((tmp_path / "db" / common.CONFIG_NAME).read_text())
+    config = yaml.safe_load((tmp_path / "db" / outputs.CONFIG_NAME).read_text())
     assert config["instance_prompt"] == "a person in the style of sks person" and config["num_class_images"] == 0
 
     bad = CliRunner().invoke(vidreal.cli.cli, [

@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import yaml
 
 from vidreal.errors import ConfigError
+from vidreal.runtime import CONSISTENCY_MODES, first_line
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_CONTROLNETS = {
@@ -29,7 +31,6 @@ NEGATIVE_PROMPT = (
     "longbody, lowres, bad anatomy, bad hands, missing fingers, extra digit, fewer digits, cropped, "
     "worst quality, low quality"
 )
-CONSISTENCY_MODES = ("per-frame", "shared-noise", "cross-frame")
 SECTIONS = ("classify", "batch", "personalize", "result", "vidreal_version")  # not translation keys; ignored here
 
 
@@ -66,6 +67,10 @@ class TranslateConfig:
         self.validate()
 
     def validate(self) -> None:
+        # non-finite numbers (nan, inf: YAML .nan/.inf, Click floats) are refused before anything runs
+        for name, value in [*self.__dict__.items(), *(("controlnet_scale." + k, v) for k, v in self.controlnet_scale.items())]:
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number, got {value!r}")
         if self.consistency not in CONSISTENCY_MODES:
             raise ConfigError(f"consistency must be one of {', '.join(CONSISTENCY_MODES)}, got {self.consistency!r}")
         for name in ("steps", "chunk_size"):
@@ -119,7 +124,7 @@ def read_preset(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid YAML: {str(exc).splitlines()[0]}", path) from None
+        raise ConfigError(f"invalid YAML: {first_line(exc)}", path) from None
     if not isinstance(data, dict):
         raise ConfigError("a config file must hold a mapping of keys", path)
     data = {k: v for k, v in data.items() if k not in SECTIONS}

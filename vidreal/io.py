@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import numbers
 import os
-import re
 import secrets
 import shutil
 from collections.abc import Iterable, Iterator
@@ -47,9 +46,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from vidreal.errors import InputError, OutputError
+from vidreal.runtime import IMAGE_EXTS, VIDEO_EXTS, check_frames, first_line
 
-IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
-VIDEO_EXTS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"})
 
 # Encoder pixel format per codec; codecs not listed here encode yuv420p.
 _CODEC_PIX_FMT = {"libx264": "yuv420p", "mpeg4": "yuv420p", "libx264rgb": "rgb24",
@@ -200,7 +198,7 @@ def _probe_image(path: Path) -> VideoInfo:
             if image.getexif().get(_EXIF_ORIENTATION) in (5, 6, 7, 8):
                 width, height = height, width
     except Exception as exc:
-        raise InputError(f"not a readable image ({_one_line(exc)})", path) from exc
+        raise InputError(f"not a readable image ({first_line(exc)})", path) from exc
     return VideoInfo(path, 1, None, width, height, False, True)
 
 
@@ -211,7 +209,7 @@ def _read_image(path: Path) -> np.ndarray:
             image.load()
             return image_to_rgb(ImageOps.exif_transpose(image))
     except Exception as exc:
-        raise InputError(f"not a readable image ({_one_line(exc)})", path) from exc
+        raise InputError(f"not a readable image ({first_line(exc)})", path) from exc
 
 
 def _open_video(path: Path) -> tuple[VideoInfo, decord.VideoReader]:
@@ -230,7 +228,7 @@ def _open_video(path: Path) -> tuple[VideoInfo, decord.VideoReader]:
     except InputError:
         raise
     except Exception as exc:
-        raise InputError(f"corrupt, truncated or not a video ({_one_line(exc)})", path) from exc
+        raise InputError(f"corrupt, truncated or not a video ({first_line(exc)})", path) from exc
     if n_indexed == 0:
         raise InputError("video has no frames", path)
     if not fps:
@@ -238,7 +236,7 @@ def _open_video(path: Path) -> tuple[VideoInfo, decord.VideoReader]:
     try:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
     except Exception as exc:
-        raise InputError(f"video is truncated or corrupt ({_one_line(exc)})", path) from exc
+        raise InputError(f"video is truncated or corrupt ({first_line(exc)})", path) from exc
     if len(reader) == 0:
         raise InputError("video has no frames", path)
     info = VideoInfo(path, len(reader), Fraction(fps), width, height, has_audio, False)
@@ -255,7 +253,7 @@ def _iter_chunks(path: Path, reader, n_frames: int, chunk_size: int) -> Iterator
             if start == 0 and "must exactly match" in str(exc):
                 yield from _pyav_chunks(path, chunk_size)
                 return
-            raise InputError(f"cannot decode frame {start} ({_one_line(exc)})", path) from exc
+            raise InputError(f"cannot decode frame {start} ({first_line(exc)})", path) from exc
         yield chunk
 
 
@@ -269,21 +267,9 @@ def _pyav_chunks(path: Path, chunk_size: int) -> Iterator[np.ndarray]:
                     yield np.stack(buffer)
                     buffer = []
     except av.FFmpegError as exc:
-        raise InputError(f"cannot decode video ({_one_line(exc)})", path) from exc
+        raise InputError(f"cannot decode video ({first_line(exc)})", path) from exc
     if buffer:
         yield np.stack(buffer)
-
-
-def _one_line(exc: BaseException) -> str:
-    """A short one-line description of a library exception (decord's carry stack traces)."""
-    text = str(exc)
-    if getattr(exc, "strerror", None) and getattr(exc, "filename", None):  # path is shown anyway
-        text = exc.strerror
-    text = re.sub(r"^\[Errno -?\d+\]\s*", "", text)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    line = lines[0] if lines else type(exc).__name__
-    line = re.sub(r"^\[[\d:]+\]\s+\S+:\d+:\s*", "", line)  # decord's "[time] file.cc:123: "
-    return line[:200]
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,7 +294,7 @@ def atomic_output(path) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"cannot create output folder ({_one_line(exc)})", path.parent) from exc
+        raise OutputError(f"cannot create output folder ({first_line(exc)})", path.parent) from exc
     tmp = path.with_name(f".{path.stem}.tmp-{secrets.token_hex(4)}{path.suffix}")
     try:
         yield tmp
@@ -338,8 +324,8 @@ def write_video(path, frames, fps=None, audio_from=None, codec: str = "libx264",
     Odd sizes with yuv420p codecs are padded by one edge-replicated pixel (right/bottom).
     An image extension writes a still with Pillow; it needs exactly one frame (fps and
     audio_from are ignored there).
-    Raises ValueError on bad arguments, InputError on a bad ``audio_from``, OutputError when the
-    file cannot be written.
+    Raises InputError on bad frames or a bad ``audio_from``, ValueError on other bad arguments
+    (fps, crf), OutputError when the file cannot be written.
     """
     path = Path(path)
     ext = path.suffix.lower()
@@ -347,9 +333,9 @@ def write_video(path, frames, fps=None, audio_from=None, codec: str = "libx264",
         supported = " ".join(sorted(VIDEO_EXTS | IMAGE_EXTS))
         raise OutputError(f"unsupported output type {ext or '(none)'!r}; supported: {supported}", path)
     if isinstance(frames, np.ndarray):
-        _check_frames(frames)
+        check_frames(frames)
     elif not isinstance(frames, Iterable):
-        raise ValueError("frames must be a uint8 (T, H, W, 3) array or an iterable of frames, "
+        raise InputError("frames must be a uint8 (T, H, W, 3) array or an iterable of frames, "
                          f"got {type(frames).__name__}")
     if isinstance(crf, bool) or not isinstance(crf, numbers.Integral) or not 0 <= crf <= 51:
         raise ValueError(f"crf must be an integer in 0..51, got {crf!r}")
@@ -365,12 +351,6 @@ def write_video(path, frames, fps=None, audio_from=None, codec: str = "libx264",
     return path
 
 
-def _check_frames(frames: np.ndarray) -> None:
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or 0 in frames.shape:
-        raise ValueError(f"frames must be uint8 (T, H, W, 3) with T, H, W > 0, "
-                         f"got {frames.dtype} {frames.shape}")
-
-
 def _frame_stream(frames) -> Iterator[np.ndarray]:
     """Yield uint8 (H, W, 3) frames, checking each against the first frame's shape."""
     if isinstance(frames, np.ndarray):
@@ -380,14 +360,14 @@ def _frame_stream(frames) -> Iterator[np.ndarray]:
     for item in frames:
         item = np.asarray(item)
         batch = item[None] if item.ndim == 3 else item
-        _check_frames(batch)
+        check_frames(batch)
         if shape is None:
             shape = batch.shape[1:]
         elif batch.shape[1:] != shape:
-            raise ValueError(f"frame shape {batch.shape[1:]} differs from the first frame's {shape}")
+            raise InputError(f"frame shape {batch.shape[1:]} differs from the first frame's {shape}")
         yield from batch
     if shape is None:
-        raise ValueError("frames is empty: nothing to write")
+        raise InputError("frames is empty: nothing to write")
 
 
 def _as_fraction(fps) -> Fraction:
@@ -419,7 +399,7 @@ def _write_image(path: Path, frames) -> Path:
         try:
             Image.fromarray(np.ascontiguousarray(frames[0])).save(tmp, **options)
         except OSError as exc:
-            raise OutputError(f"cannot write image ({_one_line(exc)})", path) from exc
+            raise OutputError(f"cannot write image ({first_line(exc)})", path) from exc
     return path
 
 
@@ -434,13 +414,13 @@ def _encode(tmp: Path, frames: Iterator[np.ndarray], rate: Fraction, codec: str,
     try:
         container = av.open(str(tmp), "w")
     except (av.FFmpegError, OSError, ValueError) as exc:
-        raise OutputError(f"cannot create video file ({_one_line(exc)})", path) from exc
+        raise OutputError(f"cannot create video file ({first_line(exc)})", path) from exc
     audio = None
     try:
         try:
             stream = container.add_stream(codec, rate=rate)
         except (av.FFmpegError, ValueError) as exc:
-            raise OutputError(f"cannot encode with codec {codec!r} ({_one_line(exc)})", path) from exc
+            raise OutputError(f"cannot encode with codec {codec!r} ({first_line(exc)})", path) from exc
         stream.width, stream.height = width + pad_w, height + pad_h
         stream.pix_fmt = pix_fmt
         stream.time_base = time_base
@@ -464,7 +444,7 @@ def _encode(tmp: Path, frames: Iterator[np.ndarray], rate: Fraction, codec: str,
                 audio.copy(container)
             container.close()
         except av.FFmpegError as exc:
-            raise OutputError(f"encoding failed ({_one_line(exc)})", path) from exc
+            raise OutputError(f"encoding failed ({first_line(exc)})", path) from exc
     except BaseException:
         _close_quietly(container)
         raise
@@ -493,7 +473,7 @@ class _AudioCopy:
         try:
             source = av.open(str(audio_from))
         except Exception as exc:
-            raise InputError(f"audio source is not a readable media file ({_one_line(exc)})",
+            raise InputError(f"audio source is not a readable media file ({first_line(exc)})",
                              audio_from) from exc
         if not source.streams.audio:
             return cls(source, None, None, False)
@@ -511,7 +491,7 @@ class _AudioCopy:
             out.codec_context.time_base = Fraction(1, sample_rate)
         except (av.FFmpegError, ValueError) as exc:
             source.close()
-            raise OutputError(f"cannot add audio to this container ({_one_line(exc)})", path) from exc
+            raise OutputError(f"cannot add audio to this container ({first_line(exc)})", path) from exc
         return cls(source, audio, out, False)
 
     def copy(self, container) -> None:

@@ -41,7 +41,7 @@ from vidreal.io import atomic_output
 __all__ = ["run_batch", "BatchResult", "read_manifest", "output_rel", "MANIFEST_NAME", "CONFIG_NAME",
            "LocalExecutor", "RayExecutor", "Worker"]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 EXECUTORS = ("local", "ray")
 CONFIG_NAME = "batch.vidreal.yaml"  # the resolved config of the latest run, beside the manifest
@@ -141,7 +141,7 @@ def run_batch(in_dir, out_dir, config: TranslateConfig | None = None, *, pattern
     with Manifest(result.manifest) as manifest:
         removed = clean_temp_files(out_dir)
         if removed:
-            logger.info("removed %d temporary file(s) left by an interrupted run", len(removed))
+            log.info("removed %d temporary file(s) left by an interrupted run", len(removed))
         write_config(out_dir / CONFIG_NAME, config)
         fingerprint = config.fingerprint()
         in_res, out_res = in_root.resolve(), out_dir.resolve()
@@ -239,7 +239,7 @@ def _write_list(path: Path, entries: list[Entry], latest: dict, fingerprint: str
             lines.append(rec["output"] + entry.rest)
     missing = len(entries) - len(lines)
     if missing:
-        logger.warning("%s lists %d of %d items (the others failed)", path.name, len(lines), len(entries))
+        log.warning("%s lists %d of %d items (the others failed)", path.name, len(lines), len(entries))
     with atomic_output(path) as tmp:
         tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return path

@@ -27,8 +27,9 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from vidreal import errors
 from vidreal.errors import ConfigError, VidrealError
+from vidreal.runtime import first_line
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 RAY_MISSING = "the ray executor needs Ray: pip install 'vidreal[ray]'"
 PREFETCH_DEPTH = 2  # pieces (chunks of frames + conditions) prepared ahead of the model
@@ -40,8 +41,7 @@ def one_line(exc: BaseException, path: str | None = None) -> str:
     if isinstance(exc, VidrealError):
         text = exc.message if exc.path in (None, path) else str(exc)
     else:
-        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-        text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        text = first_line(exc, 300, with_type=True)
     return text[:300]
 
 
@@ -169,7 +169,7 @@ class Worker:
             if result.metrics is not None:
                 scores = {key: value for key, value in result.metrics.items() if key != "settings"}
         except Exception as exc:  # isolate the item: record it and go on
-            logger.debug("item %s failed", job["input"], exc_info=True)
+            log.debug("item %s failed", job["input"], exc_info=True)
             status, error, frames = "failed", one_line(exc, job["src"]), 0
         seconds = time.perf_counter() - start - waited
         result = {"input": job["input"], "status": status, "error": error, "frames": frames,
@@ -296,7 +296,7 @@ class RayExecutor:
             if self.workers * each > have:
                 raise ConfigError(f"{self.workers} worker(s) x {each:g} {name}(s) need {self.workers * each:g} "
                                   f"{name}s; the Ray cluster has {have:g}")
-        logger.info("ray: %d worker(s), %g GPU(s) and %g CPU(s) each; cluster has %g GPUs, %g CPUs",
+        log.info("ray: %d worker(s), %g GPU(s) and %g CPU(s) each; cluster has %g GPUs, %g CPUs",
                     self.workers, self.gpus_per_worker, self.cpus_per_worker, gpus, cpus)
         self._actor_cls = ray.remote(RayActor).options(
             num_gpus=self.gpus_per_worker, num_cpus=self.cpus_per_worker,
@@ -375,7 +375,7 @@ class RayExecutor:
                         try:
                             actors[slot] = self._start_actors(1)[0]
                         except VidrealError as error:
-                            logger.warning("could not replace a crashed Ray worker: %s", error)
+                            log.warning("could not replace a crashed Ray worker: %s", error)
             except Exception as exc:
                 result = _failed(job, one_line(exc))
             yield result

@@ -30,7 +30,7 @@ MANIFEST_NAME = "manifest.jsonl"
 # vidreal.io.atomic_output's temporary names: ".<stem>.tmp-<8 hex><suffix>"
 TEMP_NAME = re.compile(r"^\..*\.tmp-[0-9a-f]{8}(\.[A-Za-z0-9]+)?$")
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 def parse_records(data: bytes) -> tuple[list[dict], int]:
@@ -88,13 +88,13 @@ class Manifest:
         data = self._file.read()
         if data and not data.endswith(b"\n"):
             keep = data.rfind(b"\n") + 1
-            logger.warning("manifest: dropping a torn last line left by an interrupted run")
+            log.warning("manifest: dropping a torn last line left by an interrupted run")
             self._file.truncate(keep)
             os.fsync(self._file.fileno())
             data = data[:keep]
         records, bad = parse_records(data)
         if bad:
-            logger.warning("manifest: %d unreadable line(s) ignored", bad)
+            log.warning("manifest: %d unreadable line(s) ignored", bad)
         self.latest: dict[str, dict] = {record["input"]: record for record in records}
 
     def append(self, record: dict) -> None:

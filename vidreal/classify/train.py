@@ -37,6 +37,7 @@ from vidreal.classify.evaluate import confusion_matrix, mean_class_accuracy, per
 from vidreal.classify.features import cached_features, fingerprint
 from vidreal.classify.model import DEFAULT_BACKBONE, HEAD_DROPOUT, HEAD_HIDDEN, Classifier, create_backbone, make_transform
 from vidreal.errors import ConfigError, InputError
+from vidreal.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -129,19 +130,6 @@ def load_train_config(path: str | Path | None = None, **overrides) -> TrainConfi
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"unknown classify setting {key!r}{hint}", path)
     return TrainConfig(**values)
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """None/"auto" -> cuda when available, else cpu; anything else must be a torch device string."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"invalid device {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available")
-    return dev
 
 
 def train_one_epoch(

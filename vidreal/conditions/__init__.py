@@ -25,18 +25,19 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from vidreal.conditions.base import Detector, check_frames
+from vidreal.conditions.base import Detector
 from vidreal.conditions.canny import CannyDetector
 from vidreal.conditions.openpose import OpenposeDetector
 from vidreal.conditions.pose import PoseDetector, detect_keypoints
 from vidreal.errors import ConfigError, OutputError
+from vidreal.runtime import check_frames
 
 __all__ = [
     "DETECTORS", "Detector", "DetectorSet", "ConditionsResult", "available_kinds", "make_detector",
     "extract_conditions", "extract_file", "output_paths", "detect_keypoints",
 ]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 # name -> detector class; the name is what users pass as a kind (--kind, config keys).
 DETECTORS: dict[str, type[Detector]] = {
@@ -160,7 +161,7 @@ def extract_conditions(frames: np.ndarray, kinds=("canny", "pose"), options: dic
                 out[kind][start:start + len(chunk)] = maps
             bar.update(len(chunk))
         for report in detectors.reports().values():
-            logger.warning(report)
+            log.warning(report)
     return out
 
 

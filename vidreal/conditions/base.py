@@ -1,24 +1,10 @@
-"""The detector interface shared by every condition kind, and frame validation."""
+"""The detector interface shared by every condition kind, and option validation."""
 from __future__ import annotations
 
 import numpy as np
 
-from vidreal.errors import ConfigError, InputError
-
-
-def check_frames(frames) -> np.ndarray:
-    """Return ``frames`` if it is uint8 ``(T, H, W, 3)`` with T >= 1, else raise InputError.
-
-    The message quotes the shape and dtype that were given.
-    """
-    if not isinstance(frames, np.ndarray):
-        raise InputError(f"frames must be a numpy array, got {type(frames).__name__}")
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or 0 in frames.shape:
-        raise InputError(
-            "frames must be uint8 (T, H, W, 3) RGB with T, H, W >= 1, "
-            f"got {frames.dtype} {tuple(frames.shape)}"
-        )
-    return frames
+from vidreal.errors import ConfigError
+from vidreal.runtime import check_frames
 
 
 def check_range(name: str, value, low: float, high: float) -> float:

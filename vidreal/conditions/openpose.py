@@ -14,6 +14,7 @@ from huggingface_hub.errors import (
 
 from vidreal.conditions.base import Detector, check_range, import_controlnet_aux
 from vidreal.errors import ModelError
+from vidreal.runtime import first_line
 
 DEFAULT_MODEL = "lllyasviel/Annotators"
 # OpenposeDetector.from_pretrained loads all three, even when only the body is drawn.
@@ -31,17 +32,21 @@ class OpenposeDetector(Detector):
     frames (ModelError when they are not available). The annotator works at
     ``detect_resolution`` (shorter side, rounded to multiples of 64) on ``device`` (a torch
     device name) and its map is resized back to the frame size. Frames are independent.
+    The annotator reads its ``.pth`` weights with ``torch.load`` (pickle files can run code when
+    loaded), so it loads only with ``allow_pickle=True`` (``--allow-pickle``), as other pickles.
     """
 
     name = "openpose"
 
     def __init__(self, model: str | os.PathLike = DEFAULT_MODEL, detect_resolution: int = 512,
-                 include_hand: bool = False, include_face: bool = False, device: str = "cpu"):
+                 include_hand: bool = False, include_face: bool = False, device: str = "cpu",
+                 allow_pickle: bool = False):
         self.model = str(model)
         self.device = str(device)
         self.detect_resolution = int(check_range("openpose detect_resolution", detect_resolution, 64, 4096))
         self.include_hand = bool(include_hand)
         self.include_face = bool(include_face)
+        self.allow_pickle = bool(allow_pickle)
         self._annotator = None
 
     def load(self):
@@ -52,6 +57,10 @@ class OpenposeDetector(Detector):
             missing = [f for f in WEIGHT_FILES if not os.path.isfile(os.path.join(self.model, f))]
             if missing:
                 raise ModelError(f"OpenPose weights {', '.join(missing)} not found; {HOW_TO_GET}", path=self.model)
+        if not self.allow_pickle:
+            raise ModelError(f"refusing to load the OpenPose annotator's pickle weights ({', '.join(WEIGHT_FILES)}, "
+                             "read with torch.load; a pickle file can run code when loaded); pass --allow-pickle "
+                             "if you trust them", path=self.model)
         annotator_class = import_controlnet_aux().OpenposeDetector
         try:
             self._annotator = annotator_class.from_pretrained(self.model).to(self.device)
@@ -61,9 +70,8 @@ class OpenposeDetector(Detector):
                 f"(offline or unknown repo: {type(exc).__name__}); {HOW_TO_GET}"
             ) from exc
         except Exception as exc:  # unreadable or incompatible checkpoints
-            reason = (str(exc).strip().splitlines() or [""])[0][:200]
             raise ModelError(
-                f"cannot load OpenPose weights from {self.model!r} ({type(exc).__name__}: {reason}); {HOW_TO_GET}"
+                f"cannot load OpenPose weights from {self.model!r} ({first_line(exc, with_type=True)}); {HOW_TO_GET}"
             ) from exc
         return self._annotator
 

@@ -15,7 +15,8 @@ import sys
 import cv2
 import numpy as np
 
-from vidreal.conditions.base import Detector, check_frames, check_range, import_controlnet_aux
+from vidreal.conditions.base import Detector, check_range, import_controlnet_aux
+from vidreal.runtime import check_frames
 
 # OpenPose COCO-18 order; "left"/"right" are the person's own, as in mediapipe.
 COCO18_NAMES = (

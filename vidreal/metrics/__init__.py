@@ -32,6 +32,7 @@ from vidreal.metrics.flow import FLOW_METHODS, check_flow_method, make_flow_esti
 from vidreal.metrics.report import format_table, plot_metrics
 from vidreal.metrics.structure import edge_map, edge_metrics, edge_scores, pose_metrics, pose_pck
 from vidreal.metrics.temporal import temporal_metrics
+from vidreal.runtime import check_finite, check_frames
 
 __all__ = [
     "DEFAULT_CLIP_MODEL", "FLOW_METHODS", "SUMMARY_KEYS", "compute_metrics", "compute_file_metrics",
@@ -45,14 +46,6 @@ SUMMARY_KEYS = (
     + ("edge_f1", "edge_precision", "edge_recall", "pose_pck", "pose_frames", "pose_frames_excluded")
     + _clip.SUMMARY_KEYS
 )
-
-
-def _check_frames(name: str, frames) -> np.ndarray:
-    if not isinstance(frames, np.ndarray):
-        raise InputError(f"{name} frames must be a numpy array, got {type(frames).__name__}")
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or 0 in frames.shape:
-        raise InputError(f"{name} frames must be uint8 (T, H, W, 3) RGB, got {frames.dtype} {tuple(frames.shape)}")
-    return frames
 
 
 def _check_counts(n_source: int, n_output: int, path=None) -> None:
@@ -85,19 +78,19 @@ def compute_metrics(
     that cannot be loaded makes the CLIP values None with the reason in ``unavailable["clip"]``.
     prompt: text for CLIP prompt alignment. edge_radius: edge F1 tolerance in px. pck_alpha: PCK
     threshold as a fraction of the source keypoints' bounding-box diagonal. device: for CLIP and
-    RAFT (None: CUDA when available). One-frame clips get None for the temporal values.
+    RAFT (None: auto, cuda > mps > cpu). One-frame clips get None for the temporal values.
 
     Returns a dict with every key of ``SUMMARY_KEYS`` plus ``n_frames``, ``height``, ``width``,
     ``output_resized_from`` ([h, w] or None), ``settings``, ``unavailable``, ``seconds`` and
     ``per_frame`` (see the package docstring).
     """
-    source = _check_frames("source", source)
-    output = _check_frames("output", output)
+    source = check_frames(source, "source frames")
+    output = check_frames(output, "output frames")
     _check_counts(len(source), len(output))
     check_flow_method(flow)
-    if not edge_radius >= 0:
+    if not check_finite("edge_radius", edge_radius) >= 0:
         raise ConfigError(f"edge_radius must be >= 0, got {edge_radius!r}")
-    if not pck_alpha > 0:
+    if not check_finite("pck_alpha", pck_alpha) > 0:
         raise ConfigError(f"pck_alpha must be > 0, got {pck_alpha!r}")
     n, height, width, _ = source.shape
     resized_from = None

@@ -7,29 +7,26 @@
 
 Both are reported for the output and for the source (the reference). The model is a hub id or a
 folder holding a ``CLIPModel`` with its image processor (and tokenizer, for a prompt). The local
-cache is tried first; the hub only when that fails and ``HF_HUB_OFFLINE`` is not set.
+cache is tried first; the hub only when that fails and the hub is not offline
+(``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``).
 """
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from vidreal.errors import ModelError
+from vidreal.runtime import first_line, hub_offline, resolve_device
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
 SUMMARY_KEYS = (
     "clip_consistency", "clip_consistency_source", "clip_prompt_alignment", "clip_prompt_alignment_source",
 )
-
-
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
 
 
 def _looks_like_path(model: str) -> bool:
@@ -43,22 +40,21 @@ def _from_pretrained(cls, model: str):
     try:
         return cls.from_pretrained(model, local_files_only=True)
     except OSError:
-        if _hub_offline() or Path(model).exists():
+        if hub_offline() or Path(model).exists():
             raise
-    logger.info("CLIP model %s is not in the local cache; trying the hub", model)
+    log.info("CLIP model %s is not in the local cache; trying the hub", model)
     return cls.from_pretrained(model)
 
 
 def load_clip(model: str = DEFAULT_CLIP_MODEL, device=None, with_tokenizer: bool = True):
     """Load ``(CLIPModel, CLIPImageProcessor, tokenizer or None)`` from a hub id or folder.
 
-    The model is put in eval mode on ``device`` (None: CUDA when available, else CPU).
+    The model is put in eval mode on ``device`` (None: auto, cuda > mps > cpu).
     Raises ModelError with a one-line reason when it cannot be loaded.
     """
-    import torch
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     model = str(model)
     if _looks_like_path(model) and not Path(model).expanduser().is_dir():
         raise ModelError("CLIP model folder not found (--clip-model: a hub id or a saved CLIP folder)", path=model)
@@ -68,9 +64,8 @@ def load_clip(model: str = DEFAULT_CLIP_MODEL, device=None, with_tokenizer: bool
         processor = _from_pretrained(CLIPImageProcessor, model)
         tokenizer = _from_pretrained(AutoTokenizer, model) if with_tokenizer else None
     except (OSError, ValueError) as exc:  # not found / offline / not a CLIP folder
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ModelError(
-            f"cannot load CLIP model {model!r} ({reason}); download it, pass a local CLIP folder "
+            f"cannot load CLIP model {model!r} ({first_line(exc)}); download it, pass a local CLIP folder "
             "(--clip-model PATH) or skip CLIP (--no-clip)"
         ) from exc
     return clip.eval().to(device), processor, tokenizer

@@ -23,8 +23,9 @@ import cv2
 import numpy as np
 
 from vidreal.errors import ConfigError, ModelError
+from vidreal.runtime import first_line, hub_offline, resolve_device
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 # Occlusion test constants from Ruder et al. 2016 ("Artistic style transfer for videos"), the
 # test Lai et al. 2018 use for their warp error.
@@ -70,9 +71,7 @@ class RaftFlow:
     MIN_SIZE = 128  # RAFT's correlation pyramid needs feature maps of at least 16 (x 8) px
 
     def __init__(self, model, device=None, num_flow_updates: int = 12):
-        import torch
-
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         self.model = model.eval().to(self.device)
         self.num_flow_updates = num_flow_updates
 
@@ -106,14 +105,14 @@ def _load_raft(small: bool, device=None) -> RaftFlow:
     name = builder.__name__
     cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
     hint = f"download {weights.url} into {cached.parent}, or use flow 'dis'"
-    if not cached.exists() and os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
-        raise ModelError(f"{name} weights are not in the torch cache and HF_HUB_OFFLINE is set: {hint}",
+    if not cached.exists() and hub_offline():
+        raise ModelError(f"{name} weights are not in the torch cache and the hub is offline "
+                         f"(HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set): {hint}",
                          path=cached)
     try:
         model = builder(weights=weights, progress=False)
     except (OSError, RuntimeError) as exc:  # URLError is an OSError
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise ModelError(f"cannot get {name} weights ({reason}): {hint}", path=cached) from exc
+        raise ModelError(f"cannot get {name} weights ({first_line(exc)}): {hint}", path=cached) from exc
     return RaftFlow(model, device=device)
 
 

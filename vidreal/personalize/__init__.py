@@ -17,7 +17,7 @@ _EXPORTS = {
     "caption_images": "vidreal.personalize.caption",
     "read_prompts": "vidreal.personalize.caption",
     "DEFAULT_CAPTION_MODEL": "vidreal.personalize.caption",
-    "TrainResult": "vidreal.personalize.common",
+    "TrainResult": "vidreal.personalize.outputs",
 }
 
 __all__ = list(_EXPORTS)

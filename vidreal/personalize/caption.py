@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Sequence
 
 from vidreal.errors import ConfigError, InputError, ModelError
+from vidreal.runtime import first_line, resolve_device, resolve_dtype
 
 DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-base"
 
-log = logging.getLogger("vidreal.personalize")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,7 +49,7 @@ def collect_images(images: str | Path | Sequence[str | Path]) -> list[tuple[str,
     One folder: keys are paths relative to it. Otherwise keys are the paths as given (a listed
     folder contributes ``folder/relative``). InputError when a source is missing or no image is found.
     """
-    from vidreal.personalize.common import find_images
+    from vidreal.personalize.data import find_images
 
     if isinstance(images, (str, Path)):
         images = [images]
@@ -70,8 +71,7 @@ def load_blip(model: str, device, dtype):
         processor = BlipProcessor.from_pretrained(model)
         blip = BlipForConditionalGeneration.from_pretrained(model, dtype=dtype)
     except (OSError, ValueError, ImportError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise ModelError(f"cannot load BLIP captioning model {model!r} ({first}); download it with "
+        raise ModelError(f"cannot load BLIP captioning model {model!r} ({first_line(exc, 160)}); download it with "
                          f"`hf download {DEFAULT_CAPTION_MODEL}` where there is network, or pass "
                          "--model PATH to a local copy") from exc
     return processor, blip.eval().to(device)
@@ -84,8 +84,8 @@ def caption_images(images, output, model: str = DEFAULT_CAPTION_MODEL, *, suffix
 
     images: a folder (recursive) or a list of image files/folders. model: hub id or local folder
     of a BLIP captioning model (BlipForConditionalGeneration + BlipProcessor). suffix: appended
-    after a space, e.g. "in the style of <realism>". device: None = cuda when available, else
-    cpu (fp16 on cuda, fp32 otherwise). Unreadable images are skipped with a warning; none
+    after a space, e.g. "in the style of <realism>". device: None = auto (cuda > mps > cpu;
+    fp16 on a GPU, fp32 on the cpu). Unreadable images are skipped with a warning; none
     readable -> InputError. The file is written atomically.
     """
     import torch
@@ -93,15 +93,14 @@ def caption_images(images, output, model: str = DEFAULT_CAPTION_MODEL, *, suffix
     from tqdm.auto import tqdm
 
     from vidreal.io import atomic_output, read_video
-    from vidreal.personalize.common import check_device
 
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ConfigError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
     items = collect_images(images)
-    device = check_device(device) or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    device = resolve_device(device)
+    dtype = resolve_dtype(None, device)
     processor, blip = load_blip(str(model), device, dtype)
     suffix = _clean(suffix or "")
 

@@ -23,18 +23,25 @@ import shutil
 import time
 from pathlib import Path
 
+import logging
+
 import torch
-import torch.nn.functional as F
 
 from vidreal.config import DEFAULT_MODEL
 from vidreal.errors import ConfigError, OutputError
-from vidreal.personalize import common
-from vidreal.personalize.common import (
-    CONFIG_NAME, SAMPLES_NAME, WEIGHT_DTYPES, TrainResult, check_device, check_images, check_model,
-    check_positive, check_resolution, find_images, load_component, log, make_accelerator,
-    make_optimizer, prepare_output, resolve_mixed_precision, sample_indices, step_generator,
-    write_yaml,
+from vidreal.personalize.checkpoints import resume_step
+from vidreal.personalize.data import check_images, find_images, load_image, sample_indices
+from vidreal.personalize.models import check_model, check_resolution, load_component
+from vidreal.personalize.outputs import (
+    CONFIG_NAME, SAMPLES_NAME, TrainResult, generate_samples, prepare_output, publish_folder, save_grid, write_yaml,
 )
+from vidreal.personalize.training import (
+    WEIGHT_DTYPES, check_positive, diffusion_loss, free_memory, make_accelerator, make_optimizer,
+    resolve_mixed_precision, run_training, step_generator,
+)
+from vidreal.runtime import check_finite, resolve_device
+
+log = logging.getLogger(__name__)
 
 PRESETS = {
     "visda": ("an object in the style of sks object", "an object"),
@@ -93,7 +100,7 @@ def generate_class_images(model: str, class_dir: Path, prompt: str, n_images: in
     start_seed = seed + count_images(class_dir)
     while written < n_images:
         count = min(batch_size, n_images - written)
-        images = common.generate_samples(pipe, [prompt] * count, resolution, steps, start_seed + written)
+        images = generate_samples(pipe, [prompt] * count, resolution, steps, start_seed + written)
         for image in images:
             with atomic_output(class_dir / next(names)) as tmp:
                 Image.fromarray(image).save(tmp, format="PNG")
@@ -101,7 +108,7 @@ def generate_class_images(model: str, class_dir: Path, prompt: str, n_images: in
         bar.update(count)
     bar.close()
     del pipe
-    common.free_memory()
+    free_memory()
     return written
 
 
@@ -144,12 +151,12 @@ def train_dreambooth(instance_dir, output, model: str = DEFAULT_MODEL, *, preset
                             num_samples=num_samples).items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
-    if prior_loss_weight < 0:
+    if check_finite("prior_loss_weight", prior_loss_weight) < 0:
         raise ConfigError(f"prior_loss_weight must be >= 0, got {prior_loss_weight!r}")
     instances = check_images(find_images(instance_dir, "instance images"), "instance images")
     model = check_model(model)
     check_resolution(model, resolution)
-    device = check_device(device)
+    device = str(resolve_device(device))
     mixed_precision = resolve_mixed_precision(mixed_precision, device)
     out = Path(output)
     class_dir = Path(class_dir) if class_dir is not None else out / CLASS_DIR
@@ -197,7 +204,7 @@ def train_dreambooth(instance_dir, output, model: str = DEFAULT_MODEL, *, preset
     else:
         unet, optimizer = accelerator.prepare(unet, optimizer)
 
-    start = common.resume_step(accelerator, out, resume, "was it written with other settings (e.g. --train-text-encoder)?")
+    start = resume_step(accelerator, out, resume, "was it written with other settings (e.g. --train-text-encoder)?")
 
     config = dict(
         method="dreambooth", model=model, instance_dir=str(instance_dir), output=out, preset=preset,
@@ -218,37 +225,18 @@ def train_dreambooth(instance_dir, output, model: str = DEFAULT_MODEL, *, preset
                          return_tensors="pt").input_ids[0]
 
     prompt_ids = torch.stack([ids_of(instance_prompt)] * batch_size + [ids_of(class_prompt)] * (batch_size if prior else 0)).to(dev)
-    scaling = vae.config.scaling_factor
-    n_train = noise_scheduler.config.num_train_timesteps
 
     def step_fn(k: int) -> torch.Tensor:
-        g = step_generator(seed, k)
         paths = [instances[i] for i in sample_indices(seed, INSTANCE_STREAM, len(instances), k * batch_size, batch_size)]
         if prior:
             paths += [classes[i] for i in sample_indices(seed, CLASS_STREAM, len(classes), k * batch_size, batch_size)]
-        pixels = torch.stack([common.load_image(p, resolution) for p in paths]).to(dev, weight_dtype)
-        with torch.no_grad():
-            dist = vae.encode(pixels).latent_dist
-            eps = torch.randn(dist.mean.shape, generator=g).to(dev, dist.mean.dtype)
-            latents = (dist.mean + dist.std * eps) * scaling
-        noise = torch.randn(latents.shape, generator=g).to(dev, latents.dtype)
-        timesteps = torch.randint(0, n_train, (latents.shape[0],), generator=g).to(dev)
-        noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+        pixels = torch.stack([load_image(p, resolution) for p in paths]).to(dev, weight_dtype)
         with torch.set_grad_enabled(train_text_encoder):
             hidden = text_encoder(prompt_ids)[0]
-        pred = unet(noisy, timesteps, hidden).sample
-        if noise_scheduler.config.prediction_type == "v_prediction":
-            target = noise_scheduler.get_velocity(latents, noise, timesteps)
-        else:
-            target = noise
-        if not prior:
-            return F.mse_loss(pred.float(), target.float())
-        pred, pred_prior = pred.chunk(2)
-        target, target_prior = target.chunk(2)
-        return (F.mse_loss(pred.float(), target.float())
-                + prior_loss_weight * F.mse_loss(pred_prior.float(), target_prior.float()))
+        return diffusion_loss(vae, unet, noise_scheduler, pixels, hidden, step_generator(seed, k),
+                              prior_loss_weight if prior else None)
 
-    losses = common.run_training(
+    losses = run_training(
         accelerator, step_fn, params, optimizer, steps=steps, start_step=start,
         accumulation=gradient_accumulation, max_grad_norm=max_grad_norm, out=out,
         checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, progress=progress,
@@ -265,21 +253,21 @@ def train_dreambooth(instance_dir, output, model: str = DEFAULT_MODEL, *, preset
     saving = out / f".model.tmp-{int(time.time() * 1000)}"
     try:
         pipe.save_pretrained(saving, safe_serialization=True)
-        common.publish_folder(saving, out)
+        publish_folder(saving, out)
     except BaseException:
         shutil.rmtree(saving, ignore_errors=True)
         raise
     del pipe, unet, text_encoder, extra
     accelerator.free_memory()
-    common.free_memory()
+    free_memory()
 
     # 6. Show what it learned.
     samples = None
     if num_samples:
         pipe = StableDiffusionPipeline.from_pretrained(out, dtype=weight_dtype, safety_checker=None,
                                                        requires_safety_checker=False).to(dev)
-        images = common.generate_samples(pipe, [instance_prompt] * num_samples, resolution, sample_steps, seed)
-        samples = common.save_grid(images, out / SAMPLES_NAME)
+        images = generate_samples(pipe, [instance_prompt] * num_samples, resolution, sample_steps, seed)
+        samples = save_grid(images, out / SAMPLES_NAME)
         del pipe
     seconds = time.perf_counter() - t0
     total = start + len(losses)

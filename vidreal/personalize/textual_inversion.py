@@ -14,20 +14,26 @@ works on a DreamBooth model of the same base too), ``vidreal_personalize.yaml``,
 """
 from __future__ import annotations
 
+import logging
 import time
 
 import torch
-import torch.nn.functional as F
 
 from vidreal.config import DEFAULT_MODEL
 from vidreal.errors import ConfigError
-from vidreal.personalize import common
-from vidreal.personalize.common import (
-    CONFIG_NAME, SAMPLES_NAME, WEIGHT_DTYPES, TrainResult, check_device, check_images, check_model,
-    check_positive, check_resolution, find_images, load_component, log, make_accelerator,
-    make_optimizer, prepare_output, resolve_mixed_precision, sample_indices, step_generator,
-    write_yaml,
+from vidreal.personalize.checkpoints import resume_step
+from vidreal.personalize.data import check_images, find_images, load_image, sample_indices
+from vidreal.personalize.models import check_model, check_resolution, load_component
+from vidreal.personalize.outputs import (
+    CONFIG_NAME, SAMPLES_NAME, TrainResult, generate_samples, prepare_output, save_grid, write_yaml,
 )
+from vidreal.personalize.training import (
+    WEIGHT_DTYPES, check_positive, diffusion_loss, free_memory, make_accelerator, make_optimizer,
+    resolve_mixed_precision, run_training, step_generator,
+)
+from vidreal.runtime import resolve_device
+
+log = logging.getLogger(__name__)
 
 EMBEDS_NAME = "learned_embeds.safetensors"
 
@@ -115,7 +121,7 @@ def train_textual_inversion(train_dir, output, model: str = DEFAULT_MODEL, *,
     tokenizer = load_component(AutoTokenizer, model, "tokenizer")
     init_id = check_tokens(tokenizer, placeholder, initializer)
     check_resolution(model, resolution)
-    device = check_device(device)
+    device = str(resolve_device(device))
     mixed_precision = resolve_mixed_precision(mixed_precision, device)
     out = prepare_output(output, EMBEDS_NAME, resume)
 
@@ -158,7 +164,7 @@ def train_textual_inversion(train_dir, output, model: str = DEFAULT_MODEL, *,
     frozen = torch.ones(original.shape[0], dtype=torch.bool, device=original.device)
     frozen[token_id] = False
 
-    start = common.resume_step(accelerator, out, resume, "was it written for another model or placeholder?")
+    start = resume_step(accelerator, out, resume, "was it written for another model or placeholder?")
 
     config = dict(
         method="textual-inversion", model=model, train_dir=str(train_dir), output=out,
@@ -174,39 +180,25 @@ def train_textual_inversion(train_dir, output, model: str = DEFAULT_MODEL, *,
 
     # 3. Train.
     templates = TEMPLATES[learnable_property]
-    scaling = vae.config.scaling_factor
-    n_train = noise_scheduler.config.num_train_timesteps
 
     def step_fn(k: int) -> torch.Tensor:
         g = step_generator(seed, k)
         flips = (torch.rand(batch_size, generator=g) < flip_p).tolist()
         which = torch.randint(len(templates), (batch_size,), generator=g).tolist()
         paths = [images[i] for i in sample_indices(seed, 0, len(images), k * batch_size, batch_size)]
-        pixels = torch.stack([common.load_image(p, resolution, f) for p, f in zip(paths, flips)]).to(dev, weight_dtype)
+        pixels = torch.stack([load_image(p, resolution, f) for p, f in zip(paths, flips)]).to(dev, weight_dtype)
         prompts = [templates[i].format(placeholder) for i in which]
         ids = tokenizer(prompts, padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
                         return_tensors="pt").input_ids.to(dev)
-        with torch.no_grad():
-            dist = vae.encode(pixels).latent_dist
-            eps = torch.randn(dist.mean.shape, generator=g).to(dev, dist.mean.dtype)
-            latents = (dist.mean + dist.std * eps) * scaling
-        noise = torch.randn(latents.shape, generator=g).to(dev, latents.dtype)
-        timesteps = torch.randint(0, n_train, (batch_size,), generator=g).to(dev)
-        noisy = noise_scheduler.add_noise(latents, noise, timesteps)
         hidden = text_encoder(ids)[0].to(weight_dtype)
-        pred = unet(noisy, timesteps, hidden).sample
-        if noise_scheduler.config.prediction_type == "v_prediction":
-            target = noise_scheduler.get_velocity(latents, noise, timesteps)
-        else:
-            target = noise
-        return F.mse_loss(pred.float(), target.float())
+        return diffusion_loss(vae, unet, noise_scheduler, pixels, hidden, g)
 
     def restore_rows() -> None:
         with torch.no_grad():
             weight = accelerator.unwrap_model(text_encoder).get_input_embeddings().weight
             weight[frozen] = original[frozen]
 
-    losses = common.run_training(
+    losses = run_training(
         accelerator, step_fn, params, optimizer, steps=steps, start_step=start,
         accumulation=gradient_accumulation, max_grad_norm=max_grad_norm, after_step=restore_rows,
         out=out, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
@@ -219,7 +211,7 @@ def train_textual_inversion(train_dir, output, model: str = DEFAULT_MODEL, *,
         save_file({placeholder: learned.detach().float().cpu().contiguous()}, str(tmp))
     del optimizer, text_encoder, unet, vae
     accelerator.free_memory()
-    common.free_memory()
+    free_memory()
 
     # 5. Show what it learned: the base model with the new token.
     samples = None
@@ -229,7 +221,7 @@ def train_textual_inversion(train_dir, output, model: str = DEFAULT_MODEL, *,
         pipe.load_textual_inversion(str(embeds), token=placeholder)
         pipe.to(dev)
         prompt = templates[0].format(placeholder)
-        samples = common.save_grid(common.generate_samples(pipe, [prompt] * num_samples, resolution,
+        samples = save_grid(generate_samples(pipe, [prompt] * num_samples, resolution,
                                                            sample_steps, seed), out / SAMPLES_NAME)
         del pipe
     seconds = time.perf_counter() - t0

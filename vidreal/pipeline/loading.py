@@ -26,76 +26,27 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
 from vidreal.config import DEFAULT_CONTROLNETS, DEFAULT_MODEL
 from vidreal.errors import ConfigError, InputError, ModelError, VidrealError
+from vidreal.runtime import first_line, hub_endpoint, hub_offline, hub_reachable, resolve_device, resolve_dtype
 
-log = logging.getLogger("vidreal")
+log = logging.getLogger(__name__)
 
 SAFE_SUFFIXES = {".safetensors"}
 PICKLE_SUFFIXES = {".ckpt", ".bin", ".pt", ".pth"}
 # Files that make a folder's weights; tokenizers and configs hold no tensors.
 _WEIGHT_SUFFIXES = SAFE_SUFFIXES | PICKLE_SUFFIXES
 
-_DTYPES = {
-    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
-    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-    "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
-}
-# Only the components a Stable Diffusion pipeline needs are downloaded.
-_HUB_INCLUDE = "'*.json' '*.txt' '*model.safetensors' --exclude 'safety_checker/*'"
-
-
-# --------------------------------------------------------------------------- device / dtype
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None``/``"auto"`` -> cuda if available, else mps, else cpu; otherwise the named device.
-
-    Raises ConfigError for an unknown name or a backend that is not available here.
-    """
-    if device is None or (isinstance(device, str) and device.strip().lower() == "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device.strip().lower() if isinstance(device, str) else device)
-    except (RuntimeError, TypeError) as e:
-        raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from e
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r} requested but CUDA is not available here")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
-    elif dev.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise ConfigError(f"device {device!r} requested but MPS is not available here")
-    elif dev.type != "cpu":
-        raise ConfigError(f"unsupported device {device!r}; use auto, cpu, cuda, cuda:N or mps")
-    return dev
-
-
-def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device | None) -> torch.dtype:
-    """``None``/``"auto"`` -> float16 on cuda and mps, float32 on cpu.
-
-    Accepts "fp16"/"float16", "bf16"/"bfloat16", "fp32"/"float32" or a torch dtype. Half precision
-    on the CPU is used only when asked for explicitly (it is slow there and some ops lack kernels).
-    """
-    if isinstance(dtype, torch.dtype):
-        if dtype not in _DTYPES.values():
-            raise ConfigError(f"unsupported dtype {dtype}; use fp16, bf16 or fp32")
-        return dtype
-    if dtype is None or (isinstance(dtype, str) and dtype.strip().lower() == "auto"):
-        kind = torch.device(device).type if device is not None else resolve_device(None).type
-        return torch.float16 if kind in ("cuda", "mps") else torch.float32
-    key = str(dtype).strip().lower().removeprefix("torch.")
-    if key not in _DTYPES:
-        raise ConfigError(f"unknown dtype {dtype!r}; use auto, fp16, bf16 or fp32")
-    return _DTYPES[key]
+# What `hf download` needs to fetch per kind of repo: only the components a Stable Diffusion
+# pipeline loads (no safety checker), a ControlNet's config and safetensors weights, or the
+# component configs of a pipeline (for a single-file model).
+_HUB_INCLUDE = " --include '*.json' '*.txt' '*model.safetensors' --exclude 'safety_checker/*'"
+_CONTROLNET_INCLUDE = " --include config.json diffusion_pytorch_model.safetensors"
+_CONFIG_INCLUDE = " --include '*.json' '*.txt'"
 
 
 # --------------------------------------------------------------------------- embeddings spec
@@ -120,17 +71,6 @@ def parse_embedding(spec: str | os.PathLike) -> tuple[Path, str | None]:
 
 
 # --------------------------------------------------------------------------- sources
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def hub_offline() -> bool:
-    """True when ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) is set, read at call time."""
-    from huggingface_hub import constants
-
-    return _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE") or bool(constants.HF_HUB_OFFLINE)
-
-
 def hub_cache_dir() -> str:
     """The hub cache folder, honouring ``HF_HUB_CACHE`` and ``HF_HOME`` as set at call time."""
     from huggingface_hub import constants
@@ -243,15 +183,44 @@ def _check_controlnet_folder(folder: Path, what: str, allow_pickle: bool) -> Non
     _check_folder_weights(folder, what, allow_pickle)
 
 
-def _hub_missing(repo: str, flag: str) -> ModelError:
-    state = "offline (HF_HUB_OFFLINE is set)" if hub_offline() else "unreachable"
-    return ModelError(
-        f"cannot load '{repo}': no local folder of that name, not in the local Hugging Face cache "
-        f"({hub_cache_dir()}) and the hub is {state}; "
-        f"download it with `hf download {repo} --include {_HUB_INCLUDE}` or pass {flag}")
+class HubNeed(NamedTuple):
+    """A hub repo the run needs: a file that shows it is cached, the flag that replaces it, and
+    what ``hf download`` should fetch of it."""
+
+    repo: str
+    filename: str | None
+    flag: str
+    include: str = ""
 
 
-def _hub_error(repo: str, flag: str, filename: str, error: BaseException) -> ModelError:
+def _hub_missing(missing: list[HubNeed]) -> ModelError:
+    """One line naming every missing repo, each with its own download command."""
+    state = ("offline (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set)" if hub_offline()
+             else f"unreachable ({hub_endpoint()})")
+    what = f"'{missing[0].repo}'" if len(missing) == 1 else f"{len(missing)} models"
+    how = "; ".join(f"get '{m.repo}' with `hf download {m.repo}{m.include}` or pass {m.flag}" for m in missing)
+    return ModelError(f"cannot load {what}: no local folder of that name, not in the local Hugging Face cache "
+                      f"({hub_cache_dir()}) and the hub is {state}; {how}")
+
+
+def check_hub(needed: list[HubNeed]) -> bool:
+    """Check up front that every hub repo of a run can be loaded; returns True to load them from
+    the local cache only (offline, or the hub does not answer), False to let downloads happen.
+
+    Costs at most one short connection attempt (none offline), so an unreachable hub fails in
+    seconds instead of after tens of seconds of retries per model. Raises ModelError naming every
+    repo that is neither cached nor downloadable.
+    """
+    if not needed:
+        return hub_offline()
+    local_only = hub_offline() or not hub_reachable()
+    missing = [need for need in needed if not _hub_cached(need.repo, need.filename)]
+    if missing and local_only:
+        raise _hub_missing(missing)
+    return local_only
+
+
+def _hub_error(repo: str, flag: str, filename: str | None, error: BaseException, include: str = "") -> ModelError:
     """Turn a failed hub load into one line saying what is missing and how to get it."""
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
@@ -267,68 +236,60 @@ def _hub_error(repo: str, flag: str, filename: str, error: BaseException) -> Mod
                           f"check the id or pass {flag}")
     if _hub_cached(repo, filename):
         return ModelError(f"cannot load '{repo}' from the Hugging Face cache ({hub_cache_dir()}): "
-                          f"{_first_line(error)}; complete it with `hf download {repo} --include {_HUB_INCLUDE}`")
-    return _hub_missing(repo, flag)
+                          f"{first_line(error, with_type=True)}; complete it with `hf download {repo}{include}`")
+    return _hub_missing([HubNeed(repo, filename, flag, include)])
 
 
-def _hub_cached(repo: str, filename: str) -> bool:
+def _hub_cached(repo: str, filename: str | None) -> bool:
+    """``filename`` of ``repo`` is in the local cache (``None``: any snapshot of the repo is)."""
     from huggingface_hub import try_to_load_from_cache
 
+    if filename is None:
+        snapshots = Path(hub_cache_dir()) / f"models--{repo.replace('/', '--')}" / "snapshots"
+        return snapshots.is_dir() and any(snapshots.iterdir())
     hit = try_to_load_from_cache(repo, filename, cache_dir=hub_cache_dir())
     return isinstance(hit, str)
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(":. ")
-
-
 # --------------------------------------------------------------------------- components
-def _hub_kwargs(allow_pickle: bool) -> dict:
-    return {"cache_dir": hub_cache_dir(), "local_files_only": hub_offline(),
+def _hub_kwargs(allow_pickle: bool, local_only: bool) -> dict:
+    return {"cache_dir": hub_cache_dir(), "local_files_only": local_only,
             "use_safetensors": None if allow_pickle else True}
 
 
 _MODEL_FLAG = "--model PATH (a diffusers folder or a .safetensors file)"
+_CONFIG_FLAG = "--model-config DIR (a diffusers Stable Diffusion folder; only its configs and tokenizer are read)"
+_LORA_FLAG = "--lora PATH (a .safetensors file)"
 
 
 def _controlnet_flag(name: str) -> str:
     return f"--controlnet {name}=PATH (a ControlNet folder or a .safetensors file)"
 
 
-def _check_model(model, allow_pickle: bool, model_config) -> tuple[str, Path | str, str | None]:
-    """Cheap checks of the model source -> (kind, source, config folder for a single file)."""
-    kind, src = _source(model, "model")
+def _check_model(kind: str, src, allow_pickle: bool) -> None:
+    """Cheap checks of a local model source (hub ids are checked by :func:`check_hub`)."""
     if kind == "folder":
         _check_pipeline_folder(src, allow_pickle)
     elif kind == "file":
         _check_file(src, "model", allow_pickle)
-        return kind, src, _resolve_model_config(model_config)
-    elif hub_offline() and not _hub_cached(src, "model_index.json"):
-        raise _hub_missing(src, _MODEL_FLAG)
-    return kind, src, None
 
 
-def _check_controlnet(name: str, spec, allow_pickle: bool) -> tuple[str, Path | str]:
+def _check_controlnet(name: str, kind: str, src, allow_pickle: bool) -> None:
     what = f"ControlNet '{name}'"
-    kind, src = _source(spec, what)
     if kind == "folder":
         _check_controlnet_folder(src, what, allow_pickle)
     elif kind == "file":
         _check_file(src, what, allow_pickle)
-    elif hub_offline() and not _hub_cached(src, "config.json"):
-        raise _hub_missing(src, _controlnet_flag(name))
-    return kind, src
 
 
-def _load_controlnet(name: str, kind: str, src, dtype: torch.dtype, allow_pickle: bool):
+def _load_controlnet(name: str, kind: str, src, dtype: torch.dtype, allow_pickle: bool, local_only: bool):
     from diffusers import ControlNetModel
 
     try:
         if kind == "folder":
             return ControlNetModel.from_pretrained(src, dtype=dtype, use_safetensors=None if allow_pickle else True)
         if kind == "hub":
-            return ControlNetModel.from_pretrained(src, dtype=dtype, **_hub_kwargs(allow_pickle))
+            return ControlNetModel.from_pretrained(src, dtype=dtype, **_hub_kwargs(allow_pickle, local_only))
         # A single file: its config comes from an original .yaml beside it, or a diffusers
         # config.json in the same folder; otherwise diffusers infers it (needs the hub cache).
         config = {}
@@ -336,21 +297,19 @@ def _load_controlnet(name: str, kind: str, src, dtype: torch.dtype, allow_pickle
             config = {"original_config": str(src.with_suffix(".yaml"))}
         elif (src.parent / "config.json").is_file():
             config = {"config": str(src.parent)}
-        return ControlNetModel.from_single_file(str(src), dtype=dtype, local_files_only=hub_offline(),
+        return ControlNetModel.from_single_file(str(src), dtype=dtype, local_files_only=local_only,
                                                 cache_dir=hub_cache_dir(), **config)
     except VidrealError:
         raise
     except Exception as e:  # diffusers raises OSError/ValueError/... for every kind of load failure
         if kind == "hub":
-            raise _hub_error(src, _controlnet_flag(name), "config.json", e) from e
+            raise _hub_error(src, _controlnet_flag(name), "config.json", e, _CONTROLNET_INCLUDE) from e
         hint = "; put its config.json (or original .yaml) beside the file" if kind == "file" else ""
-        raise ModelError(f"cannot load ControlNet '{name}': {_first_line(e)}{hint}", src) from e
+        raise ModelError(f"cannot load ControlNet '{name}': {first_line(e, with_type=True)}{hint}", src) from e
 
 
-def _resolve_model_config(model_config) -> str:
+def _resolve_model_config(kind: str, src, local_only: bool) -> str:
     """A local folder holding the pipeline's component configs, for single-file loading."""
-    spec = DEFAULT_MODEL if model_config is None else model_config
-    kind, src = _source(spec, "model config")
     if kind == "folder":
         if not (src / "model_index.json").is_file():
             raise ModelError("the model config folder has no model_index.json; expected a diffusers Stable "
@@ -360,19 +319,15 @@ def _resolve_model_config(model_config) -> str:
         raise ModelError("the model config must be a diffusers folder or hub id, not a file", src)
     from huggingface_hub import snapshot_download
 
-    flag = "--model-config DIR (a diffusers Stable Diffusion folder; only its configs and tokenizer are read)"
     try:
-        return snapshot_download(src, cache_dir=hub_cache_dir(), local_files_only=hub_offline(),
+        return snapshot_download(src, cache_dir=hub_cache_dir(), local_files_only=local_only,
                                  allow_patterns=["*.json", "*.txt", "*.model"])
     except Exception as e:
-        state = "offline (HF_HUB_OFFLINE is set)" if hub_offline() else "unreachable"
-        raise ModelError(
-            f"a single-file checkpoint needs the component configs of '{src}': not in the local Hugging Face cache "
-            f"({hub_cache_dir()}) and the hub is {state}; download them with `hf download {src} --include '*.json' "
-            f"'*.txt'` or pass {flag}") from e
+        raise _hub_error(src, _CONFIG_FLAG, "model_index.json", e, _CONFIG_INCLUDE) from e
 
 
-def _load_sd(kind: str, src, config: str | None, controlnet, dtype: torch.dtype, allow_pickle: bool):
+def _load_sd(kind: str, src, config: str | None, controlnet, dtype: torch.dtype, allow_pickle: bool,
+             local_only: bool):
     from diffusers import StableDiffusionControlNetPipeline
 
     common = {"controlnet": controlnet, "safety_checker": None, "feature_extractor": None,
@@ -382,15 +337,16 @@ def _load_sd(kind: str, src, config: str | None, controlnet, dtype: torch.dtype,
             return StableDiffusionControlNetPipeline.from_pretrained(
                 src, use_safetensors=None if allow_pickle else True, **common)
         if kind == "hub":
-            return StableDiffusionControlNetPipeline.from_pretrained(src, **_hub_kwargs(allow_pickle), **common)
+            return StableDiffusionControlNetPipeline.from_pretrained(src, **_hub_kwargs(allow_pickle, local_only),
+                                                                     **common)
         return StableDiffusionControlNetPipeline.from_single_file(str(src), config=config, local_files_only=True,
                                                                   **common)
     except VidrealError:
         raise
     except Exception as e:
         if kind == "hub":
-            raise _hub_error(src, _MODEL_FLAG, "model_index.json", e) from e
-        raise ModelError(f"cannot load the model: {_first_line(e)}", src) from e
+            raise _hub_error(src, _MODEL_FLAG, "model_index.json", e, _HUB_INCLUDE) from e
+        raise ModelError(f"cannot load the model: {first_line(e, with_type=True)}", src) from e
 
 
 # --------------------------------------------------------------------------- TI and LoRA
@@ -418,6 +374,8 @@ def _read_embedding(path: Path) -> tuple[str | None, torch.Tensor]:
 
     Formats: diffusers ``{token: tensor}`` (``learned_embeds.safetensors``), A1111 ``.pt``
     ``{"string_to_param": {"*": tensor}, "name": ...}`` and A1111 ``.safetensors`` ``{"emb_params": tensor}``.
+    A1111 files name no token (None): A1111 users trigger an embedding by its file name, and
+    the internal ``name`` is often stale (renamed files), so the caller uses the file's stem.
     """
     try:
         if path.suffix.lower() in SAFE_SUFFIXES:
@@ -427,7 +385,7 @@ def _read_embedding(path: Path) -> tuple[str | None, torch.Tensor]:
         else:  # allowed pickle; weights_only still refuses arbitrary objects
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ModelError(f"unreadable embedding file: {_first_line(e)}", path) from e
+        raise ModelError(f"unreadable embedding file: {first_line(e, with_type=True)}", path) from e
     if isinstance(state, torch.Tensor):
         return None, state
     if not isinstance(state, Mapping):
@@ -437,8 +395,7 @@ def _read_embedding(path: Path) -> tuple[str | None, torch.Tensor]:
         tensor = params.get("*") if isinstance(params, Mapping) else None
         if tensor is None and isinstance(params, Mapping) and len(params) == 1:
             tensor = next(iter(params.values()))
-        name = state.get("name")
-        return (name if isinstance(name, str) and name else None), tensor
+        return None, tensor
     if "emb_params" in state:
         return None, state["emb_params"]
     if len(state) == 1:
@@ -468,30 +425,28 @@ def _load_embedding(pipe, path: Path, token: str | None) -> str:
     try:
         pipe.load_textual_inversion(tensor.detach().float(), token=token)
     except Exception as e:
-        raise ModelError(f"cannot load embedding '{token}': {_first_line(e)}", path) from e
+        raise ModelError(f"cannot load embedding '{token}': {first_line(e, with_type=True)}", path) from e
     return token
 
 
-def _check_lora(lora, allow_pickle: bool) -> tuple[str, Path | str]:
+def _check_lora(kind: str, src, allow_pickle: bool) -> None:
     from diffusers.utils import USE_PEFT_BACKEND
 
     if not USE_PEFT_BACKEND:
         raise ModelError("LoRA weights need the 'peft' package (>= 0.17): pip install peft")
-    kind, src = _source(lora, "LoRA")
     if kind == "file":
         _check_file(src, "LoRA", allow_pickle)
     elif kind == "folder":
         _check_folder_weights(src, "LoRA", allow_pickle)
-    return kind, src
 
 
-def _load_lora(pipe, kind: str, src, scale: float, allow_pickle: bool) -> None:
+def _load_lora(pipe, kind: str, src, scale: float, allow_pickle: bool, local_only: bool) -> None:
     if kind == "file":
         where, kwargs = str(src.parent), {"weight_name": src.name}
     else:
         where, kwargs = str(src), {"use_safetensors": None if allow_pickle else True}
         if kind == "hub":
-            kwargs.update(cache_dir=hub_cache_dir(), local_files_only=hub_offline())
+            kwargs.update(cache_dir=hub_cache_dir(), local_files_only=local_only)
     try:
         pipe.load_lora_weights(where, adapter_name="vidreal_lora", **kwargs)
         # Fold the LoRA into the base weights and drop the adapter layers: plain modules run
@@ -500,8 +455,8 @@ def _load_lora(pipe, kind: str, src, scale: float, allow_pickle: bool) -> None:
         pipe.unload_lora_weights()
     except Exception as e:
         if kind == "hub":
-            raise _hub_error(src, "--lora PATH (a .safetensors file)", "README.md", e) from e
-        raise ModelError(f"cannot load LoRA: {_first_line(e)}", src) from e
+            raise _hub_error(src, _LORA_FLAG, None, e) from e
+        raise ModelError(f"cannot load LoRA: {first_line(e, with_type=True)}", src) from e
 
 
 # --------------------------------------------------------------------------- entry point
@@ -558,18 +513,36 @@ def load_pipeline(
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     # Every check that needs no weights runs first, so a missing or unsafe file fails in
-    # milliseconds, before anything is loaded.
-    model_kind, model_src, config_dir = _check_model(model, allow_pickle, model_config)
-    nets = {name: _check_controlnet(name, spec, allow_pickle) for name, spec in controlnets.items()}
+    # milliseconds, and every hub repo the run needs is checked at once, before anything loads.
+    model_kind, model_src = _source(model, "model")
+    nets = {name: _source(spec, f"ControlNet '{name}'") for name, spec in controlnets.items()}
+    config_src = _source(DEFAULT_MODEL if model_config is None else model_config, "model config") \
+        if model_kind == "file" else None
+    lora_src = None if lora is None else _source(lora, "LoRA")
+    _check_model(model_kind, model_src, allow_pickle)
+    for name, (kind, src) in nets.items():
+        _check_controlnet(name, kind, src, allow_pickle)
     embedding_files = [_embedding_file(spec, allow_pickle) for spec in embeddings]
-    lora_src = None if lora is None else _check_lora(lora, allow_pickle)
+    if lora_src is not None:
+        _check_lora(*lora_src, allow_pickle)
+    needed = [HubNeed(src, "config.json", _controlnet_flag(name), _CONTROLNET_INCLUDE)
+              for name, (kind, src) in nets.items() if kind == "hub"]
+    if model_kind == "hub":
+        needed.insert(0, HubNeed(model_src, "model_index.json", _MODEL_FLAG, _HUB_INCLUDE))
+    if config_src is not None and config_src[0] == "hub":
+        needed.insert(0, HubNeed(config_src[1], "model_index.json", _CONFIG_FLAG, _CONFIG_INCLUDE))
+    if lora_src is not None and lora_src[0] == "hub":
+        needed.append(HubNeed(lora_src[1], None, _LORA_FLAG))
+    local_only = check_hub(needed)
+    config_dir = None if config_src is None else _resolve_model_config(*config_src, local_only)
 
-    models = [_load_controlnet(name, kind, src, torch_dtype, allow_pickle) for name, (kind, src) in nets.items()]
+    models = [_load_controlnet(name, kind, src, torch_dtype, allow_pickle, local_only)
+              for name, (kind, src) in nets.items()]
     controlnet = models[0] if len(models) == 1 else MultiControlNetModel(models)
-    pipe = _load_sd(model_kind, model_src, config_dir, controlnet, torch_dtype, allow_pickle)
+    pipe = _load_sd(model_kind, model_src, config_dir, controlnet, torch_dtype, allow_pickle, local_only)
     tokens = [_load_embedding(pipe, path, token) for path, token in embedding_files]
     if lora_src is not None:
-        _load_lora(pipe, *lora_src, lora_scale, allow_pickle)
+        _load_lora(pipe, *lora_src, lora_scale, allow_pickle, local_only)
 
     pipe = pipe.to(device=dev)
     if any(m.dtype != torch_dtype for m in pipe.components.values() if isinstance(m, torch.nn.Module)):

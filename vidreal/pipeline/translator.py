@@ -27,10 +27,9 @@ from tqdm.auto import tqdm
 from vidreal.errors import InputError, ModelError
 from vidreal.io import resize_frames
 from vidreal.pipeline.attention import FrameLayout, cross_frame_attention
+from vidreal.runtime import CONSISTENCY_MODES, check_finite, check_frames
 
-log = logging.getLogger("vidreal")
-
-CONSISTENCY_MODES = ("per-frame", "shared-noise", "cross-frame")
+log = logging.getLogger(__name__)
 
 
 class Translator:
@@ -94,11 +93,7 @@ class Translator:
         return (max(m, round(height * scale / m) * m), max(m, round(width * scale / m) * m))
 
     def check_inputs(self, frames, conditions, consistency, chunk_size):
-        if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-            raise InputError(f"frames must be uint8 (T, H, W, 3), got {getattr(frames, 'dtype', type(frames))} "
-                             f"{getattr(frames, 'shape', '')}")
-        if len(frames) == 0:
-            raise InputError("frames is empty (T == 0)")
+        check_frames(frames)
         missing = [name for name in self.controlnet_names if name not in conditions]
         if missing:
             raise InputError(f"conditions lack {missing}; the ControlNets read {self.controlnet_names}")
@@ -114,7 +109,9 @@ class Translator:
     def _to_tensor(self, images: np.ndarray, size: tuple[int, int], dtype) -> torch.Tensor:
         """uint8 (N, H, W, 3) -> float (N, 3, h, w) in [0, 1] on the device (as diffusers' control images)."""
         images = resize_frames(images, *size)
-        tensor = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+        # contiguous, as diffusers' own control images are: strided inputs change the convolutions'
+        # rounding, and a one-frame translation would no longer equal the stock pipeline exactly
+        tensor = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().float().div_(255.0)
         return tensor.to(self.device, dtype)
 
     def _initial_latents(self, shape, seeds, dtype) -> torch.Tensor:
@@ -159,6 +156,7 @@ class Translator:
         output does not depend on how the clip was cut. ``n_frames`` (if known) sizes the progress bar.
         """
         pipe = self.pipe
+        guidance_scale = check_finite("guidance_scale", guidance_scale)
         cfg = guidance_scale > 1.0 and pipe.unet.config.time_cond_proj_dim is None
         scales = _scales(controlnet_scale, self.controlnet_names)
         carry_anchor = consistency == "cross-frame"
@@ -263,8 +261,8 @@ def _scales(controlnet_scale, names) -> list[float]:
     if controlnet_scale is None:
         return [1.0] * len(names)
     if isinstance(controlnet_scale, (int, float)):
-        return [float(controlnet_scale)] * len(names)
+        return [check_finite("controlnet_scale", controlnet_scale)] * len(names)
     unknown = set(controlnet_scale) - set(names)
     if unknown:
         raise ValueError(f"controlnet_scale names {sorted(unknown)} are not ControlNets {names}")
-    return [float(controlnet_scale.get(name, 1.0)) for name in names]
+    return [check_finite(f"controlnet_scale[{name!r}]", controlnet_scale.get(name, 1.0)) for name in names]
