@@ -18,7 +18,7 @@ from vidreal.config import TranslateConfig, write_config
 from vidreal.errors import OutputError
 from vidreal.io import IMAGE_EXTS, VIDEO_EXTS, is_image_path, iter_video, probe, resize_frames, write_video
 
-log = logging.getLogger("vidreal")
+log = logging.getLogger(__name__)
 
 PREVIEW_HEIGHT = 256  # each panel of the side-by-side preview
 
@@ -89,7 +89,8 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
 
     keep = preview is not None or save_conditions is not None
     kept: dict[str, list[np.ndarray]] = {name: [] for name in ["source", *kinds, "output"]}
-    options = {"canny": {"low_threshold": config.canny_low, "high_threshold": config.canny_high}}
+    options = {"canny": {"low_threshold": config.canny_low, "high_threshold": config.canny_high},
+               "openpose": {"allow_pickle": config.allow_pickle}}
     with DetectorSet(kinds, {k: v for k, v in options.items() if k in kinds}) as detectors:
         def pieces():
             for chunk in iter_video(input, chunk_size=config.chunk_size):

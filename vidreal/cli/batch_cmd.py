@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from vidreal.cli.options import translate_options
+from vidreal.cli.options import FiniteFloat, translate_options
 
 
 @click.command("batch", epilog="""\b
@@ -27,7 +27,7 @@ Examples:
               help="Run here, or on a Ray cluster (pip install 'vidreal[ray]').")
 @click.option("--ray-address", help="Ray cluster address ('auto' = the running cluster; default: it or a new local one).")
 @click.option("--workers", type=click.IntRange(min=1), help="Ray actors, each holding one model (default: one per GPU).")
-@click.option("--gpus-per-worker", type=click.FloatRange(min=0), help="GPUs per Ray actor (default 1 when the cluster has GPUs, else 0).")
+@click.option("--gpus-per-worker", type=FiniteFloat(min=0), help="GPUs per Ray actor (default 1 when the cluster has GPUs, else 0).")
 @click.option("--overwrite", is_flag=True, help="Redo every item, even those the manifest marks done.")
 @click.option("--overlap/--no-overlap", default=None,
               help="Prepare the next item while translating the current one (default: when the model runs on a GPU).")

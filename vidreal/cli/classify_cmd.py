@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from vidreal.cli.options import FiniteFloat
+
 SRC_HELP = "a folder of <class>/ image folders, or a 'relative/path label' list file (VisDA image_list.txt)"
 
 
@@ -35,9 +37,9 @@ def classify():
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs [7].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Training batch size [128].")
 @click.option("--eval-batch-size", type=click.IntRange(min=1), default=None, help="Validation/test batch size [32].")
-@click.option("--lr", type=float, default=None, help="Head learning rate [1e-3].")
+@click.option("--lr", type=FiniteFloat(), default=None, help="Head learning rate [1e-3].")
 @click.option("--unfreeze", is_flag=True, default=None, help="Also train the backbone (with --backbone-lr).")
-@click.option("--backbone-lr", type=float, default=None, help="Backbone learning rate with --unfreeze [1e-5].")
+@click.option("--backbone-lr", type=FiniteFloat(), default=None, help="Backbone learning rate with --unfreeze [1e-5].")
 @click.option("--augment", is_flag=True, default=None, help="Random crops/flips while training (turns the feature cache off).")
 @click.option("--cache/--no-cache", default=None, help="Train the head on features computed once [cache].")
 @click.option("--save-features", is_flag=True, default=None, help="Keep the cached features in RUN_DIR/features/ for reruns.")

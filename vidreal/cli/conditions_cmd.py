@@ -17,8 +17,9 @@ from vidreal.conditions import available_kinds, extract_file
 @click.option("--canny-high", type=float, default=None, help="Canny high threshold (default 200).")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Frames decoded and processed at a time (memory, not results).")
+@click.option("--allow-pickle", is_flag=True, help="Let the openpose annotator load its .pth weights (runs pickled code).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def conditions(input, output, kinds, canny_low, canny_high, chunk_size, progress):
+def conditions(input, output, kinds, canny_low, canny_high, chunk_size, allow_pickle, progress):
     """Extract condition maps from INPUT and write them to OUTPUT, same size, fps and frame count.
 
     \b
@@ -31,8 +32,10 @@ def conditions(input, output, kinds, canny_low, canny_high, chunk_size, progress
         canny["low_threshold"] = canny_low
     if canny_high is not None:
         canny["high_threshold"] = canny_high
-    options = {"canny": canny} if canny else None
-    result = extract_file(input, output, kinds=kinds or ("canny", "pose"), options=options,
+    options = {"canny": canny} if canny else {}
+    if allow_pickle:
+        options["openpose"] = {"allow_pickle": True}
+    result = extract_file(input, output, kinds=kinds or ("canny", "pose"), options=options or None,
                           chunk_size=chunk_size, progress=progress)
     for kind, path in result.paths.items():
         click.echo(f"{kind}: {path}")

@@ -5,11 +5,24 @@ Every option defaults to None so that only flags the user typed override the pre
 from __future__ import annotations
 
 import functools
+import math
 
 import click
 
 from vidreal.config import CONSISTENCY_MODES, TranslateConfig, load_config
 from vidreal.errors import ConfigError
+
+
+class FiniteFloat(click.FloatRange):
+    """A float flag (optionally bounded, as ``click.FloatRange``) that refuses ``nan`` and ``inf``
+    with one ``error:`` line (a ConfigError), as a non-finite config value is refused."""
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)  # "abc" stays a usage error
+        if not math.isfinite(number):
+            name = param.opts[0] if param is not None and param.opts else "value"
+            raise ConfigError(f"{name} must be a finite number, got {value}")
+        return super().convert(number, param, ctx)
 
 
 def _pairs(values, what: str, cast=str) -> dict | None:
@@ -20,6 +33,8 @@ def _pairs(values, what: str, cast=str) -> dict | None:
         name, sep, value = item.partition("=")
         if not sep or not name or not value:
             raise ConfigError(f"{what} must look like NAME=VALUE, got {item!r}")
+        if name in out:
+            raise ConfigError(f"{what} {name}=... is given twice; give each kind once")
         try:
             out[name] = cast(value)
         except ValueError:
