@@ -473,7 +473,7 @@ class VideoWriter:
         self._container = self._stream = self._audio = None
         self._frames: list[np.ndarray] = []  # the image's frame
         self._last_pts = -1
-        self._closed = False
+        self._closed = self._finished = False
 
     def write(self, frames) -> None:
         """Append uint8 (n, H, W, 3) or (H, W, 3) RGB frames (ValueError on a bad array or a
@@ -544,16 +544,18 @@ class VideoWriter:
         self._container.mux(self._stream.encode(video_frame))
         self.n_frames += 1
 
-    def close(self) -> Path:
-        """Finish the file and move it onto ``path``; returns ``path``. ValueError when no frame
-        was written; on any failure nothing is left at the temporary path."""
-        if self._closed:
-            return self.path
+    def finish(self) -> None:
+        """Complete the temporary file (flush the encoder, add the audio) without moving it onto
+        ``path`` yet (:meth:`close` does). ValueError when no frame was written; on any failure
+        the temporary file is removed."""
+        if self._closed or self._finished:
+            return
         try:
             if self.n_frames == 0:
                 raise ValueError("frames is empty: nothing to write")
             if self.is_image:
-                _write_image(self.path, self._frames)
+                tmp = self._stack.enter_context(atomic_output(self.path))
+                _save_image(tmp, self._frames, self.path)
             else:
                 try:
                     self._container.mux(self._stream.encode())
@@ -565,7 +567,18 @@ class VideoWriter:
                 finally:
                     if self._audio is not None:
                         _close_quietly(self._audio.source)
-                self._stack.close()  # the rename
+        except BaseException:
+            self.abort()
+            raise
+        self._finished = True
+
+    def close(self) -> Path:
+        """Finish the file and move it onto ``path``; returns ``path``."""
+        if self._closed:
+            return self.path
+        self.finish()
+        try:
+            self._stack.close()  # the rename
         except BaseException:
             self.abort()
             raise
@@ -620,17 +633,64 @@ def _as_fraction(fps) -> Fraction:
     return rate
 
 
-def _write_image(path: Path, frames: list[np.ndarray]) -> Path:
+def _save_image(tmp: Path, frames: list[np.ndarray], path: Path) -> None:
     if len(frames) != 1:
         raise OutputError(f"an image output takes exactly 1 frame, got {len(frames)}; "
                           "use a video extension", path)
     options = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg", ".webp") else {}
-    with atomic_output(path) as tmp:
+    try:
+        Image.fromarray(np.ascontiguousarray(frames[0])).save(tmp, **options)
+    except OSError as exc:
+        raise OutputError(f"cannot write image ({_one_line(exc)})", path) from exc
+
+
+class OutputFiles:
+    """The files of one run, moved into place together (``translate_file``, ``extract_file``):
+
+        with OutputFiles() as files:
+            video = files.video("out.mp4", fps=24)       # a VideoWriter
+            video.write(frames)
+            files.text("out.mp4.vidreal.yaml", text)
+
+    Each file is written to a temporary file beside its path. When the block ends without an
+    exception, every video is finished first, then all are renamed onto their paths; when
+    anything fails (an exception in the block, an encoder, a full disk), every temporary file is
+    removed and every path is left as it was (an older file there stays).
+    """
+
+    def __init__(self):
+        self._stack = ExitStack()
+        self._writers: list[VideoWriter] = []
+
+    def video(self, path, fps=None, **options) -> VideoWriter:
+        """A :class:`VideoWriter` for ``path`` (``options`` as for :func:`write_video`)."""
+        writer = self._stack.enter_context(VideoWriter(path, fps, **options))
+        self._writers.append(writer)
+        return writer
+
+    def text(self, path, text: str) -> Path:
+        """Write ``text`` (UTF-8) to ``path``'s temporary file; OutputError (one line) when it
+        cannot be written, e.g. on a full disk."""
+        tmp = self._stack.enter_context(atomic_output(path))
         try:
-            Image.fromarray(np.ascontiguousarray(frames[0])).save(tmp, **options)
+            tmp.write_text(text, encoding="utf-8")
         except OSError as exc:
-            raise OutputError(f"cannot write image ({_one_line(exc)})", path) from exc
-    return path
+            raise OutputError(f"cannot write the file ({_one_line(exc)})", path) from None
+        return Path(path)
+
+    def __enter__(self):
+        self._stack.__enter__()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            try:
+                for writer in self._writers:
+                    writer.finish()
+            except BaseException as error:
+                self._stack.__exit__(type(error), error, error.__traceback__)
+                raise
+        return self._stack.__exit__(exc_type, exc, tb)
 
 
 def check_output(path, info: VideoInfo) -> Path:
@@ -643,12 +703,12 @@ def check_output(path, info: VideoInfo) -> Path:
         raise OutputError(f"unsupported output type {ext or '(none)'!r}; use a video ({', '.join(sorted(VIDEO_EXTS))}) "
                           f"or image ({', '.join(sorted(IMAGE_EXTS))}) extension", path)
     if ext in IMAGE_EXTS and info.n_frames != 1:
-        raise OutputError(f"the input has {info.n_frames} frames; an image output needs a one-frame input "
-                          "(use a video extension such as .mp4)", path)
+        raise OutputError(f"an image output needs a one-frame input, the input has {info.n_frames} frames; "
+                          "use a video extension such as .mp4", path)
     if ext in VIDEO_EXTS and info.fps is None:
         raise OutputError("an image input gives an image output; use an image extension such as .png", path)
     if path.is_dir():
-        raise OutputError("the output path is a folder; give a file name", path)
+        raise OutputError("output path is a folder, expected a file name", path)
     if path.exists() and os.path.samefile(path, info.path):
         raise OutputError("the output would overwrite the input", path)
     return path
