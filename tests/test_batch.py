@@ -24,7 +24,8 @@ from PIL import Image
 
 from vidreal.batch import MANIFEST_NAME, read_manifest, run_batch
 from vidreal.batch.executors import RAY_MISSING, import_ray
-from vidreal.batch.items import Prompts, output_rel, read_list, walk
+from vidreal.batch.items import output_rel, read_list, walk
+from vidreal.prompts import Prompts
 from vidreal.batch.manifest import TEMP_NAME, Manifest, clean_temp_files
 from vidreal.cli import cli
 from vidreal.config import load_config

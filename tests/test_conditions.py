@@ -45,14 +45,14 @@ def nan_equal(a, b):
 
 def test_registry_lists_kinds_and_rejects_unknown_names():
     assert {"canny", "pose", "openpose"} <= set(available_kinds())
-    with pytest.raises(ConfigError, match=r"unknown condition kind 'edges'; valid kinds: canny, pose"):
+    with pytest.raises(ConfigError, match=r"unknown condition kind 'edges'; valid condition kinds: canny, pose"):
         make_detector("edges")
     with pytest.raises(ConfigError, match="unknown condition kind 'depth'"):
         extract_conditions(np.zeros((1, 8, 8, 3), np.uint8), kinds=("canny", "depth"))
 
 
 def test_bad_options_are_config_errors():
-    with pytest.raises(ConfigError, match=r"unknown option\(s\) low for 'canny'; valid options: low_threshold"):
+    with pytest.raises(ConfigError, match=r"unknown 'canny' option 'low'; did you mean 'low_threshold'\?"):
         make_detector("canny", low=10)
     with pytest.raises(ConfigError, match="must not exceed"):
         make_detector("canny", low_threshold=200, high_threshold=100)

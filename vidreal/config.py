@@ -1,8 +1,12 @@
 """Typed translation config: defaults < YAML preset (``--config``) < explicit overrides (CLI flags).
 
-A preset is a YAML mapping of ``TranslateConfig`` fields. Other verbs may keep their own settings
-in a section of the same file (``classify:``, ``batch:``, ``personalize:``); those sections are
-left to their verbs. Unknown keys are rejected with the closest valid name.
+A preset is a YAML mapping of ``TranslateConfig`` fields. Other verbs keep their own settings in
+a section of the same file, read (and checked) by that verb with the same precedence, defaults <
+file < flags: ``batch:`` (``vidreal batch``, see :data:`BATCH_KEYS`), ``personalize:``
+(``dreambooth:`` / ``textual_inversion:`` subsections for ``vidreal personalize``) and
+``classify:`` (``vidreal classify train``). ``result:`` and ``vidreal_version`` are what a
+record adds and are ignored. Unknown keys, in every section, are rejected with the closest
+valid name.
 """
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +24,8 @@ import yaml
 
 from vidreal.errors import ConfigError
 from vidreal.runtime import CONSISTENCY_MODES, first_line
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_CONTROLNETS = {
@@ -32,6 +39,12 @@ NEGATIVE_PROMPT = (
     "worst quality, low quality"
 )
 SECTIONS = ("classify", "batch", "personalize", "result", "vidreal_version")  # not translation keys; ignored here
+# streams: `batch:` section keys = run_batch's settings (its keyword arguments but translator/progress).
+BATCH_KEYS = ("pattern", "extensions", "list_file", "root", "executor", "workers", "gpus_per_worker", "ray_address",
+              "overwrite", "overlap", "metrics")
+PERSONALIZE_METHODS = ("dreambooth", "textual_inversion")  # subsections of `personalize:`
+# streams: deprecated flat condition keys -> (kind, option) in the `conditions:` section
+CONDITION_ALIASES = {"canny_low": ("canny", "low_threshold"), "canny_high": ("canny", "high_threshold")}
 
 
 @dataclass
@@ -57,11 +70,10 @@ class TranslateConfig:
     lora: str | None = None
     lora_scale: float = 1.0
     allow_pickle: bool = False  # load .ckpt/.bin/.pt weights (runs pickle code: trusted files only)
-    canny_low: int = 100
-    canny_high: int = 200
+    conditions: dict[str, dict] = field(default_factory=dict)  # kind -> detector options, e.g. {canny: {low_threshold: 50}}
     codec: str = "libx264"
     crf: int = 18
-    prompts_file: str | None = None  # per-item prompts (vidreal caption output); batch uses it
+    prompts_file: str | None = None  # per-item prompts (vidreal caption output); replaces prompt
 
     def __post_init__(self):
         self.validate()
@@ -83,8 +95,9 @@ class TranslateConfig:
         unknown = set(self.controlnet_scale) - set(self.controlnets)
         if unknown:
             raise ConfigError(f"controlnet_scale names {sorted(unknown)} not among controlnets {list(self.controlnets)}")
-        if not 0 <= self.canny_low <= self.canny_high <= 255:
-            raise ConfigError(f"need 0 <= canny_low <= canny_high <= 255, got {self.canny_low}, {self.canny_high}")
+        from vidreal.conditions import check_options  # kinds and option names, before any model loads
+
+        self.conditions = check_options(self.conditions, kinds=self.controlnets)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -108,16 +121,22 @@ class TranslateConfig:
 FIELDS = {f.name: f for f in dataclasses.fields(TranslateConfig)}
 
 
-def _check_keys(keys, where: str) -> None:
+def check_keys(keys, valid, where: str | None = None, what: str = "config key") -> None:
+    """ConfigError for the first of ``keys`` not in ``valid``: the closest valid name (by spelling,
+    or the valid names it begins), else the valid names."""
+    valid = [str(v) for v in valid]
     for key in keys:
-        if key not in FIELDS:
-            close = difflib.get_close_matches(key, FIELDS, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(FIELDS)}"
-            raise ConfigError(f"unknown config key {key!r}{hint}", where)
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1) or [v for v in valid if v.startswith(str(key))][:1]
+            hint = f"; did you mean {close[0]!r}?" if close else f"; valid {what}s: {', '.join(valid) or 'none'}"
+            raise ConfigError(f"unknown {what} {key!r}{hint}", where)
 
 
-def read_preset(path: str | Path) -> dict[str, Any]:
-    """The translation keys of a YAML preset (other verbs' sections removed)."""
+def _check_keys(keys, where: str) -> None:
+    check_keys(keys, [*FIELDS, *CONDITION_ALIASES, *SECTIONS], where)
+
+
+def _read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError("config file not found", path)
@@ -127,18 +146,74 @@ def read_preset(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"invalid YAML: {first_line(exc)}", path) from None
     if not isinstance(data, dict):
         raise ConfigError("a config file must hold a mapping of keys", path)
-    data = {k: v for k, v in data.items() if k not in SECTIONS}
-    _check_keys(data, str(path))
     return data
 
 
+def read_preset(path: str | Path) -> dict[str, Any]:
+    """The translation keys of a YAML preset (other verbs' sections removed; deprecated
+    ``canny_low``/``canny_high`` folded into ``conditions``)."""
+    data = _read_yaml(path)
+    _check_keys(data, str(path))
+    return _fold_aliases({k: v for k, v in data.items() if k not in SECTIONS}, str(path))
+
+
+def read_section(path: str | Path | None, name: str, valid) -> dict[str, Any]:
+    """The ``name:`` section of the YAML file at ``path`` ({} when ``path`` is None or the file has
+    none); a key not in ``valid`` raises ConfigError with the closest valid name."""
+    if path is None:
+        return {}
+    section = _read_yaml(path).get(name) or {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"the {name!r} section must be a mapping of keys", path)
+    check_keys(section, valid, str(path), f"{name} setting")
+    return dict(section)
+
+
+def merge_settings(section: dict[str, Any], **flags) -> dict[str, Any]:
+    """A section's settings overridden by the ``flags`` whose value is not None (defaults < file < flags)."""
+    return {**section, **{k: v for k, v in flags.items() if v is not None}}
+
+
+def _fold_aliases(values: dict[str, Any], where: str) -> dict[str, Any]:
+    """Move the deprecated flat condition keys into ``conditions`` (a copy; they win over it)."""
+    aliases = {key: values.pop(key) for key in list(values) if key in CONDITION_ALIASES}
+    if not aliases:
+        return values
+    conditions = _copy_conditions(values.get("conditions"))
+    for key, value in aliases.items():
+        kind, option = CONDITION_ALIASES[key]
+        logger.warning("%s: %r is deprecated; use conditions: {%s: {%s: ...}}", where, key, kind, option)
+        conditions.setdefault(kind, {})[option] = value
+    values["conditions"] = conditions
+    return values
+
+
+def _copy_conditions(conditions) -> dict:
+    if conditions is None:
+        return {}
+    if not isinstance(conditions, dict) or not all(isinstance(v, (dict, type(None))) for v in conditions.values()):
+        raise ConfigError(f"conditions must be a mapping {{kind: {{option: value}}}}, got {conditions!r}")
+    return {kind: dict(options or {}) for kind, options in conditions.items()}
+
+
 def load_config(path: str | Path | None = None, **overrides) -> TranslateConfig:
-    """Defaults, then the preset at ``path``, then ``overrides`` whose value is not None."""
+    """Defaults, then the preset at ``path``, then ``overrides`` whose value is not None.
+
+    ``conditions`` merge option by option (a flag's option replaces the preset's, the preset's
+    other options stay); ``canny_low``/``canny_high`` are deprecated aliases of
+    ``conditions: {canny: {low_threshold/high_threshold}}``.
+    """
     values: dict[str, Any] = {}
     if path is not None:
         values.update(read_preset(path))
     given = {k: v for k, v in overrides.items() if v is not None}
-    _check_keys(given, "overrides")
+    check_keys(given, [*FIELDS, *CONDITION_ALIASES], "overrides")
+    given = _fold_aliases(given, "overrides")
+    if "conditions" in given:
+        merged = _copy_conditions(values.get("conditions"))
+        for kind, options in _copy_conditions(given["conditions"]).items():
+            merged.setdefault(kind, {}).update(options)
+        given["conditions"] = merged
     values.update(given)
     try:
         return TranslateConfig(**values)
@@ -146,17 +221,24 @@ def load_config(path: str | Path | None = None, **overrides) -> TranslateConfig:
         raise ConfigError(f"invalid config: {exc}") from None
 
 
-def write_config(path: str | Path, config: TranslateConfig, extra: dict[str, Any] | None = None) -> Path:
+def write_config(path: str | Path, config: TranslateConfig, extra: dict[str, Any] | None = None,
+                 files=None) -> Path:
     """Write the resolved config as YAML, atomically; ``extra`` (e.g. metrics) goes under ``result:``.
 
     The file is itself a valid preset: ``--config OUTPUT.vidreal.yaml`` reproduces the run.
+    ``files``: a ``vidreal.io.OutputFiles`` of the run this record belongs to; the record is then
+    moved into place with that run's other files, or not at all. OutputError (one line) when it
+    cannot be written (e.g. a full disk).
     """
     from vidreal import __version__
-    from vidreal.io import atomic_output
+    from vidreal.io import OutputFiles
 
     data = {"vidreal_version": __version__, **config.to_dict()}
     if extra:
         data["result"] = extra
-    with atomic_output(path) as tmp:
-        Path(tmp).write_text(yaml.safe_dump(data, sort_keys=False))
+    text = yaml.safe_dump(data, sort_keys=False)
+    if files is not None:
+        return files.text(path, text)
+    with OutputFiles() as own:
+        own.text(path, text)
     return Path(path)

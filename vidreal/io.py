@@ -11,17 +11,23 @@ Reading
       are decoded with PyAV instead.
     * Images (:data:`IMAGE_EXTS`) are read with Pillow and converted to 8-bit RGB, see
       :func:`image_to_rgb`.
+    * :func:`open_media` opens a file once: its :class:`VideoInfo` at once, its frames by
+      ``chunks()``; :func:`probe`, :func:`read_video` and :func:`iter_video` are built on it.
     * Every failure on a bad input (missing, a folder, empty, truncated, not a media file,
-      unsupported extension, no frames) raises :class:`~vidreal.errors.InputError` with a
-      one-line message.
+      unsupported extension, no frames, a symlink loop) raises :class:`~vidreal.errors.InputError`
+      with a one-line message; a frame that cannot be decoded is named with the last one read.
+      The decoders' own log lines are silenced.
 
 Writing
     * :func:`write_video` encodes with PyAV at the given frame rate (stream rate and time base
-      ``1/fps``, pts = frame index, so timestamps are exact) and keeps the frame count.
-      ``yuv420p`` codecs (the default libx264) need even sizes: an odd width/height is padded by
-      one pixel on the right/bottom edge (edge replicated), so the file - and reading it back -
-      has the even size. Lossless choices: ``codec="libx264rgb", crf=0`` (mp4/mkv),
-      ``"ffv1"`` (mkv), ``"png"`` (mov).
+      ``1/fps``, pts = frame index, so timestamps are exact) and keeps the frame count; with
+      ``timestamps=`` (a variable-frame-rate input's, see :attr:`VideoInfo.timestamps`) each
+      frame keeps its own time instead. :class:`VideoWriter` takes frames chunk by chunk.
+      Sizes are kept: an odd width/height, which ``yuv420p`` cannot hold, is encoded by libx264
+      (the default) in ``yuv444p`` (same pixels; some browsers and QuickTime do not play 4:4:4);
+      other ``yuv420p`` codecs pad it by one edge-replicated pixel right/bottom (logged as a
+      warning), so their file has the even size. Lossless choices: ``codec="libx264rgb", crf=0``
+      (mp4/mkv), ``"ffv1"`` (mkv), ``"png"`` (mov).
     * ``audio_from=`` copies the audio stream of another file (packets remuxed when the container
       accepts the codec, otherwise transcoded to AAC - Opus for .webm - in mono or stereo). It is
       not trimmed to the video's length.
@@ -30,12 +36,14 @@ Writing
 """
 from __future__ import annotations
 
+import errno
+import logging
 import numbers
 import os
 import secrets
 import shutil
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -48,11 +56,17 @@ from PIL import Image, ImageOps
 from vidreal.errors import InputError, OutputError
 from vidreal.runtime import IMAGE_EXTS, VIDEO_EXTS, check_frames, first_line
 
+logger = logging.getLogger(__name__)
+decord.logging.set_level(decord.logging.QUIET)  # its FFmpeg prints "[h264 @ 0x...]" lines on bad data
+
 
 # Encoder pixel format per codec; codecs not listed here encode yuv420p.
 _CODEC_PIX_FMT = {"libx264": "yuv420p", "mpeg4": "yuv420p", "libx264rgb": "rgb24",
                   "ffv1": "bgr0", "png": "rgb24", "libvpx-vp9": "yuv420p"}
 _CRF_CODECS = {"libx264", "libx264rgb", "libx265", "libvpx-vp9"}
+# Pixel format for odd sizes where the codec's usual yuv420p cannot hold them (same pixels out).
+_ODD_PIX_FMT = {"libx264": "yuv444p"}
+_VFR_TIME_BASE = Fraction(1, 90000)  # pts unit when frames keep their own timestamps
 # Audio codecs remuxed into mp4/m4v as they are (FFmpeg accepts more, e.g. PCM, that players
 # and browsers reject in mp4); anything else is transcoded to AAC there.
 _MP4_AUDIO = {"aac", "mp3", "ac3", "eac3", "alac", "opus"}
@@ -80,6 +94,9 @@ class VideoInfo:
     height: int
     has_audio: bool
     is_image: bool
+    # Variable frame rate only: float64 (T,) seconds of each frame from the first (else None;
+    # ``fps`` is then the average rate).
+    timestamps: np.ndarray | None = None
 
 
 def is_image_path(path) -> bool:
@@ -104,19 +121,47 @@ def probe(path) -> VideoInfo:
     return info
 
 
+class Media:
+    """A video or image file opened once: ``info`` (:class:`VideoInfo`) at once, frames by
+    :meth:`chunks`. Made by :func:`open_media`; the file is validated there."""
+
+    def __init__(self, path):
+        path = _check_input(path)
+        self.path = path
+        self._image = self._reader = None
+        if is_image_path(path):
+            self._image = _read_image(path)
+            height, width = self._image.shape[:2]
+            self.info = VideoInfo(path, 1, None, width, height, False, True)
+        else:
+            self.info, self._reader = _open_video(path)
+
+    def chunks(self, chunk_size: int = 16) -> Iterator[np.ndarray]:
+        """Yield uint8 (n, H, W, 3) RGB chunks of ``chunk_size`` frames (the last may be shorter);
+        an image yields one (1, H, W, 3) chunk. Decodes one chunk at a time."""
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        if self._image is not None:
+            return iter([self._image[None]])
+        return _iter_chunks(self.path, self._reader, self.info.n_frames, int(chunk_size))
+
+
+def open_media(path) -> Media:
+    """Open a video or image once: ``media.info`` is what :func:`probe` says, ``media.chunks(n)``
+    yields what :func:`iter_video` yields. Raises InputError as :func:`probe` does."""
+    return Media(path)
+
+
 def read_video(path) -> Clip:
     """Decode a whole video (or image) into a :class:`Clip`.
 
     Returns frames uint8 (T, H, W, 3) RGB; an image gives T == 1 and ``fps=None``.
     For long videos prefer :func:`iter_video`, which holds one chunk at a time.
     """
-    path = _check_input(path)
-    if is_image_path(path):
-        return Clip(_read_image(path)[None], None, path, False)
-    info, reader = _open_video(path)
-    chunks = list(_iter_chunks(path, reader, info.n_frames, 64))
+    media = open_media(path)
+    chunks = list(media.chunks(64))
     frames = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
-    return Clip(frames, info.fps, path, info.has_audio)
+    return Clip(frames, media.info.fps, media.path, media.info.has_audio)
 
 
 def iter_video(path, chunk_size: int = 16) -> Iterator[np.ndarray]:
@@ -128,11 +173,7 @@ def iter_video(path, chunk_size: int = 16) -> Iterator[np.ndarray]:
     """
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    path = _check_input(path)
-    if is_image_path(path):
-        return iter([_read_image(path)[None]])
-    info, reader = _open_video(path)
-    return _iter_chunks(path, reader, info.n_frames, int(chunk_size))
+    return open_media(path).chunks(chunk_size)
 
 
 def image_to_rgb(image: Image.Image) -> np.ndarray:
@@ -172,6 +213,13 @@ def _check_input(path) -> Path:
     """Path checks shared by every reader; one-line InputError for each problem."""
     path = Path(path)
     if not path.exists():
+        if path.is_symlink():
+            try:
+                os.stat(path)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise InputError("symlink loop: the link points back to itself", path) from None
+            raise InputError(f"broken symlink: it points to {os.readlink(path)}, which does not exist", path)
         raise InputError("file not found", path)
     if path.is_dir():
         raise InputError("is a folder, expected a video or image file", path)
@@ -239,8 +287,23 @@ def _open_video(path: Path) -> tuple[VideoInfo, decord.VideoReader]:
         raise InputError(f"video is truncated or corrupt ({first_line(exc)})", path) from exc
     if len(reader) == 0:
         raise InputError("video has no frames", path)
-    info = VideoInfo(path, len(reader), Fraction(fps), width, height, has_audio, False)
+    info = VideoInfo(path, len(reader), Fraction(fps), width, height, has_audio, False,
+                     _variable_timestamps(reader, Fraction(fps)))
     return info, reader
+
+
+def _variable_timestamps(reader, fps: Fraction) -> np.ndarray | None:
+    """Each frame's time from the first (float64 seconds) when they stray from ``i / fps`` by more
+    than half a frame (a variable-frame-rate file), else None."""
+    try:
+        starts = np.asarray(reader.get_frame_timestamp(list(range(len(reader)))), dtype=np.float64)[:, 0]
+    except decord.DECORDError:
+        return None
+    starts = starts - starts[0]
+    nominal = np.arange(len(starts)) / float(fps)
+    if np.abs(starts - nominal).max() <= 0.5 / float(fps):
+        return None
+    return starts
 
 
 def _iter_chunks(path: Path, reader, n_frames: int, chunk_size: int) -> Iterator[np.ndarray]:
@@ -253,21 +316,35 @@ def _iter_chunks(path: Path, reader, n_frames: int, chunk_size: int) -> Iterator
             if start == 0 and "must exactly match" in str(exc):
                 yield from _pyav_chunks(path, chunk_size)
                 return
-            raise InputError(f"cannot decode frame {start} ({first_line(exc)})", path) from exc
+            bad = _first_bad_frame(reader, indices)
+            last = f"the last frame read is {bad - 1}" if bad > 0 else "no frame could be read"
+            raise InputError(f"cannot decode frame {bad} of {n_frames}; {last} ({first_line(exc)})", path) from exc
         yield chunk
 
 
+def _first_bad_frame(reader, indices: list[int]) -> int:
+    """The first of ``indices`` (a batch that failed) that decord cannot decode on its own."""
+    for index in indices:
+        try:
+            reader.get_batch([index])
+        except decord.DECORDError:
+            return index
+    return indices[0]
+
+
 def _pyav_chunks(path: Path, chunk_size: int) -> Iterator[np.ndarray]:
-    buffer = []
+    buffer, read = [], 0
     try:
         with av.open(str(path)) as container:
             for frame in container.decode(video=0):
                 buffer.append(frame.to_ndarray(format="rgb24"))
+                read += 1
                 if len(buffer) == chunk_size:
                     yield np.stack(buffer)
                     buffer = []
     except av.FFmpegError as exc:
-        raise InputError(f"cannot decode video ({first_line(exc)})", path) from exc
+        last = f"the last frame read is {read - 1}" if read else "no frame could be read"
+        raise InputError(f"cannot decode frame {read}; {last} ({first_line(exc)})", path) from exc
     if buffer:
         yield np.stack(buffer)
 
@@ -309,7 +386,8 @@ def atomic_output(path) -> Iterator[Path]:
         raise
 
 
-def write_video(path, frames, fps=None, audio_from=None, codec: str = "libx264", crf: int = 18) -> Path:
+def write_video(path, frames, fps=None, audio_from=None, codec: str = "libx264", crf: int = 18,
+                timestamps=None) -> Path:
     """Encode frames to ``path`` atomically and return ``path``.
 
     frames: uint8 (T, H, W, 3) RGB array, or an iterable of uint8 (H, W, 3) frames / (n, H, W, 3)
@@ -321,53 +399,200 @@ def write_video(path, frames, fps=None, audio_from=None, codec: str = "libx264",
     codec, crf: PyAV encoder name (libx264 yuv420p by default; libx264rgb, mpeg4, ffv1, png, ...)
         and x264's constant rate factor 0..51 (0 = lossless for libx264rgb; ignored by codecs
         without crf).
-    Odd sizes with yuv420p codecs are padded by one edge-replicated pixel (right/bottom).
+    timestamps: optional float seconds of each frame (a variable-frame-rate source's
+        ``VideoInfo.timestamps``): frames keep these times; ``fps`` is then only the nominal rate.
+    Odd sizes are kept (libx264 switches to yuv444p); other yuv420p codecs pad them by one
+    edge-replicated pixel (right/bottom) and log a warning.
     An image extension writes a still with Pillow; it needs exactly one frame (fps and
     audio_from are ignored there).
-    Raises InputError on bad frames or a bad ``audio_from``, ValueError on other bad arguments
-    (fps, crf), OutputError when the file cannot be written.
+    Raises ValueError on bad arguments, InputError on a bad ``audio_from``, OutputError when the
+    file cannot be written.
     """
-    path = Path(path)
-    ext = path.suffix.lower()
-    if ext not in IMAGE_EXTS and ext not in VIDEO_EXTS:
-        supported = " ".join(sorted(VIDEO_EXTS | IMAGE_EXTS))
-        raise OutputError(f"unsupported output type {ext or '(none)'!r}; supported: {supported}", path)
     if isinstance(frames, np.ndarray):
         check_frames(frames)
     elif not isinstance(frames, Iterable):
         raise InputError("frames must be a uint8 (T, H, W, 3) array or an iterable of frames, "
                          f"got {type(frames).__name__}")
-    if isinstance(crf, bool) or not isinstance(crf, numbers.Integral) or not 0 <= crf <= 51:
-        raise ValueError(f"crf must be an integer in 0..51, got {crf!r}")
-    if ext in IMAGE_EXTS:
-        return _write_image(path, frames)
-    rate = _as_fraction(fps)
-    if audio_from is not None:
-        audio_from = Path(audio_from)
-        if not audio_from.is_file():
-            raise InputError("audio source not found", audio_from)
-    with atomic_output(path) as tmp:
-        _encode(tmp, _frame_stream(frames), rate, codec, int(crf), audio_from, path)
-    return path
+    with VideoWriter(path, fps, audio_from=audio_from, codec=codec, crf=crf, timestamps=timestamps) as writer:
+        for item in [frames] if isinstance(frames, np.ndarray) else frames:
+            writer.write(item)
+    return writer.path
 
 
-def _frame_stream(frames) -> Iterator[np.ndarray]:
-    """Yield uint8 (H, W, 3) frames, checking each against the first frame's shape."""
-    if isinstance(frames, np.ndarray):
-        yield from frames
-        return
-    shape = None
-    for item in frames:
-        item = np.asarray(item)
-        batch = item[None] if item.ndim == 3 else item
+class VideoWriter:
+    """Writes a video (or one image) chunk by chunk, atomically; what :func:`write_video` uses.
+
+        with VideoWriter("out.mp4", fps=24, audio_from="in.mp4") as writer:
+            for chunk in chunks:
+                writer.write(chunk)            # uint8 (n, H, W, 3) or (H, W, 3) RGB
+        # "out.mp4" appears, whole, when the block ends without an exception
+
+    The temporary file is created at the first frame; :meth:`close` finishes it and renames it
+    onto ``path`` (returns ``path``); :meth:`abort` (or an exception in the ``with`` block)
+    removes it and leaves an existing file at ``path`` untouched. Arguments are those of
+    :func:`write_video` and are checked here (ValueError, InputError, OutputError).
+    """
+
+    def __init__(self, path, fps=None, audio_from=None, codec: str = "libx264", crf: int = 18, timestamps=None):
+        self.path = Path(path)
+        ext = self.path.suffix.lower()
+        if ext not in IMAGE_EXTS and ext not in VIDEO_EXTS:
+            supported = " ".join(sorted(VIDEO_EXTS | IMAGE_EXTS))
+            raise OutputError(f"unsupported output type {ext or '(none)'!r}; supported: {supported}", self.path)
+        if isinstance(crf, bool) or not isinstance(crf, numbers.Integral) or not 0 <= crf <= 51:
+            raise ValueError(f"crf must be an integer in 0..51, got {crf!r}")
+        self.is_image = ext in IMAGE_EXTS
+        self.codec, self.crf = codec, int(crf)
+        self.rate = None if self.is_image else _as_fraction(fps)
+        self.audio_from = None if audio_from is None or self.is_image else Path(audio_from)
+        if self.audio_from is not None and not self.audio_from.is_file():
+            raise InputError("audio source not found", self.audio_from)
+        self.timestamps = None
+        if timestamps is not None and not self.is_image:
+            self.timestamps = np.asarray(timestamps, dtype=np.float64)
+            if self.timestamps.ndim != 1 or not np.all(np.isfinite(self.timestamps)):
+                raise ValueError(f"timestamps must be finite seconds, one per frame, got {self.timestamps.shape}")
+        self.n_frames = 0
+        self.shape: tuple | None = None
+        self._stack = ExitStack()
+        self._container = self._stream = self._audio = None
+        self._frames: list[np.ndarray] = []  # the image's frame
+        self._last_pts = -1
+        self._closed = self._finished = False
+
+    def write(self, frames) -> None:
+        """Append uint8 (n, H, W, 3) or (H, W, 3) RGB frames (ValueError on a bad array or a
+        shape that differs from the first frame's)."""
+        batch = np.asarray(frames)
+        batch = batch[None] if batch.ndim == 3 else batch
         check_frames(batch)
-        if shape is None:
-            shape = batch.shape[1:]
-        elif batch.shape[1:] != shape:
-            raise InputError(f"frame shape {batch.shape[1:]} differs from the first frame's {shape}")
-        yield from batch
-    if shape is None:
-        raise InputError("frames is empty: nothing to write")
+        if self.shape is None:
+            self.shape = batch.shape[1:]
+        elif batch.shape[1:] != self.shape:
+            raise InputError(f"frame shape {batch.shape[1:]} differs from the first frame's {self.shape}")
+        if self.is_image:
+            self._frames.extend(batch)
+            self.n_frames += len(batch)
+            return
+        if self._container is None:
+            self._open(*self.shape[:2])
+        try:
+            for frame in batch:
+                self._encode_frame(frame)
+        except (av.FFmpegError, OSError) as exc:
+            raise OutputError(f"encoding failed ({first_line(exc)})", self.path) from exc
+
+    def _open(self, height: int, width: int) -> None:
+        tmp = self._stack.enter_context(atomic_output(self.path))
+        pix_fmt = _CODEC_PIX_FMT.get(self.codec, "yuv420p")
+        self._pad = (0, 0)
+        if pix_fmt == "yuv420p" and (height % 2 or width % 2):
+            if self.codec in _ODD_PIX_FMT:
+                pix_fmt = _ODD_PIX_FMT[self.codec]
+                logger.info("%s: odd size %dx%d kept, encoded as %s", self.path, width, height, pix_fmt)
+            else:
+                self._pad = (height % 2, width % 2)
+                logger.warning("%s: odd size %dx%d padded to %dx%d (%s needs even sizes)", self.path, width, height,
+                               width + self._pad[1], height + self._pad[0], self.codec)
+        self._time_base = _VFR_TIME_BASE if self.timestamps is not None else 1 / self.rate
+        try:
+            self._container = av.open(str(tmp), "w")
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            raise OutputError(f"cannot create video file ({first_line(exc)})", self.path) from exc
+        try:
+            stream = self._stream = self._container.add_stream(self.codec, rate=self.rate)
+        except (av.FFmpegError, ValueError) as exc:
+            raise OutputError(f"cannot encode with codec {self.codec!r} ({first_line(exc)})", self.path) from exc
+        stream.width, stream.height = width + self._pad[1], height + self._pad[0]
+        stream.pix_fmt = pix_fmt
+        stream.time_base = self._time_base
+        stream.codec_context.time_base = self._time_base
+        if self.codec in _CRF_CODECS:
+            stream.options = {"crf": str(self.crf)}
+        elif self.codec == "mpeg4":
+            stream.bit_rate = int(width * height * self.rate)  # ~1 bit per pixel
+        if self.audio_from is not None:  # streams precede the first packet
+            self._audio = _AudioCopy.open(self.audio_from, self._container, self.path)
+
+    def _encode_frame(self, frame: np.ndarray) -> None:
+        if self._pad != (0, 0):
+            frame = np.pad(frame, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
+        if self.timestamps is None:
+            pts = self.n_frames
+        else:
+            if self.n_frames >= len(self.timestamps):
+                raise ValueError(f"more frames than timestamps ({len(self.timestamps)})")
+            pts = max(self._last_pts + 1, round(self.timestamps[self.n_frames] / self._time_base))
+        video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        video_frame.pts = self._last_pts = pts
+        video_frame.time_base = self._time_base
+        self._container.mux(self._stream.encode(video_frame))
+        self.n_frames += 1
+
+    def finish(self) -> None:
+        """Complete the temporary file (flush the encoder, add the audio) without moving it onto
+        ``path`` yet (:meth:`close` does). ValueError when no frame was written; on any failure
+        the temporary file is removed."""
+        if self._closed or self._finished:
+            return
+        try:
+            if self.n_frames == 0:
+                raise ValueError("frames is empty: nothing to write")
+            if self.is_image:
+                tmp = self._stack.enter_context(atomic_output(self.path))
+                _save_image(tmp, self._frames, self.path)
+            else:
+                try:
+                    self._container.mux(self._stream.encode())
+                    if self._audio is not None:
+                        self._audio.copy(self._container)
+                    self._container.close()
+                except (av.FFmpegError, OSError) as exc:
+                    raise OutputError(f"encoding failed ({first_line(exc)})", self.path) from exc
+                finally:
+                    if self._audio is not None:
+                        _close_quietly(self._audio.source)
+        except BaseException:
+            self.abort()
+            raise
+        self._finished = True
+
+    def close(self) -> Path:
+        """Finish the file and move it onto ``path``; returns ``path``."""
+        if self._closed:
+            return self.path
+        self.finish()
+        try:
+            self._stack.close()  # the rename
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+        return self.path
+
+    def abort(self) -> None:
+        """Drop what was written: the temporary file is removed, ``path`` is left as it was."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._container is not None:
+            _close_quietly(self._container)
+        if self._audio is not None:
+            _close_quietly(self._audio.source)
+        error = OutputError("aborted", self.path)
+        self._stack.__exit__(OutputError, error, None)  # atomic_output removes its temporary file
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+        return False
+
+
 
 
 def _as_fraction(fps) -> Fraction:
@@ -389,73 +614,85 @@ def _as_fraction(fps) -> Fraction:
     return rate
 
 
-def _write_image(path: Path, frames) -> Path:
-    frames = list(_frame_stream(frames))
+def _save_image(tmp: Path, frames: list[np.ndarray], path: Path) -> None:
     if len(frames) != 1:
         raise OutputError(f"an image output takes exactly 1 frame, got {len(frames)}; "
                           "use a video extension", path)
     options = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg", ".webp") else {}
-    with atomic_output(path) as tmp:
+    try:
+        Image.fromarray(np.ascontiguousarray(frames[0])).save(tmp, **options)
+    except OSError as exc:
+        raise OutputError(f"cannot write image ({first_line(exc)})", path) from exc
+
+
+class OutputFiles:
+    """The files of one run, moved into place together (``translate_file``, ``extract_file``):
+
+        with OutputFiles() as files:
+            video = files.video("out.mp4", fps=24)       # a VideoWriter
+            video.write(frames)
+            files.text("out.mp4.vidreal.yaml", text)
+
+    Each file is written to a temporary file beside its path. When the block ends without an
+    exception, every video is finished first, then all are renamed onto their paths; when
+    anything fails (an exception in the block, an encoder, a full disk), every temporary file is
+    removed and every path is left as it was (an older file there stays).
+    """
+
+    def __init__(self):
+        self._stack = ExitStack()
+        self._writers: list[VideoWriter] = []
+
+    def video(self, path, fps=None, **options) -> VideoWriter:
+        """A :class:`VideoWriter` for ``path`` (``options`` as for :func:`write_video`)."""
+        writer = self._stack.enter_context(VideoWriter(path, fps, **options))
+        self._writers.append(writer)
+        return writer
+
+    def text(self, path, text: str) -> Path:
+        """Write ``text`` (UTF-8) to ``path``'s temporary file; OutputError (one line) when it
+        cannot be written, e.g. on a full disk."""
+        tmp = self._stack.enter_context(atomic_output(path))
         try:
-            Image.fromarray(np.ascontiguousarray(frames[0])).save(tmp, **options)
+            tmp.write_text(text, encoding="utf-8")
         except OSError as exc:
-            raise OutputError(f"cannot write image ({first_line(exc)})", path) from exc
+            raise OutputError(f"cannot write the file ({first_line(exc)})", path) from None
+        return Path(path)
+
+    def __enter__(self):
+        self._stack.__enter__()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            try:
+                for writer in self._writers:
+                    writer.finish()
+            except BaseException as error:
+                self._stack.__exit__(type(error), error, error.__traceback__)
+                raise
+        return self._stack.__exit__(exc_type, exc, tb)
+
+
+def check_output(path, info: VideoInfo) -> Path:
+    """Refuse an output path that cannot take the media ``info`` describes (OutputError, one line):
+    an unsupported extension, an image path for a clip of several frames, a video path for an
+    image input, a folder, or the input file itself. Returns ``path`` as a Path."""
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in IMAGE_EXTS | VIDEO_EXTS:
+        raise OutputError(f"unsupported output type {ext or '(none)'!r}; use a video ({', '.join(sorted(VIDEO_EXTS))}) "
+                          f"or image ({', '.join(sorted(IMAGE_EXTS))}) extension", path)
+    if ext in IMAGE_EXTS and info.n_frames != 1:
+        raise OutputError(f"an image output needs a one-frame input, the input has {info.n_frames} frames; "
+                          "use a video extension such as .mp4", path)
+    if ext in VIDEO_EXTS and info.fps is None:
+        raise OutputError("an image input gives an image output; use an image extension such as .png", path)
+    if path.is_dir():
+        raise OutputError("output path is a folder, expected a file name", path)
+    if path.exists() and os.path.samefile(path, info.path):
+        raise OutputError("the output would overwrite the input", path)
     return path
-
-
-def _encode(tmp: Path, frames: Iterator[np.ndarray], rate: Fraction, codec: str, crf: int,
-            audio_from: Path | None, path: Path) -> None:
-    """Encode ``frames`` into the file ``tmp`` (pts = index, time base 1/rate), then add audio."""
-    first = next(frames)
-    height, width = first.shape[:2]
-    pix_fmt = _CODEC_PIX_FMT.get(codec, "yuv420p")
-    pad_h, pad_w = (height % 2, width % 2) if pix_fmt == "yuv420p" else (0, 0)
-    time_base = 1 / rate
-    try:
-        container = av.open(str(tmp), "w")
-    except (av.FFmpegError, OSError, ValueError) as exc:
-        raise OutputError(f"cannot create video file ({first_line(exc)})", path) from exc
-    audio = None
-    try:
-        try:
-            stream = container.add_stream(codec, rate=rate)
-        except (av.FFmpegError, ValueError) as exc:
-            raise OutputError(f"cannot encode with codec {codec!r} ({first_line(exc)})", path) from exc
-        stream.width, stream.height = width + pad_w, height + pad_h
-        stream.pix_fmt = pix_fmt
-        stream.time_base = time_base
-        stream.codec_context.time_base = time_base
-        if codec in _CRF_CODECS:
-            stream.options = {"crf": str(crf)}
-        elif codec == "mpeg4":
-            stream.bit_rate = int(width * height * rate)  # ~1 bit per pixel
-        if audio_from is not None:
-            audio = _AudioCopy.open(audio_from, container, path)  # streams precede the first packet
-        try:
-            for index, frame in enumerate(_chain(first, frames)):
-                if pad_h or pad_w:
-                    frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-                video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-                video_frame.pts = index
-                video_frame.time_base = time_base
-                container.mux(stream.encode(video_frame))
-            container.mux(stream.encode())
-            if audio is not None:
-                audio.copy(container)
-            container.close()
-        except av.FFmpegError as exc:
-            raise OutputError(f"encoding failed ({first_line(exc)})", path) from exc
-    except BaseException:
-        _close_quietly(container)
-        raise
-    finally:
-        if audio is not None:
-            _close_quietly(audio.source)
-
-
-def _chain(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
-    yield first
-    yield from rest
 
 
 @dataclass

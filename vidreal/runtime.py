@@ -160,7 +160,8 @@ def first_line(exc: BaseException, limit: int = 200, with_type: bool = False) ->
         text = exc.strerror
     text = re.sub(r"^\[Errno -?\d+\]\s*", "", text)
     line = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    line = re.sub(r"^\[[\d:]+\]\s+\S+:\d+:\s*", "", line)
+    while re.match(r"^\[[\d:]+\]\s+\S+:\d+:", line):  # decord's "[time] file.cc:123: " (nested)
+        line = re.sub(r"^\[[\d:]+\]\s+\S+:\d+:\s*", "", line)
     if not line:
         return type(exc).__name__
     return (f"{type(exc).__name__}: {line}" if with_type else line)[:limit]

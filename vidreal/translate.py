@@ -7,7 +7,10 @@ Images are one-frame clips through the same path (image in, image out).
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import deque
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -15,8 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from vidreal.config import TranslateConfig, write_config
-from vidreal.errors import OutputError
-from vidreal.io import IMAGE_EXTS, VIDEO_EXTS, is_image_path, iter_video, probe, resize_frames, write_video
+from vidreal.io import OutputFiles, check_output, open_media, resize_frames
 
 log = logging.getLogger(__name__)
 
@@ -63,102 +65,134 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
     """Translate one video or image file.
 
     Args:
-        input, output: paths; the output keeps the input's fps, frame count and audio stream.
-            An image input with an image output path gives an image.
+        input, output: paths; the output keeps the input's fps, frame count, size and audio stream
+            (and each frame's time for a variable-frame-rate input). An image input gives an
+            image (an image output path).
         config: a TranslateConfig (defaults when None).
         translator: a loaded ``Translator`` (loaded from ``config`` when None; pass one to reuse it).
         preview: optional path of a side-by-side video/image (source | conditions | output).
-        save_conditions: optional folder for the condition maps (``<stem>.<kind>.<ext>``).
-        prompt: overrides ``config.prompt_for(input)``.
-        metrics: compute ``vidreal.metrics`` (source vs output) and record them.
+        save_conditions: optional folder for the condition maps at the working size
+            (``<stem>.<kind>.<ext>``).
+        prompt: overrides the prompt of ``config`` (its ``prompts_file`` or template).
+        metrics: compute ``vidreal.metrics`` (source vs output, on the frames in hand, before
+            encoding) and record them.
         record: write the resolved config beside the output (``OUTPUT.vidreal.yaml``).
+
+    The input is opened once and streamed: memory depends on ``chunk_size``, not on the clip's
+    length, with or without preview, condition maps and metrics. Condition kinds and their
+    options are checked (and detector weights loaded) before the model. Every file of the run -
+    output, preview, condition maps, record - is moved into place together, after all of them
+    were written; on any failure (a full disk included) none is, and nothing is left behind.
     """
     from vidreal.conditions import DetectorSet
+    from vidreal.metrics import SUMMARY_KEYS, MetricsStream
+    from vidreal.prompts import Prompts
+
     start = time.perf_counter()
     config = config or TranslateConfig()
     input, output = Path(input), Path(output)
-    info = probe(input)
-    _check_output(input, output, info.n_frames)
-    translator = translator or load_translator(config)
-    prompt = config.prompt_for(input) if prompt is None else prompt
-    kinds = translator.controlnet_names
-    work = translator.working_size(info.height, info.width, config.size)
-    log.info("translating %s: %d frame(s) %dx%d%s at %dx%d, %s, prompt %r", input, info.n_frames, info.width,
-             info.height, f" @ {float(info.fps):.3f} fps" if info.fps else "", work[1], work[0],
-             config.consistency, prompt)
+    media = open_media(input)  # the only time the input is opened
+    info = media.info
+    check_output(output, info)
+    if preview is not None:
+        check_output(preview, info)
+    kinds = list(translator.controlnet_names if translator is not None else config.controlnets)
+    prompt = Prompts(config, input.parent).for_path(input) if prompt is None else prompt
+    ext = output.suffix if info.is_image else ".mp4"
+    condition_paths = {} if save_conditions is None else {
+        kind: Path(save_conditions) / f"{output.stem}.{kind}{ext}" for kind in kinds}
+    if info.timestamps is not None:
+        log.warning("%s: variable frame rate (%d frames over %.2f s, %.3f fps on average): frame times are kept",
+                    input, info.n_frames, info.timestamps[-1], float(info.fps))
+    options = {kind: opts for kind, opts in config.conditions.items() if kind in kinds}
+    if "openpose" in kinds:  # the annotator's .pth files are pickles: the same consent as other weights
+        options["openpose"] = {"allow_pickle": config.allow_pickle, **options.get("openpose", {})}
+    with DetectorSet(kinds, options) as detectors, ExitStack() as stack:
+        translator = translator or load_translator(config)
+        work = translator.working_size(info.height, info.width, config.size)
+        log.info("translating %s: %d frame(s) %dx%d%s at %dx%d, %s, prompt %r", input, info.n_frames, info.width,
+                 info.height, f" @ {float(info.fps):.3f} fps" if info.fps else "", work[1], work[0],
+                 config.consistency, prompt)
+        files = stack.enter_context(OutputFiles())
+        video = dict(codec=config.codec, crf=config.crf, timestamps=info.timestamps)
+        writer = files.video(output, info.fps, audio_from=input if info.has_audio else None, **video)
+        preview_writer = None if preview is None else files.video(preview, info.fps, **video)
+        condition_writers = {kind: files.video(path, info.fps, **video) for kind, path in condition_paths.items()}
+        scores = None if not metrics else stack.enter_context(MetricsStream())
+        waiting = _Waiting() if preview_writer is not None or scores is not None else None
 
-    keep = preview is not None or save_conditions is not None
-    kept: dict[str, list[np.ndarray]] = {name: [] for name in ["source", *kinds, "output"]}
-    options = {"canny": {"low_threshold": config.canny_low, "high_threshold": config.canny_high},
-               "openpose": {"allow_pickle": config.allow_pickle}}
-    with DetectorSet(kinds, {k: v for k, v in options.items() if k in kinds}) as detectors:
-        def pieces():
-            for chunk in iter_video(input, chunk_size=config.chunk_size):
+        def pieces():  # may run in a prefetch thread (batch overlap): it only touches its own writers
+            for chunk in media.chunks(config.chunk_size):
                 small = resize_frames(chunk, *work)  # conditions are extracted at the working size
                 maps = detectors(small)
-                if keep:
-                    kept["source"].append(_panel(small))
-                    for kind in kinds:
-                        kept[kind].append(_panel(maps[kind]))
+                for kind, condition_writer in condition_writers.items():
+                    condition_writer.write(maps[kind])
+                if waiting is not None:
+                    row = None if preview_writer is None else np.concatenate(
+                        [_panel(small), *(_panel(maps[kind]) for kind in kinds)], axis=2)
+                    waiting.put(chunk, row)
                 yield chunk, maps
 
-        def outputs():
-            for frames in translator.stream(
-                pieces(), prompt, config.negative_prompt, config.steps, config.guidance, config.controlnet_scale or None,
-                config.seed, config.chunk_size, config.consistency, config.size, progress, n_frames=info.n_frames,
-            ):
-                if keep:
-                    kept["output"].append(_panel(frames))
-                yield frames
-
-        if info.is_image:
-            write_video(output, np.concatenate(list(outputs())), codec=config.codec, crf=config.crf)
-        else:
-            write_video(output, outputs(), info.fps, audio_from=input if info.has_audio else None, codec=config.codec,
-                        crf=config.crf)
+        for frames in translator.stream(
+            pieces(), prompt, config.negative_prompt, config.steps, config.guidance, config.controlnet_scale or None,
+            config.seed, config.chunk_size, config.consistency, config.size, progress, n_frames=info.n_frames,
+        ):
+            writer.write(frames)
+            if waiting is not None:
+                source, rows = waiting.take(len(frames))
+                if preview_writer is not None:
+                    preview_writer.write(np.concatenate([rows, _panel(frames)], axis=2))
+                if scores is not None:
+                    scores.add(source, frames)
         reports = detectors.reports()
+        result = TranslateResult(input, output, info.n_frames, info.fps, 0.0, prompt, config, reports,
+                                 preview=None if preview is None else Path(preview), conditions=condition_paths)
+        if scores is not None:
+            values = scores.result()
+            result.metrics = {**{key: values.get(key) for key in SUMMARY_KEYS}, "settings": values.get("settings", {})}
+        result.seconds = time.perf_counter() - start
+        if record:
+            write_config(record_path(output), config, files=files, extra={
+                "input": str(input), "prompt": prompt, "frames": info.n_frames,
+                "fps": None if info.fps is None else str(info.fps),
+                "timestamps": "kept (variable frame rate)" if info.timestamps is not None else None,
+                "seconds": round(result.seconds, 3),
+                "device": str(translator.device), "dtype": str(translator.pipe.unet.dtype).replace("torch.", ""),
+                "reports": reports, "metrics": result.metrics,
+            })
     for note in reports.values():
         log.warning("%s: %s", input, note)
-
-    result = TranslateResult(input, output, info.n_frames, info.fps, 0.0, prompt, config, reports)
-    if keep:
-        clips = {name: np.concatenate(chunks) for name, chunks in kept.items()}
-        if preview is not None:
-            result.preview = write_video(preview, np.concatenate(list(clips.values()), axis=2), info.fps,
-                                         codec=config.codec, crf=config.crf)
-        if save_conditions is not None:
-            ext = output.suffix if info.is_image else ".mp4"
-            for kind in kinds:
-                path = Path(save_conditions) / f"{output.stem}.{kind}{ext}"
-                result.conditions[kind] = write_video(path, clips[kind], info.fps, codec=config.codec, crf=config.crf)
-    if metrics:
-        from vidreal.metrics import SUMMARY_KEYS, compute_file_metrics
-
-        values = compute_file_metrics(input, output, prompt=None)
-        result.metrics = {**{key: values.get(key) for key in SUMMARY_KEYS}, "settings": values.get("settings", {})}
-    result.seconds = time.perf_counter() - start
-    if record:
-        write_config(record_path(output), config, extra={
-            "input": str(input), "prompt": prompt, "frames": info.n_frames,
-            "fps": None if info.fps is None else str(info.fps), "seconds": round(result.seconds, 3),
-            "device": str(translator.device), "dtype": str(translator.pipe.unet.dtype).replace("torch.", ""),
-            "reports": reports, "metrics": result.metrics,
-        })
     log.info("wrote %s (%d frame(s), %.1f s)", output, info.n_frames, result.seconds)
     return result
 
 
-def _check_output(input: Path, output: Path, n_frames: int) -> None:
-    ext = output.suffix.lower()
-    if ext not in IMAGE_EXTS | VIDEO_EXTS:
-        raise OutputError(f"unsupported output type {ext or '(none)'!r}; use a video ({', '.join(sorted(VIDEO_EXTS))}) "
-                          f"or image ({', '.join(sorted(IMAGE_EXTS))}) extension", output)
-    if is_image_path(output) and n_frames > 1:
-        raise OutputError(f"the input has {n_frames} frames; an image output needs a one-frame input", output)
-    if output.exists() and output.resolve() == input.resolve():
-        raise OutputError("the output would overwrite the input", output)
-    if output.is_dir():
-        raise OutputError("the output path is a folder; give a file name", output)
+class _Waiting:
+    """Source frames (and preview rows) waiting for their outputs, first in first out; ``put`` may
+    run in another thread than ``take``."""
+
+    def __init__(self):
+        self._items: deque = deque()
+        self._lock = threading.Lock()
+
+    def put(self, frames: np.ndarray, rows: np.ndarray | None) -> None:
+        with self._lock:
+            self._items.append((frames, rows))
+
+    def take(self, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The next ``n`` frames: uint8 (n, H, W, 3) source, and (n, h, w', 3) rows or None."""
+        frames, rows = [], []
+        with self._lock:
+            while n > 0:
+                f, r = self._items[0]
+                if len(f) > n:
+                    self._items[0] = (f[n:], None if r is None else r[n:])
+                    f, r = f[:n], None if r is None else r[:n]
+                else:
+                    self._items.popleft()
+                frames.append(f)
+                rows.append(r)
+                n -= len(f)
+        return np.concatenate(frames), None if rows[0] is None else np.concatenate(rows)
 
 
 def _panel(frames: np.ndarray) -> np.ndarray:

@@ -31,12 +31,12 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from vidreal.batch.executors import LocalExecutor, RayExecutor, Worker, import_ray, one_line
-from vidreal.batch.items import (Entry, Prompts, check_dirs, output_rel, read_list,
-                                 safe_paths, walk)
+from vidreal.batch.items import Entry, check_dirs, output_rel, read_list, safe_paths, walk
 from vidreal.batch.manifest import MANIFEST_NAME, Manifest, clean_temp_files, now, read_manifest
 from vidreal.config import TranslateConfig, load_config, write_config
 from vidreal.errors import ConfigError, InputError, VidrealError
 from vidreal.io import atomic_output
+from vidreal.prompts import Prompts
 
 __all__ = ["run_batch", "BatchResult", "read_manifest", "output_rel", "MANIFEST_NAME", "CONFIG_NAME",
            "LocalExecutor", "RayExecutor", "Worker"]

@@ -1,4 +1,4 @@
-"""What a batch translates: walking a folder or reading a split list, output names, safety, prompts.
+"""What a batch translates: walking a folder or reading a split list, output names, safety.
 
 Every item is named by its path relative to the input root (POSIX, ``/``), which is also its key
 in the manifest. Outputs mirror that relative path under OUT_DIR (see :func:`output_rel`).
@@ -6,7 +6,6 @@ in the manifest. Outputs mirror that relative path under OUT_DIR (see :func:`out
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import os
 import posixpath
 import re
@@ -161,57 +160,3 @@ def safe_paths(in_root: Path, out_dir: Path, rel: str) -> tuple[Path, Path, str]
     if not dst.parent.resolve().is_relative_to(out_dir) or dst.name in ("", ".", ".."):
         raise InputError(f"output {out_rel!r} would be written outside OUT_DIR (a symlinked folder?)")
     return src, dst, out_rel
-
-
-class Prompts:
-    """The prompt of each item.
-
-    Without a prompts file: ``config.prompt_for(path)`` (``{class_name}`` = the name of the
-    item's parent folder - the input root's own name for items at its top -, ``{stem}`` = the
-    file name without extension).
-    With ``config.prompts_file`` (``vidreal caption`` output), one of two forms:
-      * ``relative/path<TAB>caption`` lines: an exact mapping (paths relative to the input root,
-        or absolute); an item missing from it fails with a one-line reason.
-      * plain lines, one caption each: every item draws one at random, from a generator seeded
-        with ``(config.seed, item path)`` - reproducible, independent of order and workers.
-    ``{class_name}``/``{stem}`` in a caption are filled in like the template's.
-    """
-
-    def __init__(self, config, root: Path):
-        self.config = config
-        self.root = Path(root).resolve()
-        self.mapping: dict[str, str] | None = None
-        self.captions: list[str] | None = None
-        if config.prompts_file:
-            self._load(Path(config.prompts_file))
-
-    def _load(self, path: Path) -> None:
-        from vidreal.personalize.caption import read_prompts
-
-        pairs = read_prompts(path)
-        if pairs[0][0] is None:
-            self.captions = [caption for _, caption in pairs]
-            return
-        self.mapping = {}
-        for key, caption in pairs:
-            key = key.replace("\\", "/")
-            if posixpath.isabs(key) and Path(key).resolve().is_relative_to(self.root):
-                key = Path(key).resolve().relative_to(self.root).as_posix()
-            self.mapping[posixpath.normpath(key)] = caption
-
-    def __call__(self, rel: str) -> str:
-        """The prompt of the item ``rel`` (relative to the input root). InputError when a mapping
-        has no caption for it."""
-        if self.mapping is not None:
-            caption = self.mapping.get(posixpath.normpath(rel))
-            if caption is None:
-                raise InputError(f"no caption for this item in the prompts file {self.config.prompts_file}")
-            return _fill(caption, self.root / rel)
-        if self.captions is not None:
-            digest = hashlib.sha256(f"{self.config.seed}\0{rel}".encode()).digest()
-            return _fill(self.captions[int.from_bytes(digest[:8], "big") % len(self.captions)], self.root / rel)
-        return self.config.prompt_for(self.root / rel)
-
-
-def _fill(caption: str, path: Path) -> str:
-    return caption.replace("{class_name}", path.parent.name).replace("{stem}", path.stem)

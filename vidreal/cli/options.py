@@ -8,8 +8,9 @@ import functools
 import math
 
 import click
+import yaml
 
-from vidreal.config import CONSISTENCY_MODES, TranslateConfig, load_config
+from vidreal.config import CONDITION_ALIASES, CONSISTENCY_MODES, TranslateConfig, load_config
 from vidreal.errors import ConfigError
 
 
@@ -42,6 +43,25 @@ def _pairs(values, what: str, cast=str) -> dict | None:
     return out
 
 
+def condition_options(values) -> dict | None:
+    """``("canny.low_threshold=50", ...)`` -> ``{"canny": {"low_threshold": 50}}``; values read as YAML
+    scalars (50 -> int, true -> bool, text stays text)."""
+    if not values:
+        return None
+    out: dict = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        kind, dot, option = key.partition(".")
+        if not sep or not dot or not kind or not option:
+            raise ConfigError(f"--condition must look like KIND.OPTION=VALUE, got {item!r}")
+        try:
+            parsed = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError:
+            parsed = value
+        out.setdefault(kind, {})[option] = parsed
+    return out
+
+
 def translate_options(func):
     """Add the translation flags; the command receives ``config`` (a TranslateConfig)."""
     opts = [
@@ -67,8 +87,11 @@ def translate_options(func):
         click.option("--lora", help="LoRA weights (file or folder)."),
         click.option("--lora-scale", type=float, help="LoRA strength (default 1.0)."),
         click.option("--allow-pickle", is_flag=True, default=None, help="Allow .ckpt/.bin/.pt weights (runs pickled code)."),
-        click.option("--canny-low", type=int, help="Canny low threshold (default 100)."),
-        click.option("--canny-high", type=int, help="Canny high threshold (default 200)."),
+        click.option("--condition", "conditions", multiple=True, metavar="KIND.OPTION=VALUE",
+                     help="A condition detector's option (repeatable), e.g. canny.low_threshold=50, "
+                          "openpose.model=./annotators; merged over the preset's conditions: section."),
+        click.option("--canny-low", type=int, help="Deprecated: --condition canny.low_threshold=N (default 100)."),
+        click.option("--canny-high", type=int, help="Deprecated: --condition canny.high_threshold=N (default 200)."),
         click.option("--codec", help="Video codec for outputs (default libx264)."),
         click.option("--crf", type=int, help="Video quality, lower is better (default 18)."),
         click.option("--prompts-file", type=click.Path(dir_okay=False), help="Per-item prompts (from `vidreal caption`)."),
@@ -76,10 +99,12 @@ def translate_options(func):
 
     @functools.wraps(func)
     def wrapper(*args, config_path=None, **kwargs):
-        given = {name: kwargs.pop(name) for name in list(kwargs) if name in TranslateConfig.__dataclass_fields__}
+        given = {name: kwargs.pop(name) for name in list(kwargs)
+                 if name in TranslateConfig.__dataclass_fields__ or name in CONDITION_ALIASES}
         given["controlnets"] = _pairs(given.get("controlnets"), "--controlnet")
         given["controlnet_scale"] = _pairs(given.get("controlnet_scale"), "--controlnet-scale", float)
         given["embeddings"] = list(given["embeddings"]) or None
+        given["conditions"] = condition_options(given.get("conditions"))
         if given.get("dtype") == "auto":
             given["dtype"] = None
         kwargs["config"] = load_config(config_path, **given)

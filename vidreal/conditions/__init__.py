@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import queue
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -29,11 +27,13 @@ from vidreal.conditions.base import Detector
 from vidreal.conditions.canny import CannyDetector
 from vidreal.conditions.openpose import OpenposeDetector
 from vidreal.conditions.pose import PoseDetector, detect_keypoints
-from vidreal.errors import ConfigError, OutputError
+from vidreal.config import check_keys
+from vidreal.errors import ConfigError
 from vidreal.runtime import check_frames
 
 __all__ = [
-    "DETECTORS", "Detector", "DetectorSet", "ConditionsResult", "available_kinds", "make_detector",
+    "DETECTORS", "Detector", "DetectorSet", "ConditionsResult", "available_kinds", "check_options",
+    "detector_options", "make_detector",
     "extract_conditions", "extract_file", "output_paths", "detect_keypoints",
 ]
 
@@ -53,9 +53,35 @@ def available_kinds() -> list[str]:
 
 
 def _check_kind(kind) -> type[Detector]:
-    if kind not in DETECTORS:
-        raise ConfigError(f"unknown condition kind {kind!r}; valid kinds: {', '.join(DETECTORS)}")
+    check_keys([kind], DETECTORS, what="condition kind")
     return DETECTORS[kind]
+
+
+def detector_options(kind: str) -> list[str]:
+    """The option names ``kind``'s detector takes (its constructor's keyword arguments)."""
+    return [name for name in inspect.signature(_check_kind(kind).__init__).parameters if name != "self"]
+
+
+def check_options(options: dict | None, kinds=()) -> dict[str, dict]:
+    """Validate ``{kind: {option: value}}`` without loading anything: every kind registered
+    (``kinds`` too), every option one its detector takes. ConfigError names the closest valid
+    name; values are checked when the detector is made. Returns the options as plain dicts."""
+    for kind in kinds:
+        _check_kind(kind)
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"condition options must be a mapping {{kind: {{option: value}}}}, got {options!r}")
+    out = {}
+    for kind, kind_options in options.items():
+        valid = detector_options(kind)
+        if kind_options is None:
+            kind_options = {}
+        if not isinstance(kind_options, dict):
+            raise ConfigError(f"options for {kind!r} must be a mapping of option -> value, got {kind_options!r}")
+        check_keys(kind_options, valid, what=f"{kind!r} option")
+        out[kind] = dict(kind_options)
+    return out
 
 
 def make_detector(kind: str, **options) -> Detector:
@@ -63,14 +89,8 @@ def make_detector(kind: str, **options) -> Detector:
 
     Unknown kinds and unknown or invalid options raise ConfigError naming the valid ones.
     """
-    cls = _check_kind(kind)
-    valid = [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ConfigError(
-            f"unknown option(s) {', '.join(unknown)} for {kind!r}; valid options: {', '.join(valid) or 'none'}"
-        )
-    return cls(**options)
+    check_options({kind: options})
+    return DETECTORS[kind](**options)
 
 
 def _check_kinds(kinds, options) -> tuple[list[str], dict]:
@@ -79,14 +99,7 @@ def _check_kinds(kinds, options) -> tuple[list[str], dict]:
     kinds = list(dict.fromkeys(kinds))  # drop repeats, keep order
     if not kinds:
         raise ConfigError(f"no condition kinds given; valid kinds: {', '.join(DETECTORS)}")
-    for kind in kinds:
-        _check_kind(kind)
-    options = dict(options or {})
-    for kind, kind_options in options.items():
-        _check_kind(kind)
-        if not isinstance(kind_options, dict):
-            raise ConfigError(f"options for {kind!r} must be a mapping of parameter -> value, got {kind_options!r}")
-    return kinds, options
+    return kinds, check_options(options, kinds)
 
 
 class DetectorSet:
@@ -196,109 +209,31 @@ def extract_file(input, output, kinds=("canny", "pose"), options: dict | None = 
                  chunk_size: int = 16, progress: bool = True) -> ConditionsResult:
     """Extract condition maps from a video or image file and write them as files.
 
-    The input is decoded in chunks of ``chunk_size`` frames and each kind's maps are streamed
-    (one encoder thread per kind) to ``output_paths(output, kinds)``: a video with the input's
-    fps and frame count, or an image for an image input. Memory depends on ``chunk_size``,
-    not on the clip's length. Writes are atomic; if one output fails, the others are removed,
-    so nothing partial is left.
+    The input is opened once and decoded in chunks of ``chunk_size`` frames; each kind's maps
+    are streamed to ``output_paths(output, kinds)``: a video with the input's fps, frame count,
+    size (and frame times, for a variable frame rate), or an image for an image input. Memory
+    depends on ``chunk_size``, not on the clip's length. The output checks and the writing are
+    ``translate_file``'s (``vidreal.io.check_output``, ``vidreal.io.OutputFiles``): the files
+    are moved into place together when all are complete; on any failure none is.
     """
     from vidreal import io
 
     kinds, options = _check_kinds(kinds, options)
     chunk_size = _check_chunk_size(chunk_size)
-    info = io.probe(input)
+    media = io.open_media(input)
+    info = media.info
     paths = output_paths(output, kinds)
     for path in paths.values():
-        _check_output(path, info)
+        io.check_output(path, info)
 
     n_frames = 0
-    with DetectorSet(kinds, options) as detectors, \
+    with DetectorSet(kinds, options) as detectors, io.OutputFiles() as files, \
             tqdm(total=info.n_frames, unit="frame", desc="conditions", disable=not progress) as bar:
-        writers = {kind: _StreamWriter(paths[kind], info.fps) for kind in kinds}
-        try:
-            for chunk in io.iter_video(input, chunk_size=chunk_size):
-                for kind, maps in detectors(chunk).items():
-                    writers[kind].put(maps)
-                n_frames += len(chunk)
-                bar.update(len(chunk))
-            written = {kind: writer.finish() for kind, writer in writers.items()}
-        except BaseException as exc:
-            for writer in writers.values():
-                writer.abort(exc)
-            raise
+        writers = {kind: files.video(paths[kind], info.fps, timestamps=info.timestamps) for kind in kinds}
+        for chunk in media.chunks(chunk_size):
+            for kind, maps in detectors(chunk).items():
+                writers[kind].write(maps)
+            n_frames += len(chunk)
+            bar.update(len(chunk))
         reports = detectors.reports()
-    return ConditionsResult(paths=written, n_frames=n_frames, fps=info.fps, reports=reports)
-
-
-class _StreamWriter:
-    """Encodes the chunks given to ``put`` with ``io.write_video`` in a background thread."""
-
-    _DONE = object()
-
-    def __init__(self, path: Path, fps):
-        from vidreal import io
-
-        self.path = path
-        self.error: BaseException | None = None
-        self.queue: queue.Queue = queue.Queue(maxsize=2)  # bounded: memory stays a few chunks
-        self.thread = threading.Thread(target=self._run, args=(io.write_video, fps), daemon=True)
-        self.thread.start()
-
-    def _chunks(self):
-        while (item := self.queue.get()) is not self._DONE:
-            if isinstance(item, BaseException):
-                raise item  # aborts write_video, which then removes its temporary file
-            yield item
-
-    def _run(self, write_video, fps):
-        try:
-            write_video(self.path, self._chunks(), fps=fps)
-        except BaseException as exc:
-            self.error = exc
-
-    def put(self, item) -> None:
-        """Queue a uint8 ``(n, H, W, 3)`` chunk; raises the writer's error if it has stopped."""
-        while self.thread.is_alive():
-            try:
-                self.queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                pass
-        raise self.error or RuntimeError(f"the writer of {self.path} stopped early")
-
-    def finish(self) -> Path:
-        """Wait until the file is complete and return its path; raises the writer's error."""
-        self.put(self._DONE)
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-        return self.path
-
-    def abort(self, reason: BaseException) -> None:
-        """Make the writer fail with ``reason``; remove the output if it was already complete."""
-        while self.thread.is_alive():
-            try:
-                self.queue.put(reason, timeout=0.1)
-                break
-            except queue.Full:
-                pass
-        self.thread.join()
-        if self.error is None:  # it had finished: the file is ours and must not stay alone
-            self.path.unlink(missing_ok=True)
-
-
-def _check_output(path: Path, info) -> None:
-    from vidreal import io
-
-    suffix = path.suffix.lower()
-    if suffix not in io.IMAGE_EXTS | io.VIDEO_EXTS:
-        raise OutputError(
-            f"unsupported output extension {path.suffix!r}; use one of "
-            f"{', '.join(sorted(io.VIDEO_EXTS | io.IMAGE_EXTS))}", path=path)
-    if suffix in io.IMAGE_EXTS and info.n_frames != 1:
-        raise OutputError(f"an image output needs a one-frame input, the input has {info.n_frames} frames; "
-                          "use a video extension such as .mp4", path=path)
-    if suffix in io.VIDEO_EXTS and info.fps is None:
-        raise OutputError("an image input gives an image output; use an image extension such as .png", path=path)
-    if path.resolve() == Path(info.path).resolve():
-        raise OutputError("output path is the input path", path=path)
+    return ConditionsResult(paths=paths, n_frames=n_frames, fps=info.fps, reports=reports)

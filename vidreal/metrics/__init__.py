@@ -3,6 +3,9 @@
     result = compute_metrics(source_frames, output_frames, prompt="a person")  # plain dict
     result = compute_file_metrics("render.mp4", "real.mp4", plot="metrics.png")
     print(format_table(result))
+    stream = MetricsStream()                      # a clip in chunks, never held whole
+    for src, out in chunks: stream.add(src, out)
+    result = stream.result()                      # what compute_metrics(source, output) gives
 
 Groups (each module's docstring gives the exact definitions):
   - temporal (``temporal.py``): warp error (Lai et al. 2018) with flow and occlusion masks
@@ -22,6 +25,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from vidreal.errors import ConfigError, InputError, ModelError
 from vidreal.io import resize_frames
@@ -30,12 +34,13 @@ from vidreal.metrics import temporal as _temporal
 from vidreal.metrics.clip import DEFAULT_CLIP_MODEL, clip_metrics, load_clip
 from vidreal.metrics.flow import FLOW_METHODS, check_flow_method, make_flow_estimator, valid_mask, warp
 from vidreal.metrics.report import format_table, plot_metrics
-from vidreal.metrics.structure import edge_map, edge_metrics, edge_scores, pose_metrics, pose_pck
-from vidreal.metrics.temporal import temporal_metrics
+from vidreal.metrics.structure import (EdgeStream, PoseStream, edge_map, edge_metrics, edge_scores, pose_metrics,
+                                       pose_pck)
+from vidreal.metrics.temporal import TemporalStream, temporal_metrics
 from vidreal.runtime import check_finite, check_frames
 
 __all__ = [
-    "DEFAULT_CLIP_MODEL", "FLOW_METHODS", "SUMMARY_KEYS", "compute_metrics", "compute_file_metrics",
+    "DEFAULT_CLIP_MODEL", "FLOW_METHODS", "SUMMARY_KEYS", "MetricsStream", "compute_metrics", "compute_file_metrics",
     "temporal_metrics", "edge_metrics", "pose_metrics", "pose_pck", "clip_metrics", "load_clip",
     "make_flow_estimator", "valid_mask", "warp", "edge_map", "edge_scores", "format_table", "plot_metrics",
 ]
@@ -53,6 +58,87 @@ def _check_counts(n_source: int, n_output: int, path=None) -> None:
         raise InputError(
             f"frame counts differ: source has {n_source} frames, output has {n_output}", path=path
         )
+
+
+class MetricsStream:
+    """The temporal, edge and pose metrics of a clip that arrives in (source, output) chunks, in
+    order; memory holds a few frames, never the clip. ``result()`` equals ``compute_metrics`` of the
+    whole clips with the same options (CLIP, which needs whole clips, is not included).
+
+        with MetricsStream(flow="dis") as stream:
+            for src, out in pairs:        # uint8 (n, H, W, 3) each, same n
+                stream.add(src, out)
+            result = stream.result()
+    """
+
+    def __init__(self, *, flow: str = "dis", pose: bool = True, edge_radius: float = 2.0, pck_alpha: float = 0.1,
+                 device=None):
+        check_flow_method(flow)
+        if not check_finite("edge_radius", edge_radius) >= 0:
+            raise ConfigError(f"edge_radius must be >= 0, got {edge_radius!r}")
+        if not check_finite("pck_alpha", pck_alpha) > 0:
+            raise ConfigError(f"pck_alpha must be > 0, got {pck_alpha!r}")
+        self.settings = {"flow": flow, "edge_radius": edge_radius, "pck_alpha": pck_alpha, "pose": pose,
+                         "clip_model": None, "prompt": None}
+        self.groups = {"temporal": TemporalStream(flow, device), "edges": EdgeStream(edge_radius)}
+        self.unavailable: dict[str, str] = {}
+        self.seconds: dict[str, float] = {}
+        if pose:
+            try:
+                self.groups["pose"] = PoseStream(pck_alpha)
+            except ImportError as exc:  # mediapipe (or its native libraries) missing
+                self.unavailable["pose"] = f"pose detector cannot be imported: {exc}"
+        self.n_frames = 0
+        self.shape = None
+        self.resized_from = None
+
+    def add(self, source: np.ndarray, output: np.ndarray) -> None:
+        """Score the next uint8 ``(n, H, W, 3)`` source and output frames (same n; an output of
+        another size is resized to the source's, as ``compute_metrics`` does)."""
+        source = check_frames(source, "source frames")
+        output = check_frames(output, "output frames")
+        _check_counts(len(source), len(output))
+        if self.shape is None:
+            self.shape = source.shape[1:3]
+        elif source.shape[1:3] != self.shape:
+            raise InputError(f"source frames changed size from {self.shape} to {source.shape[1:3]}")
+        if output.shape[1:3] != source.shape[1:3]:
+            self.resized_from = list(output.shape[1:3])
+            output = resize_frames(output, *source.shape[1:3])
+        for name, group in self.groups.items():
+            start = time.perf_counter()
+            group.add(source, output)
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+        self.n_frames += len(source)
+
+    def result(self) -> dict:
+        """The ``compute_metrics`` dict for the frames added so far (see its docstring)."""
+        if self.shape is None:
+            raise InputError("no frames were added to the metrics")
+        result = {"n_frames": self.n_frames, "height": self.shape[0], "width": self.shape[1],
+                  "output_resized_from": self.resized_from}
+        result.update({key: None for key in SUMMARY_KEYS})
+        result["settings"] = dict(self.settings)
+        per_frame = {}
+        for group in self.groups.values():
+            values = group.result()
+            per_frame.update(values.pop("per_frame"))
+            result.update(values)
+        result["unavailable"] = dict(self.unavailable)
+        result["seconds"] = dict(self.seconds)
+        result["per_frame"] = per_frame
+        return result
+
+    def close(self) -> None:
+        if "pose" in self.groups:
+            self.groups["pose"].close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+        return False
 
 
 def compute_metrics(
@@ -87,48 +173,24 @@ def compute_metrics(
     source = check_frames(source, "source frames")
     output = check_frames(output, "output frames")
     _check_counts(len(source), len(output))
-    check_flow_method(flow)
-    if not check_finite("edge_radius", edge_radius) >= 0:
-        raise ConfigError(f"edge_radius must be >= 0, got {edge_radius!r}")
-    if not check_finite("pck_alpha", pck_alpha) > 0:
-        raise ConfigError(f"pck_alpha must be > 0, got {pck_alpha!r}")
-    n, height, width, _ = source.shape
-    resized_from = None
-    if output.shape[1:3] != source.shape[1:3]:
-        resized_from = list(output.shape[1:3])
-        output = resize_frames(output, height, width)
-
-    result = {"n_frames": n, "height": height, "width": width, "output_resized_from": resized_from}
-    result.update({key: None for key in SUMMARY_KEYS})
-    result["settings"] = {
-        "flow": flow, "edge_radius": edge_radius, "pck_alpha": pck_alpha, "pose": pose,
-        "clip_model": clip_model, "prompt": prompt,
-    }
-    unavailable, seconds, per_frame = {}, {}, {}
-
-    def run(group, fn, *args, **kwargs):
-        start = time.perf_counter()
-        values = fn(*args, **kwargs)
-        seconds[group] = time.perf_counter() - start
-        per_frame.update(values.pop("per_frame"))
-        result.update(values)
-
-    run("temporal", temporal_metrics, source, output, flow=flow, device=device, progress=progress)
-    run("edges", edge_metrics, source, output, radius=edge_radius, progress=progress)
-    if pose:
-        try:
-            run("pose", pose_metrics, source, output, alpha=pck_alpha, progress=progress)
-        except ImportError as exc:  # mediapipe (or its native libraries) missing
-            unavailable["pose"] = f"pose detector cannot be imported: {exc}"
+    with MetricsStream(flow=flow, pose=pose, edge_radius=edge_radius, pck_alpha=pck_alpha, device=device) as stream, \
+            tqdm(total=len(source), desc="metrics", unit="frame", disable=not progress) as bar:
+        for start in range(0, len(source), 8):
+            stream.add(source[start:start + 8], output[start:start + 8])
+            bar.update(min(8, len(source) - start))
+        result = stream.result()
+    result["settings"].update(clip_model=clip_model, prompt=prompt)
     if clip_model is not None:
+        if result["output_resized_from"] is not None:
+            output = resize_frames(output, *source.shape[1:3])
+        start = time.perf_counter()
         try:
-            run("clip", clip_metrics, source, output, model=clip_model, prompt=prompt, device=device,
-                progress=progress)
+            values = clip_metrics(source, output, model=clip_model, prompt=prompt, device=device, progress=progress)
+            result["per_frame"].update(values.pop("per_frame"))
+            result.update(values)
         except ModelError as exc:
-            unavailable["clip"] = str(exc)
-    result["unavailable"] = unavailable
-    result["seconds"] = seconds
-    result["per_frame"] = per_frame
+            result["unavailable"]["clip"] = str(exc)
+        result["seconds"]["clip"] = time.perf_counter() - start
     return result
 
 

@@ -55,23 +55,40 @@ def edge_scores(source_edges: np.ndarray, output_edges: np.ndarray, radius: floa
     return float(precision), float(recall), float(f1)
 
 
+class EdgeStream:
+    """:func:`edge_metrics` of a clip that arrives in chunks: :meth:`add`, then :meth:`result`."""
+
+    def __init__(self, radius: float = 2.0):
+        if radius < 0:
+            raise ConfigError(f"edge radius must be >= 0, got {radius!r}")
+        self.radius = radius
+        self.per: dict[str, list] = {"edge_precision": [], "edge_recall": [], "edge_f1": []}
+
+    def add(self, source: np.ndarray, output: np.ndarray) -> None:
+        """Score uint8 ``(n, H, W, 3)`` output frames against the source's, frame by frame."""
+        check_same_shape(source, output)
+        for src, out in zip(source, output):
+            p, r, f = edge_scores(edge_map(src), edge_map(out), self.radius)
+            self.per["edge_precision"].append(p)
+            self.per["edge_recall"].append(r)
+            self.per["edge_f1"].append(f)
+
+    def result(self) -> dict:
+        result = {key: float(np.mean(values)) for key, values in self.per.items()}
+        result["per_frame"] = {key: list(values) for key, values in self.per.items()}
+        return result
+
+
 def edge_metrics(source: np.ndarray, output: np.ndarray, radius: float = 2.0, progress: bool = False) -> dict:
     """Edge precision/recall/F1 of uint8 ``(T, H, W, 3)`` output frames against the source's.
 
     Returns ``{"edge_f1", "edge_precision", "edge_recall": float, "per_frame": {same keys: list of T}}``.
     """
-    if radius < 0:
-        raise ConfigError(f"edge radius must be >= 0, got {radius!r}")
+    stream = EdgeStream(radius)
     check_same_shape(source, output)
-    per = {"edge_precision": [], "edge_recall": [], "edge_f1": []}
-    for src, out in tqdm(zip(source, output), total=len(source), desc="edges", unit="frame", disable=not progress):
-        p, r, f = edge_scores(edge_map(src), edge_map(out), radius)
-        per["edge_precision"].append(p)
-        per["edge_recall"].append(r)
-        per["edge_f1"].append(f)
-    result = {key: float(np.mean(values)) for key, values in per.items()}
-    result["per_frame"] = per
-    return result
+    for t in tqdm(range(len(source)), desc="edges", unit="frame", disable=not progress):
+        stream.add(source[t:t + 1], output[t:t + 1])
+    return stream.result()
 
 
 def pose_pck(source_keypoints: np.ndarray, output_keypoints: np.ndarray, alpha: float = 0.1) -> dict:
@@ -112,6 +129,41 @@ def pose_pck(source_keypoints: np.ndarray, output_keypoints: np.ndarray, alpha: 
     }
 
 
+class PoseStream:
+    """:func:`pose_metrics` of a clip that arrives in chunks (in order): one tracking detector
+    per clip; :meth:`add`, then :meth:`result`; :meth:`close` frees the detectors."""
+
+    def __init__(self, alpha: float = 0.1):
+        if not alpha > 0:
+            raise ConfigError(f"PCK alpha must be > 0, got {alpha!r}")
+        from vidreal.conditions.pose import PoseDetector
+
+        self.alpha = alpha
+        self.detectors = (PoseDetector(), PoseDetector())  # source, output
+        self.keypoints: tuple[list, list] = ([], [])
+
+    def add(self, source: np.ndarray, output: np.ndarray) -> None:
+        """Detect keypoints on uint8 ``(n, H, W, 3)`` source and output frames."""
+        check_same_shape(source, output)
+        for detector, kept, clip in zip(self.detectors, self.keypoints, (source, output)):
+            kept.append(detector.detect(clip))
+
+    def result(self) -> dict:
+        """What :func:`pose_pck` returns for the frames added so far."""
+        return pose_pck(np.concatenate(self.keypoints[0]), np.concatenate(self.keypoints[1]), alpha=self.alpha)
+
+    def close(self) -> None:
+        for detector in self.detectors:
+            detector.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+        return False
+
+
 def pose_metrics(source: np.ndarray, output: np.ndarray, alpha: float = 0.1, progress: bool = False) -> dict:
     """Detect keypoints on uint8 ``(T, H, W, 3)`` source and output frames and score ``pose_pck``.
 
@@ -120,15 +172,8 @@ def pose_metrics(source: np.ndarray, output: np.ndarray, alpha: float = 0.1, pro
     if not alpha > 0:
         raise ConfigError(f"PCK alpha must be > 0, got {alpha!r}")
     check_same_shape(source, output)
-    from vidreal.conditions.pose import PoseDetector
-
-    keypoints = []
-    with tqdm(total=2 * len(source), desc="pose", unit="frame", disable=not progress) as bar:
-        for clip in (source, output):
-            with PoseDetector() as detector:  # what detect_keypoints does, chunked for the bar
-                chunks = []
-                for start in range(0, len(clip), 8):
-                    chunks.append(detector.detect(clip[start:start + 8]))
-                    bar.update(len(chunks[-1]))
-            keypoints.append(np.concatenate(chunks))
-    return pose_pck(keypoints[0], keypoints[1], alpha=alpha)
+    with PoseStream(alpha) as stream, tqdm(total=len(source), desc="pose", unit="frame", disable=not progress) as bar:
+        for start in range(0, len(source), 8):
+            stream.add(source[start:start + 8], output[start:start + 8])
+            bar.update(len(source[start:start + 8]))
+        return stream.result()

@@ -84,6 +84,63 @@ def interpolate(prev_frame, next_frame, flow_to_prev, valid_prev, flow_to_next, 
     return pred, total[..., 0] > 0
 
 
+class TemporalStream:
+    """:func:`temporal_metrics` of a clip that arrives in chunks (in order): :meth:`add` the
+    (source, output) chunks, then :meth:`result`. Holds three frames, never the clip."""
+
+    def __init__(self, flow: str = "dis", device=None):
+        check_flow_method(flow)
+        self.flow, self.device = flow, device
+        self._estimator = None
+        self.per: dict[str, list] = {key: [] for key in SUMMARY_KEYS}
+        self._source = None  # uint8 (H, W, 3) source frame t
+        self._floats: dict[str, list] = {"": [], "_source": []}  # float frames t-1, t per suffix
+        self._previous = None  # (flow t -> t-1, its mask), from the pair before
+
+    def add(self, source: np.ndarray, output: np.ndarray) -> None:
+        """Append uint8 ``(n, H, W, 3)`` source and output frames (the same shape)."""
+        check_same_shape(source, output)
+        for src, out in zip(source, output):
+            self._add_frame(src, out)
+
+    def _add_frame(self, src: np.ndarray, out: np.ndarray) -> None:
+        for key in SUMMARY_KEYS:
+            self.per[key].append(None)
+        t = len(self.per["warp_error"]) - 2  # the pair (t, t + 1) this frame completes
+        frames = {"": out, "_source": src}
+        if t >= 0:
+            if self._estimator is None:
+                self._estimator = make_flow_estimator(self.flow, device=self.device)
+            fw, bw = self._estimator(np.stack([self._source, src]), np.stack([src, self._source]))
+            valid_fw, valid_bw = valid_mask(fw, bw), valid_mask(bw, fw)
+            self.per["masked_fraction"][t] = 1.0 - float(np.count_nonzero(valid_fw)) / valid_fw.size
+        for suffix, frame in frames.items():
+            cache = self._floats[suffix]
+            cache.append(_float(frame))
+            del cache[:-3]
+            if t < 0:
+                continue
+            a, b = cache[-2], cache[-1]
+            self.per["warp_error" + suffix][t] = masked_mse(a, warp(b, fw), valid_fw)
+            diff = a - b
+            self.per["unwarped_error" + suffix][t] = float(np.vdot(diff, diff)) / diff.size
+            if self._previous is not None:
+                pred, defined = interpolate(cache[-3], b, self._previous[0], self._previous[1], fw, valid_fw)
+                mse = masked_mse(a, pred, defined)
+                if mse is not None:
+                    self.per["interp_rmse" + suffix][t] = math.sqrt(mse)
+                    self.per["interp_psnr" + suffix][t] = psnr(mse)
+        if t >= 0:
+            self._previous = (bw, valid_bw)
+        self._source = src
+
+    def result(self) -> dict:
+        """What :func:`temporal_metrics` returns for the frames added so far."""
+        result = {key: _mean(self.per[key]) for key in SUMMARY_KEYS}
+        result["per_frame"] = {key: list(values) for key, values in self.per.items()}
+        return result
+
+
 def temporal_metrics(
     source: np.ndarray,
     output: np.ndarray,
@@ -98,34 +155,8 @@ def temporal_metrics(
     (``masked_fraction``: the mean fraction of pixels the occlusion mask drops). Values are None
     where undefined (one frame: every value; two frames: interpolation).
     """
-    check_flow_method(flow)
     check_same_shape(source, output)
-    n = len(source)
-    per = {key: [None] * n for key in SUMMARY_KEYS}
-    clips = {"": output, "_source": source}
-    if n > 1:
-        estimator = make_flow_estimator(flow, device=device)
-        previous = None  # (flow t -> t-1, its mask), from the pair before
-        floats = {suffix: {0: _float(clip[0])} for suffix, clip in clips.items()}  # frames t-1 .. t+1
-        for t in tqdm(range(n - 1), desc="temporal", unit="pair", disable=not progress):
-            fw, bw = estimator(source[[t, t + 1]], source[[t + 1, t]])
-            valid_fw, valid_bw = valid_mask(fw, bw), valid_mask(bw, fw)
-            per["masked_fraction"][t] = 1.0 - float(np.count_nonzero(valid_fw)) / valid_fw.size
-            for suffix, clip in clips.items():
-                cache = floats[suffix]
-                cache[t + 1] = _float(clip[t + 1])
-                cache.pop(t - 2, None)
-                a, b = cache[t], cache[t + 1]
-                per["warp_error" + suffix][t] = masked_mse(a, warp(b, fw), valid_fw)
-                diff = a - b
-                per["unwarped_error" + suffix][t] = float(np.vdot(diff, diff)) / diff.size
-                if previous is not None:
-                    pred, defined = interpolate(cache[t - 1], b, previous[0], previous[1], fw, valid_fw)
-                    mse = masked_mse(a, pred, defined)
-                    if mse is not None:
-                        per["interp_rmse" + suffix][t] = math.sqrt(mse)
-                        per["interp_psnr" + suffix][t] = psnr(mse)
-            previous = (bw, valid_bw)
-    result = {key: _mean(per[key]) for key in SUMMARY_KEYS}
-    result["per_frame"] = per
-    return result
+    stream = TemporalStream(flow, device)
+    for t in tqdm(range(len(source)), desc="temporal", unit="frame", disable=not progress):
+        stream.add(source[t:t + 1], output[t:t + 1])
+    return stream.result()

@@ -15,7 +15,7 @@ _EXPORTS = {
     "PRESETS": "vidreal.personalize.dreambooth",
     "train_textual_inversion": "vidreal.personalize.textual_inversion",
     "caption_images": "vidreal.personalize.caption",
-    "read_prompts": "vidreal.personalize.caption",
+    "read_prompts": "vidreal.prompts",
     "DEFAULT_CAPTION_MODEL": "vidreal.personalize.caption",
     "TrainResult": "vidreal.personalize.outputs",
 }

@@ -1,16 +1,15 @@
 """BLIP captions for target-domain images: the report's "target prompts" (Chapter 3).
 
-Prompts file format (written by :func:`caption_images`, read by :func:`read_prompts`), UTF-8,
+Prompts file format (written by :func:`caption_images`, read by :func:`vidreal.prompts.read_prompts`), UTF-8,
 one line per image in sorted path order::
 
     relative/path.png<TAB>a caption in the style of <realism>
 
 The key is the image's path relative to the captioned folder (or the path as given when files
-were listed); the caption has no tabs or newlines. :func:`read_prompts` also accepts a plain
-file of one prompt per line (no TAB at all): keys are then ``None``. Blank lines and ``#``
-comments are skipped (as ``vidreal batch --prompts-file`` does).
+were listed); the caption has no tabs or newlines. ``vidreal.prompts`` reads it (and plain files of
+one prompt per line) for ``vidreal translate`` and ``vidreal batch``.
 
-Torch and transformers are imported only when captioning, so ``read_prompts`` is cheap.
+Torch and transformers are imported only when captioning.
 """
 from __future__ import annotations
 
@@ -138,28 +137,3 @@ def caption_images(images, output, model: str = DEFAULT_CAPTION_MODEL, *, suffix
         Path(tmp).write_text("".join(f"{_clean(k)}\t{c}\n" for k, c in zip(keys, captions)), encoding="utf-8")
     log.info("wrote %d captions to %s", len(keys), output)
     return CaptionResult(output=output, keys=keys, captions=captions, skipped=skipped)
-
-
-def read_prompts(path) -> list[tuple[str | None, str]]:
-    """(key, prompt) per line of a prompts file: either every line ``key<TAB>prompt``, or every
-    line a plain prompt (key None). Blank lines and ``#`` comments are skipped. InputError when
-    the file is missing, holds no prompt, or mixes the two forms."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("prompts file not found", path)
-    try:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read prompts file ({exc})", path) from exc
-    lines = [line for line in lines if line and not line.startswith("#")]
-    if not lines:
-        raise InputError("prompts file holds no prompt", path)
-    if not any("\t" in line for line in lines):
-        return [(None, line) for line in lines]
-    out: list[tuple[str | None, str]] = []
-    for number, line in enumerate(lines, 1):
-        key, tab, prompt = line.partition("\t")
-        if not tab or not key.strip() or not prompt.strip():
-            raise InputError(f"line {number} {line[:60]!r}: expected 'relative/path<TAB>caption'", path)
-        out.append((key.strip(), prompt.strip()))
-    return out
