@@ -25,7 +25,7 @@ import yaml
 from vidreal.errors import ConfigError
 from vidreal.runtime import CONSISTENCY_MODES, first_line
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_CONTROLNETS = {
@@ -182,7 +182,7 @@ def _fold_aliases(values: dict[str, Any], where: str) -> dict[str, Any]:
     conditions = _copy_conditions(values.get("conditions"))
     for key, value in aliases.items():
         kind, option = CONDITION_ALIASES[key]
-        logger.warning("%s: %r is deprecated; use conditions: {%s: {%s: ...}}", where, key, kind, option)
+        log.warning("%s: %r is deprecated; use conditions: {%s: {%s: ...}}", where, key, kind, option)
         conditions.setdefault(kind, {})[option] = value
     values["conditions"] = conditions
     return values

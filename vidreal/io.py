@@ -56,7 +56,7 @@ from PIL import Image, ImageOps
 from vidreal.errors import InputError, OutputError
 from vidreal.runtime import IMAGE_EXTS, VIDEO_EXTS, check_frames, first_line
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 decord.logging.set_level(decord.logging.QUIET)  # its FFmpeg prints "[h264 @ 0x...]" lines on bad data
 
 
@@ -489,10 +489,10 @@ class VideoWriter:
         if pix_fmt == "yuv420p" and (height % 2 or width % 2):
             if self.codec in _ODD_PIX_FMT:
                 pix_fmt = _ODD_PIX_FMT[self.codec]
-                logger.info("%s: odd size %dx%d kept, encoded as %s", self.path, width, height, pix_fmt)
+                log.info("%s: odd size %dx%d kept, encoded as %s", self.path, width, height, pix_fmt)
             else:
                 self._pad = (height % 2, width % 2)
-                logger.warning("%s: odd size %dx%d padded to %dx%d (%s needs even sizes)", self.path, width, height,
+                log.warning("%s: odd size %dx%d padded to %dx%d (%s needs even sizes)", self.path, width, height,
                                width + self._pad[1], height + self._pad[0], self.codec)
         self._time_base = _VFR_TIME_BASE if self.timestamps is not None else 1 / self.rate
         try:
