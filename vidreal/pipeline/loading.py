@@ -197,10 +197,11 @@ def _hub_missing(missing: list[HubNeed]) -> ModelError:
     """One line naming every missing repo, each with its own download command."""
     state = ("offline (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set)" if hub_offline()
              else f"unreachable ({hub_endpoint()})")
-    what = f"'{missing[0].repo}'" if len(missing) == 1 else f"{len(missing)} models"
+    what = (f"'{missing[0].repo}': no local folder of that name" if len(missing) == 1
+            else f"{len(missing)} models: no local folders of those names")
     how = "; ".join(f"get '{m.repo}' with `hf download {m.repo}{m.include}` or pass {m.flag}" for m in missing)
-    return ModelError(f"cannot load {what}: no local folder of that name, not in the local Hugging Face cache "
-                      f"({hub_cache_dir()}) and the hub is {state}; {how}")
+    return ModelError(f"cannot load {what}, not in the local Hugging Face cache ({hub_cache_dir()}) and the hub "
+                      f"is {state}; {how}")
 
 
 def check_hub(needed: list[HubNeed]) -> bool:
