@@ -7,14 +7,21 @@
   ``extensions`` filter them), or the lines of a split list (``relative/path label``) under
   ``root``. Outputs mirror each item's relative path under OUT_DIR; see ``items.output_rel``
   for the extension rules. With a list, the matching list of the translated items (output
-  paths, the same label columns) is written to OUT_DIR under the list's file name.
+  paths, the same label columns) is written to OUT_DIR under the list's file name; a list that
+  lies there itself is refused before anything is done (an input is never overwritten).
 * Manifest ``OUT_DIR/manifest.jsonl`` (see ``manifest.py``): a rerun skips an item whose latest
   record is "done" with the same config hash and prompt and whose output file exists; anything
   else is redone (``overwrite=True`` redoes all). Outputs are written atomically and temporary
   files of a killed run are removed at start, so killing a batch at any moment and rerunning it
   finishes the job with every output written once and whole.
 * Failures are isolated: a bad item gets a "failed" record with a one-line reason and the batch
-  goes on. Unsafe items (symlinks leaving IN_DIR, ``..`` in list paths) fail the same way.
+  goes on. Unsafe items (symlinks leaving IN_DIR, symlink loops, broken links, ``..`` in list
+  paths) fail the same way. OUT_DIR's manifest.jsonl and batch.vidreal.yaml are never followed
+  when they are symlinks (the batch refuses to start).
+* Disk full (or any write error) on the batch's own files - the manifest, ``batch.vidreal.yaml`` -
+  stops the batch with one line (exit 1). What is kept: every output already written (each is
+  whole; those recorded in the manifest are skipped by a rerun, the others are redone). Item
+  outputs that cannot be written fail as items.
 * Metrics (``metrics=True``): each item's ``vidreal.metrics`` numbers (source vs output) go into
   its manifest record; the result holds their means over every item done with the current config
   (this run's and earlier runs'), printed under the summary and written to ``batch.vidreal.yaml``.
@@ -24,6 +31,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +40,7 @@ from tqdm.auto import tqdm
 
 from vidreal.batch.executors import LocalExecutor, RayExecutor, Worker, import_ray, one_line
 from vidreal.batch.items import Entry, check_dirs, output_rel, read_list, safe_paths, walk
-from vidreal.batch.manifest import MANIFEST_NAME, Manifest, clean_temp_files, now, read_manifest
+from vidreal.batch.manifest import MANIFEST_NAME, Manifest, clean_temp_files, now, read_manifest, refuse_symlink
 from vidreal.config import TranslateConfig, load_config, write_config
 from vidreal.errors import ConfigError, InputError, VidrealError
 from vidreal.io import atomic_output
@@ -127,6 +135,10 @@ def run_batch(in_dir, out_dir, config: TranslateConfig | None = None, *, pattern
     check_dirs(in_root, out_dir)
     if list_file is not None and Path(list_file).name in (MANIFEST_NAME, CONFIG_NAME):
         raise ConfigError(f"the list file may not be named {Path(list_file).name!r} (the batch writes that file)")
+    if list_file is not None:
+        _check_list_target(Path(list_file), out_dir / Path(list_file).name)
+    for own in (out_dir / MANIFEST_NAME, out_dir / CONFIG_NAME):
+        refuse_symlink(own, f"OUT_DIR's {own.name}")
     entries = (read_list(list_file, pattern, extensions) if list_file is not None
                else walk(in_root, pattern, extensions))
     if not entries:
@@ -212,6 +224,17 @@ def run_batch(in_dir, out_dir, config: TranslateConfig | None = None, *, pattern
         summary["metrics_items"] = result.metrics_items
     write_config(out_dir / CONFIG_NAME, config, extra=summary)
     return result
+
+
+def _check_list_target(list_file: Path, target: Path) -> None:
+    """Refuse a run whose translated list (``OUT_DIR/<list name>``) would overwrite the input list
+    (or any file it links to): the input list is never overwritten."""
+    same = target.absolute() == list_file.absolute() or target.resolve() == list_file.resolve()
+    if not same and target.exists() and list_file.exists():
+        same = os.path.samefile(target, list_file)  # a hard link
+    if same:
+        raise ConfigError(f"the list file {list_file} is where the batch writes the list of translated items "
+                          f"({target}); the input list is never overwritten: move it out of OUT_DIR or rename it")
 
 
 def _mean_metrics(records: list, fingerprint: str) -> tuple[dict[str, float], int]:

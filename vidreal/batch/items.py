@@ -145,14 +145,19 @@ def safe_paths(in_root: Path, out_dir: Path, rel: str) -> tuple[Path, Path, str]
     """(input path, output path, output rel) of the item ``rel``, after the safety checks.
 
     Raises InputError when the entry leaves the input root (absolute, ``..``), when the input is a
-    symlink resolving outside it, or when the output would land outside OUT_DIR (a symlinked
+    symlink loop, a broken symlink or a symlink resolving outside it, or when the output would land outside OUT_DIR (a symlinked
     folder inside OUT_DIR). ``in_root``/``out_dir`` must be resolved.
     """
     norm = posixpath.normpath(rel.replace("\\", "/"))
     if posixpath.isabs(norm) or norm == ".." or norm.startswith("../") or norm == ".":
         raise InputError(f"path {rel!r} leaves the input folder")
     src = in_root / norm
-    real = src.resolve()
+    try:
+        real = src.resolve()
+    except (RuntimeError, OSError) as exc:  # RuntimeError: Python < 3.13's "Symlink loop"
+        raise InputError(f"symlink loop: the link points back to itself ({exc})") from None
+    if src.is_symlink() and not real.exists():
+        raise InputError(f"broken symlink (points to {real}, which does not exist)")
     if not real.is_relative_to(in_root):
         raise InputError(f"symlink points outside the input folder (to {real})")
     out_rel = output_rel(norm)

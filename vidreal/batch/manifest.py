@@ -7,7 +7,9 @@ Record fields: ``input`` and ``output`` (paths relative to the input root and to
 The file is append-only; each record is written with one ``write`` then ``flush`` + ``fsync``, so a
 crash loses at most the record being written. Reading tolerates that torn last line (opening for
 a new run cuts it off) and the latest record of an item wins. One batch at a time: the manifest is
-locked while a run holds it.
+locked while a run holds it. A manifest that is a symlink is refused, never followed. A write that
+fails (a full disk) stops the batch with one line; outputs already written stay (each is whole)
+and a rerun redoes the items without a record.
 """
 from __future__ import annotations
 
@@ -51,9 +53,17 @@ def parse_records(data: bytes) -> tuple[list[dict], int]:
     return records, bad
 
 
+def refuse_symlink(path: Path, what: str) -> None:
+    """OutputError when ``path`` is a symlink: the batch's own files are never followed out of OUT_DIR."""
+    if Path(path).is_symlink():
+        raise OutputError(f"{what} is a symlink (to {os.readlink(path)}); vidreal does not follow it: remove it", path)
+
+
 def read_manifest(path) -> dict[str, dict]:
-    """``{input: latest record}`` of a manifest file ({} when it does not exist)."""
+    """``{input: latest record}`` of a manifest file ({} when it does not exist; OutputError when
+    it is a symlink)."""
     path = Path(path)
+    refuse_symlink(path, "the manifest")
     if not path.exists():
         return {}
     records, _ = parse_records(path.read_bytes())
@@ -73,9 +83,11 @@ class Manifest:
 
     def __init__(self, path):
         self.path = Path(path)
+        refuse_symlink(self.path, "the manifest")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a+b")
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            self._file = os.fdopen(fd, "a+b")
         except OSError as exc:
             raise OutputError(f"cannot open the manifest ({exc.strerror or exc})", self.path) from None
         if fcntl is not None:
@@ -100,10 +112,13 @@ class Manifest:
     def append(self, record: dict) -> None:
         """Write one record durably and make it the item's latest."""
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
-        self._file.seek(0, os.SEEK_END)
-        self._file.write(line.encode("utf-8"))
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            self._file.seek(0, os.SEEK_END)
+            self._file.write(line.encode("utf-8"))
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as exc:  # e.g. a full disk: the item's output stays, a rerun redoes it
+            raise OutputError(f"cannot write the manifest ({exc.strerror or exc})", self.path) from None
         self.latest[record["input"]] = record
 
     def close(self) -> None:

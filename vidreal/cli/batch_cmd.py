@@ -23,31 +23,30 @@ Examples:
 @click.option("--list", "list_file", type=click.Path(dir_okay=False),
               help="Split list ('relative/path label' lines): translate exactly these; the matching list is written to OUT_DIR.")
 @click.option("--root", type=click.Path(file_okay=False), help="Folder the --list paths are relative to (default IN_DIR).")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="Run here, or on a Ray cluster (pip install 'vidreal[ray]').")
+@click.option("--executor", type=click.Choice(["local", "ray"]),
+              help="Run here (default: local), or on a Ray cluster (pip install 'vidreal[ray]').")
 @click.option("--ray-address", help="Ray cluster address ('auto' = the running cluster; default: it or a new local one).")
 @click.option("--workers", type=click.IntRange(min=1), help="Ray actors, each holding one model (default: one per GPU).")
 @click.option("--gpus-per-worker", type=FiniteFloat(min=0), help="GPUs per Ray actor (default 1 when the cluster has GPUs, else 0).")
-@click.option("--overwrite", is_flag=True, help="Redo every item, even those the manifest marks done.")
+@click.option("--overwrite", is_flag=True, default=None, help="Redo every item, even those the manifest marks done.")
 @click.option("--overlap/--no-overlap", default=None,
               help="Prepare the next item while translating the current one (default: when the model runs on a GPU).")
-@click.option("--metrics", is_flag=True,
+@click.option("--metrics", is_flag=True, default=None,
               help="Score every item (warp error, edge F1, pose PCK, ...) and print the means; per item in manifest.jsonl.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars (items, and frames of the current item).")
-def batch(in_dir, out_dir, config, pattern, extensions, list_file, root, executor, ray_address, workers,
-          gpus_per_worker, overwrite, overlap, metrics, progress):
+def batch(in_dir, out_dir, config, config_path, progress, **options):
     """Translate every video and image under IN_DIR into OUT_DIR, mirroring the folder layout.
 
     OUT_DIR/manifest.jsonl records each item; rerunning skips items already done with the same
     config, so an interrupted batch resumes. A bad item is recorded and the batch goes on; the
-    exit code is 1 when any item failed.
+    exit code is 1 when any item failed. The --config file's `batch:` section may set the options
+    below (keys with underscores, e.g. list_file, gpus_per_worker); flags override it.
     """
     from vidreal.batch import run_batch
+    from vidreal.config import BATCH_KEYS, merge_settings, read_section
 
-    result = run_batch(in_dir, out_dir, config, pattern=pattern, extensions=extensions, list_file=list_file,
-                       root=root, executor=executor, workers=workers, gpus_per_worker=gpus_per_worker,
-                       ray_address=ray_address, overwrite=overwrite, overlap=overlap, progress=progress,
-                       metrics=metrics)
+    settings = merge_settings(read_section(config_path, "batch", BATCH_KEYS), **options)
+    result = run_batch(in_dir, out_dir, config, progress=progress, **settings)
     click.echo(result.table())
     if result.list_file is not None:
         click.echo(f"list: {result.list_file}")

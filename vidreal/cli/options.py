@@ -5,6 +5,7 @@ Every option defaults to None so that only flags the user typed override the pre
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 
 import click
@@ -97,6 +98,8 @@ def translate_options(func):
         click.option("--prompts-file", type=click.Path(dir_okay=False), help="Per-item prompts (from `vidreal caption`)."),
     ]
 
+    wants_path = "config_path" in inspect.signature(func).parameters
+
     @functools.wraps(func)
     def wrapper(*args, config_path=None, **kwargs):
         given = {name: kwargs.pop(name) for name in list(kwargs)
@@ -108,6 +111,8 @@ def translate_options(func):
         if given.get("dtype") == "auto":
             given["dtype"] = None
         kwargs["config"] = load_config(config_path, **given)
+        if wants_path:  # the verb reads its own section of the file (batch:)
+            kwargs["config_path"] = config_path
         return func(*args, **kwargs)
 
     for opt in reversed(opts):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from vidreal.config import DEFAULT_MODEL
+from vidreal.errors import ConfigError
 
 MIXED = click.Choice(["auto", "no", "fp16", "bf16"])
 
@@ -17,11 +18,30 @@ def _given(**kwargs):
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
+def _settings(config_path, method: str, train, **flags) -> dict:
+    """The file's ``personalize: {method: {...}}`` settings (keys: ``train``'s keyword arguments but
+    progress) overridden by the flags given (defaults < file < flags)."""
+    import inspect
+
+    from vidreal.config import PERSONALIZE_METHODS, check_keys, merge_settings, read_section
+
+    section = read_section(config_path, "personalize", PERSONALIZE_METHODS).get(method) or {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"the personalize {method!r} section must be a mapping of keys", config_path)
+    valid = [name for name, param in inspect.signature(train).parameters.items()
+             if param.default is not inspect.Parameter.empty and name != "progress"]
+    check_keys(section, valid, str(config_path), f"personalize {method} setting")
+    return merge_settings(section, **flags)
+
+
 def _training_options(steps: int, lr: str, accumulation: int, checkpointing: str):
     """Flags both trainers share; the arguments only fill in each trainer's defaults in --help."""
     opts = [
-        click.option("--model", default=DEFAULT_MODEL, show_default=True,
-                     help="Base SD 1.5 weights: hub id or diffusers folder (a DreamBooth output works)."),
+        click.option("--model", help=f"Base SD 1.5 weights: hub id or diffusers folder (a DreamBooth output works; "
+                                     f"default {DEFAULT_MODEL})."),
+        click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                     help="YAML file whose personalize: section (dreambooth: / textual_inversion:) sets these "
+                          "options (underscored names); flags override it."),
         click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
                      help="Output folder (model / embedding, checkpoints, samples.png, vidreal_personalize.yaml)."),
         click.option("--steps", type=click.IntRange(min=1), help=f"Optimizer steps (default {steps})."),
@@ -87,7 +107,7 @@ def personalize():
 @click.option("--train-text-encoder/--no-train-text-encoder", default=None, help="Also fine-tune the text encoder.")
 @click.option("--8bit-adam/--no-8bit-adam", "use_8bit_adam", default=None,
               help="8-bit AdamW when bitsandbytes and CUDA are available (default on).")
-def dreambooth(instance_dir, output, model, progress, **options):
+def dreambooth(instance_dir, output, config_path, progress, **options):
     """Fine-tune SD 1.5 on target images with prior preservation (the report's DreamBooth).
 
     Writes a diffusers model folder OUT that `vidreal translate --model OUT` loads.
@@ -99,7 +119,8 @@ def dreambooth(instance_dir, output, model, progress, **options):
     """
     from vidreal.personalize import train_dreambooth
 
-    _report(train_dreambooth(instance_dir, output, model, progress=progress, **_given(**options)))
+    settings = _settings(config_path, "dreambooth", train_dreambooth, **options)
+    _report(train_dreambooth(instance_dir, output, progress=progress, **settings))
 
 
 @personalize.command("textual-inversion")
@@ -110,7 +131,7 @@ def dreambooth(instance_dir, output, model, progress, **options):
 @click.option("--initializer", help="One existing token to start from (default 'valid').")
 @click.option("--learnable-property", type=click.Choice(["object", "style"]), help="Prompt templates (default object).")
 @click.option("--scale-lr/--no-scale-lr", default=None, help="Scale lr by batch x accumulation x processes (default on).")
-def textual_inversion(train_dir, output, model, progress, **options):
+def textual_inversion(train_dir, output, config_path, progress, **options):
     """Learn one new token embedding for the target style (the report's Textual Inversion).
 
     Writes OUT/learned_embeds.safetensors for `vidreal translate --embedding`.
@@ -122,7 +143,8 @@ def textual_inversion(train_dir, output, model, progress, **options):
     """
     from vidreal.personalize import train_textual_inversion
 
-    _report(train_textual_inversion(train_dir, output, model, progress=progress, **_given(**options)))
+    settings = _settings(config_path, "textual_inversion", train_textual_inversion, **options)
+    _report(train_textual_inversion(train_dir, output, progress=progress, **settings))
 
 
 @click.command("caption")
