@@ -192,23 +192,31 @@ class ConditionsResult:
 
 
 def extract_file(input, output, kinds=("canny", "pose"), options: dict | None = None,
-                 chunk_size: int = 16, progress: bool = True) -> ConditionsResult:
+                 chunk_size: int = 16, progress: bool = True, keypoints=None) -> ConditionsResult:
     """Extract condition maps from a video or image file and write them as files.
 
     The input is decoded in chunks of ``chunk_size`` frames and each kind's maps are streamed
     (one encoder thread per kind) to ``output_paths(output, kinds)``: a video with the input's
     fps and frame count, or an image for an image input. Memory depends on ``chunk_size``,
     not on the clip's length. Writes are atomic; if one output fails, the others are removed,
-    so nothing partial is left.
+    so nothing partial is left. ``keypoints``: a ``.json`` path for the pose keypoints of every
+    person in every frame (``vidreal.conditions.keypoints``; needs the ``pose`` kind), written
+    once the maps are.
     """
     from vidreal import io
+    from vidreal.conditions.keypoints import KeypointsLog, check_keypoints_path
 
     kinds, options = _check_kinds(kinds, options)
     chunk_size = _check_chunk_size(chunk_size)
+    if keypoints is not None:
+        keypoints = check_keypoints_path(keypoints)
+        if "pose" not in kinds:
+            raise ConfigError(f"keypoints come from the pose condition: add the pose kind (kinds are {', '.join(kinds)})")
     info = io.probe(input)
     paths = output_paths(output, kinds)
     for path in paths.values():
         _check_output(path, info)
+    log = KeypointsLog(info.width, info.height) if keypoints is not None else None
 
     n_frames = 0
     with DetectorSet(kinds, options) as detectors, \
@@ -218,9 +226,13 @@ def extract_file(input, output, kinds=("canny", "pose"), options: dict | None = 
             for chunk in io.iter_video(input, chunk_size=chunk_size):
                 for kind, maps in detectors(chunk).items():
                     writers[kind].put(maps)
+                if log is not None:
+                    log.add(detectors.detectors["pose"].last_people)
                 n_frames += len(chunk)
                 bar.update(len(chunk))
             written = {kind: writer.finish() for kind, writer in writers.items()}
+            if log is not None:
+                written["keypoints"] = log.write(keypoints)
         except BaseException as exc:
             for writer in writers.values():
                 writer.abort(exc)
