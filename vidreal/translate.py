@@ -105,6 +105,7 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
             for frames in translator.stream(
                 pieces(), prompt, config.negative_prompt, config.steps, config.guidance, config.controlnet_scale or None,
                 config.seed, config.chunk_size, config.consistency, config.size, progress, n_frames=info.n_frames,
+                control_start=config.control_start, control_end=config.control_end, guess_mode=config.guess_mode,
             ):
                 if keep:
                     kept["output"].append(_panel(frames))
