@@ -36,6 +36,8 @@ class TranslateResult:
     metrics: dict | None = None
     preview: Path | None = None
     conditions: dict[str, Path] = field(default_factory=dict)
+    structure: dict | None = None  # {"edge_f1", "pose_pck"} from the frames in memory (structure=True)
+    keypoints: Path | None = None
 
 
 def load_translator(config: TranslateConfig):
@@ -59,7 +61,8 @@ def record_path(output: str | Path) -> Path:
 
 
 def translate_file(input, output, config: TranslateConfig | None = None, translator=None, preview=None,
-                   save_conditions=None, progress=True, prompt=None, metrics=False, record=True) -> TranslateResult:
+                   save_conditions=None, progress=True, prompt=None, metrics=False, record=True, structure=False,
+                   keypoints=None) -> TranslateResult:
     """Translate one video or image file.
 
     Args:
@@ -72,6 +75,10 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
         prompt: overrides ``config.prompt_for(input)``.
         metrics: compute ``vidreal.metrics`` (source vs output) and record them.
         record: write the resolved config beside the output (``OUTPUT.vidreal.yaml``).
+        structure: score edge F1 and pose PCK (``vidreal.gate.StructureScores``) from the frames
+            in memory as they stream; ``"edges"`` scores the edges only.
+        keypoints: a ``.json`` path for the source's pose keypoints (``vidreal.conditions.keypoints``,
+            in input pixels; needs a pose ControlNet).
     """
     from vidreal.conditions import DetectorSet
     start = time.perf_counter()
@@ -89,12 +96,17 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
 
     keep = preview is not None or save_conditions is not None
     kept: dict[str, list[np.ndarray]] = {name: [] for name in ["source", *kinds, "output"]}
+    scores, people = _structure_hooks(structure, keypoints, kinds, info, work)
     options = {"canny": {"low_threshold": config.canny_low, "high_threshold": config.canny_high}}
     with DetectorSet(kinds, {k: v for k, v in options.items() if k in kinds}) as detectors:
         def pieces():
             for chunk in iter_video(input, chunk_size=config.chunk_size):
                 small = resize_frames(chunk, *work)  # conditions are extracted at the working size
                 maps = detectors(small)
+                if scores is not None:
+                    scores.add_source(chunk)
+                if people is not None:
+                    people.add(detectors.detectors["pose"].last_people)
                 if keep:
                     kept["source"].append(_panel(small))
                     for kind in kinds:
@@ -109,18 +121,28 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
             ):
                 if keep:
                     kept["output"].append(_panel(frames))
+                if scores is not None:
+                    scores.add_output(frames)
                 yield frames
 
-        if info.is_image:
-            write_video(output, np.concatenate(list(outputs())), codec=config.codec, crf=config.crf)
-        else:
-            write_video(output, outputs(), info.fps, audio_from=input if info.has_audio else None, codec=config.codec,
-                        crf=config.crf)
+        try:
+            if info.is_image:
+                write_video(output, np.concatenate(list(outputs())), codec=config.codec, crf=config.crf)
+            else:
+                write_video(output, outputs(), info.fps, audio_from=input if info.has_audio else None,
+                            codec=config.codec, crf=config.crf)
+        finally:
+            if scores is not None:
+                scores.close()
         reports = detectors.reports()
     for note in reports.values():
         log.warning("%s: %s", input, note)
 
     result = TranslateResult(input, output, info.n_frames, info.fps, 0.0, prompt, config, reports)
+    if scores is not None:
+        result.structure = scores.result()
+    if people is not None:
+        result.keypoints = people.write(keypoints)
     if keep:
         clips = {name: np.concatenate(chunks) for name, chunks in kept.items()}
         if preview is not None:
@@ -146,6 +168,24 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
         })
     log.info("wrote %s (%d frame(s), %.1f s)", output, info.n_frames, result.seconds)
     return result
+
+
+def _structure_hooks(structure, keypoints, kinds, info, work):
+    """(StructureScores or None, KeypointsLog or None) for ``translate_file``'s options."""
+    scores = people = None
+    if structure:
+        from vidreal.gate import StructureScores
+
+        scores = StructureScores(pose=structure != "edges")
+    if keypoints is not None:
+        from vidreal.conditions.keypoints import KeypointsLog, check_keypoints_path
+        from vidreal.errors import ConfigError
+
+        check_keypoints_path(keypoints)
+        if "pose" not in kinds:
+            raise ConfigError(f"keypoints come from the pose condition: the ControlNets read {', '.join(kinds)}")
+        people = KeypointsLog(info.width, info.height, scale=(info.width / work[1], info.height / work[0]))
+    return scores, people
 
 
 def _check_output(input: Path, output: Path, n_frames: int) -> None:
