@@ -8,6 +8,9 @@ Needs ``pip install pybullet`` (the ``samples`` extra). What it writes (~1 MB in
   DeepMimic humanoid (dressed: skin, shirt, trousers, shoes, hair and a face, so pose detectors
   find it) playing the DeepMimic motion clips, seen from the ground (a tracking camera at
   chest height) and from the air (looking down at about 55 degrees).
+* ``humanoid_pair_{ground,air}.mp4`` - 48 frames, 384x256: two dressed humanoids side by side
+  (walking in place and punching, never crossing), from a still camera at chest height and from
+  high above (small people seen from above), for multi-person pose.
 * ``humanoid_walk_audio.mp4`` - the ground walk with a 2 s AAC audio track (a synthesized chirp
   with footstep-like clicks), to exercise audio passthrough.
 * ``objects/<class>/<class>_<n>.png`` - 256x256 renders of single objects on plain backgrounds,
@@ -159,14 +162,16 @@ def sky(height: int) -> np.ndarray:
     return np.linspace(top, horizon, height)[:, None, :].astype(np.uint8)
 
 
-def render(view, size: int, background: np.ndarray, fov: float = 45.0) -> np.ndarray:
-    """ER_TINY_RENDERER frame, uint8 (size, size, 3); empty pixels take ``background``."""
-    projection = pb.computeProjectionMatrixFOV(fov, 1.0, 0.05, 60.0)
-    _, _, rgba, _, seg = pb.getCameraImage(size, size, view, projection, renderer=pb.ER_TINY_RENDERER,
+def render(view, size, background: np.ndarray, fov: float = 45.0) -> np.ndarray:
+    """ER_TINY_RENDERER frame, uint8 (height, width, 3) for ``size`` = side or (height, width);
+    empty pixels take ``background``."""
+    height, width = (size, size) if isinstance(size, int) else size
+    projection = pb.computeProjectionMatrixFOV(fov, width / height, 0.05, 60.0)
+    _, _, rgba, _, seg = pb.getCameraImage(width, height, view, projection, renderer=pb.ER_TINY_RENDERER,
                                            lightDirection=[2, 4, 3], shadow=1, lightAmbientCoeff=0.55,
                                            lightDiffuseCoeff=0.6, lightSpecularCoeff=0.05)
-    image = np.asarray(rgba, np.uint8).reshape(size, size, 4)[..., :3].copy()
-    empty = np.asarray(seg).reshape(size, size) < 0
+    image = np.asarray(rgba, np.uint8).reshape(height, width, 4)[..., :3].copy()
+    empty = np.asarray(seg).reshape(height, width) < 0
     image[empty] = np.broadcast_to(background, image.shape)[empty]
     return image
 
@@ -198,6 +203,49 @@ def render_humanoid(motion: str, outfit: str, ground: str, folder: Path) -> dict
             eye = [centre[0] + distance * math.cos(azimuth), eye_y, centre[2] - distance * math.sin(azimuth)]
             matrix = pb.computeViewMatrix(eye, [centre[0], target_y, centre[2]], [0, 1, 0])
             frames[view].append(render(matrix, SIZE, background))
+    return {view: np.stack(images) for view, images in frames.items()}
+
+
+# Two people side by side (walking in place and punching), and the same pair from above.
+PAIR_SIZE = (256, 384)  # height, width
+PAIR_PEOPLE = (  # motion, outfit, position (x, z) in metres, heading in degrees (-90: facing the camera)
+    ("walk", "walk", (-0.8, 0.0), -60.0),
+    ("punch", "punch", (0.8, 0.0), -115.0),
+)
+PAIR_CAMERAS = {"ground": ((0.0, 1.0, 4.6), (0.0, 0.8, 0.0)),  # eye, target
+                "air": ((0.0, 5.6, 3.4), (0.0, 0.4, 0.0))}
+
+
+def render_pair(ground: str, folder: Path) -> dict[str, np.ndarray]:
+    """{"ground": frames, "air": frames}, each uint8 (N_FRAMES, *PAIR_SIZE, 3): two dressed
+    humanoids about 1.6 m apart that never cross, one walking in place, one punching, seen by a
+    still camera at chest height and from high above (the people small, seen from above)."""
+    pb.resetSimulation()
+    pb.setAdditionalSearchPath(pybullet_data.getDataPath())
+    z_to_y = pb.getQuaternionFromEuler([-math.pi / 2, 0, 0])
+    plane = pb.loadURDF("plane.urdf", [0, 0, 0], z_to_y, useFixedBase=True)
+    pb.changeVisualShape(plane, -1, textureUniqueId=pb.loadTexture(str(ground_texture(ground, folder))))
+    people = []
+    for motion, outfit, (x, z), heading in PAIR_PEOPLE:
+        body = pb.loadURDF(str(dressed_humanoid_urdf(outfit, folder)), [x, 0.9, z], globalScaling=SCALE,
+                           useFixedBase=True, flags=pb.URDF_MAINTAIN_LINK_ORDER)
+        joint_ids = {pb.getJointInfo(body, j)[1].decode(): j for j in range(pb.getNumJoints(body))}
+        poses = motion_poses(motion, N_FRAMES, FPS)
+        forward = np.array(pb.getMatrixFromQuaternion(poses[0][1])).reshape(3, 3)[:, 0]
+        turn = pb.getQuaternionFromEuler([0, math.radians(heading) - math.atan2(-forward[2], forward[0]), 0])
+        people.append((body, joint_ids, poses, (x, z), turn))
+    frames = {view: [] for view in PAIR_CAMERAS}
+    background = sky(PAIR_SIZE[0])
+    for i in range(N_FRAMES):
+        for body, joint_ids, poses, (x, z), turn in people:
+            position, orientation, joints = poses[i]
+            _, orientation = pb.multiplyTransforms([0, 0, 0], turn, [0, 0, 0], orientation)
+            pb.resetBasePositionAndOrientation(body, [x, float(position[1]), z], orientation)  # in place
+            for joint, value in joints.items():
+                pb.resetJointStateMultiDof(body, joint_ids[joint], list(value))
+        for view, (eye, target) in PAIR_CAMERAS.items():
+            matrix = pb.computeViewMatrix(list(eye), list(target), [0, 1, 0])
+            frames[view].append(render(matrix, PAIR_SIZE, background, fov=40.0))
     return {view: np.stack(images) for view, images in frames.items()}
 
 
@@ -293,6 +341,8 @@ def main(out: Path) -> None:
                     wav = chirp_wav(folder / "chirp.wav")
                     print(write_video(out / "humanoid_walk_audio.mp4", clips["ground"], Fraction(FPS),
                                       audio_from=wav, crf=23))
+            for view, frames in render_pair("pavement", folder).items():
+                print(write_video(out / f"humanoid_pair_{view}.mp4", frames, Fraction(FPS), crf=23))
             lines = render_objects(out, folder)
             (out / "objects" / "image_list.txt").write_text("\n".join(lines) + "\n")
             print(out / "objects", f"({len(lines)} images)")

@@ -41,7 +41,7 @@ NEGATIVE_PROMPT = (
 SECTIONS = ("classify", "batch", "personalize", "result", "vidreal_version")  # not translation keys; ignored here
 # streams: `batch:` section keys = run_batch's settings (its keyword arguments but translator/progress).
 BATCH_KEYS = ("pattern", "extensions", "list_file", "root", "executor", "workers", "gpus_per_worker", "ray_address",
-              "overwrite", "overlap", "metrics")
+              "overwrite", "overlap", "metrics", "min_edge_f1", "min_pose_pck", "keypoints", "sheet")
 PERSONALIZE_METHODS = ("dreambooth", "textual_inversion")  # subsections of `personalize:`
 # streams: deprecated flat condition keys -> (kind, option) in the `conditions:` section
 CONDITION_ALIASES = {"canny_low": ("canny", "low_threshold"), "canny_high": ("canny", "high_threshold")}
@@ -74,6 +74,11 @@ class TranslateConfig:
     codec: str = "libx264"
     crf: int = 18
     prompts_file: str | None = None  # per-item prompts (vidreal caption output); replaces prompt
+    # ControlNet timing (structure): fractions of the denoising schedule where the ControlNets
+    # act, one number for all or {kind: number}; guess mode (ControlNets on the conditional half only)
+    control_start: float | dict[str, float] = 0.0
+    control_end: float | dict[str, float] = 1.0
+    guess_mode: bool = False
 
     def __post_init__(self):
         self.validate()
@@ -98,6 +103,29 @@ class TranslateConfig:
         from vidreal.conditions import check_options  # kinds and option names, before any model loads
 
         self.conditions = check_options(self.conditions, kinds=self.controlnets)
+        self._validate_control_timing()
+
+    def _validate_control_timing(self) -> None:
+        kinds = list(self.controlnets)
+        values = {}
+        for name, default in (("control_start", 0.0), ("control_end", 1.0)):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                unknown = set(value) - set(kinds)
+                if unknown:
+                    raise ConfigError(f"{name} names {sorted(unknown)} not among controlnets {kinds}")
+                items = {kind: value.get(kind, default) for kind in kinds}
+            else:
+                items = {kind: value for kind in kinds}
+            for kind, number in items.items():
+                if isinstance(number, bool) or not isinstance(number, (int, float)):
+                    raise ConfigError(f"{name} must be a number or {{kind: number}}, got {value!r}")
+            values[name] = items
+        for kind in kinds:
+            start, end = values["control_start"][kind], values["control_end"][kind]
+            if not 0 <= start < end <= 1:
+                raise ConfigError(f"control_start ({start:g}) must be < control_end ({end:g}), both in [0, 1]"
+                                  + (f", for the {kind} ControlNet" if len(kinds) > 1 else ""))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

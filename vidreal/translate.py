@@ -38,6 +38,8 @@ class TranslateResult:
     metrics: dict | None = None
     preview: Path | None = None
     conditions: dict[str, Path] = field(default_factory=dict)
+    structure: dict | None = None  # {"edge_f1", "pose_pck"} from the frames in memory (structure=True)
+    keypoints: Path | None = None
 
 
 def load_translator(config: TranslateConfig):
@@ -61,7 +63,8 @@ def record_path(output: str | Path) -> Path:
 
 
 def translate_file(input, output, config: TranslateConfig | None = None, translator=None, preview=None,
-                   save_conditions=None, progress=True, prompt=None, metrics=False, record=True) -> TranslateResult:
+                   save_conditions=None, progress=True, prompt=None, metrics=False, record=True, structure=False,
+                   keypoints=None) -> TranslateResult:
     """Translate one video or image file.
 
     Args:
@@ -83,6 +86,10 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
     options are checked (and detector weights loaded) before the model. Every file of the run -
     output, preview, condition maps, record - is moved into place together, after all of them
     were written; on any failure (a full disk included) none is, and nothing is left behind.
+        structure: score edge F1 and pose PCK (``vidreal.gate.StructureScores``) from the frames
+            in memory as they stream; ``"edges"`` scores the edges only.
+        keypoints: a ``.json`` path for the source's pose keypoints (``vidreal.conditions.keypoints``,
+            in input pixels; needs a pose ControlNet).
     """
     from vidreal.conditions import DetectorSet
     from vidreal.metrics import SUMMARY_KEYS, MetricsStream
@@ -119,7 +126,11 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
         preview_writer = None if preview is None else files.video(preview, info.fps, **video)
         condition_writers = {kind: files.video(path, info.fps, **video) for kind, path in condition_paths.items()}
         scores = None if not metrics else stack.enter_context(MetricsStream())
-        waiting = _Waiting() if preview_writer is not None or scores is not None else None
+        structure_scores, people = _structure_hooks(structure, keypoints, kinds, info, work)
+        if structure_scores is not None:
+            stack.callback(structure_scores.close)
+        waiting = _Waiting() if preview_writer is not None or scores is not None or structure_scores is not None \
+            else None
 
         def pieces():  # may run in a prefetch thread (batch overlap): it only touches its own writers
             for chunk in media.chunks(config.chunk_size):
@@ -131,11 +142,14 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
                     row = None if preview_writer is None else np.concatenate(
                         [_panel(small), *(_panel(maps[kind]) for kind in kinds)], axis=2)
                     waiting.put(chunk, row)
+                if people is not None:
+                    people.add(detectors.detectors["pose"].last_people)
                 yield chunk, maps
 
         for frames in translator.stream(
             pieces(), prompt, config.negative_prompt, config.steps, config.guidance, config.controlnet_scale or None,
             config.seed, config.chunk_size, config.consistency, config.size, progress, n_frames=info.n_frames,
+            control_start=config.control_start, control_end=config.control_end, guess_mode=config.guess_mode,
         ):
             writer.write(frames)
             if waiting is not None:
@@ -144,12 +158,18 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
                     preview_writer.write(np.concatenate([rows, _panel(frames)], axis=2))
                 if scores is not None:
                     scores.add(source, frames)
+                if structure_scores is not None:
+                    structure_scores.add(source, frames)
         reports = detectors.reports()
         result = TranslateResult(input, output, info.n_frames, info.fps, 0.0, prompt, config, reports,
                                  preview=None if preview is None else Path(preview), conditions=condition_paths)
         if scores is not None:
             values = scores.result()
             result.metrics = {**{key: values.get(key) for key in SUMMARY_KEYS}, "settings": values.get("settings", {})}
+        if structure_scores is not None:
+            result.structure = structure_scores.result()
+        if people is not None:
+            result.keypoints = people.write(keypoints)
         result.seconds = time.perf_counter() - start
         if record:
             write_config(record_path(output), config, files=files, extra={
@@ -193,6 +213,24 @@ class _Waiting:
                 rows.append(r)
                 n -= len(f)
         return np.concatenate(frames), None if rows[0] is None else np.concatenate(rows)
+
+
+def _structure_hooks(structure, keypoints, kinds, info, work):
+    """(StructureScores or None, KeypointsLog or None) for ``translate_file``'s options."""
+    scores = people = None
+    if structure:
+        from vidreal.gate import StructureScores
+
+        scores = StructureScores(pose=structure != "edges")
+    if keypoints is not None:
+        from vidreal.conditions.keypoints import KeypointsLog, check_keypoints_path
+        from vidreal.errors import ConfigError
+
+        check_keypoints_path(keypoints)
+        if "pose" not in kinds:
+            raise ConfigError(f"keypoints come from the pose condition: the ControlNets read {', '.join(kinds)}")
+        people = KeypointsLog(info.width, info.height, scale=(info.width / work[1], info.height / work[0]))
+    return scores, people
 
 
 def _panel(frames: np.ndarray) -> np.ndarray:

@@ -25,6 +25,11 @@
 * Metrics (``metrics=True``): each item's ``vidreal.metrics`` numbers (source vs output) go into
   its manifest record; the result holds their means over every item done with the current config
   (this run's and earlier runs'), printed under the summary and written to ``batch.vidreal.yaml``.
+* Gate (``min_edge_f1``, ``min_pose_pck``; ``vidreal.gate``): each output's edge F1 / pose PCK
+  against its source, scored from the frames in memory while it is translated. An item below a
+  threshold keeps its output file but is recorded as "rejected" with its scores and the reasons,
+  is left out of the written split list and is counted in the summary. A rerun skips rejected
+  items like done ones, unless the thresholds or the config changed (then they are redone).
 * Executors (``executors.py``): ``local`` (one model in this process) or ``ray`` (one actor per
   worker, each with its model loaded once).
 """
@@ -38,7 +43,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from vidreal.batch.executors import LocalExecutor, RayExecutor, Worker, import_ray, one_line
+from vidreal.batch.executors import LocalExecutor, RayExecutor, Worker, import_ray, keypoints_path, one_line
 from vidreal.batch.items import Entry, check_dirs, output_rel, read_list, safe_paths, walk
 from vidreal.batch.manifest import MANIFEST_NAME, Manifest, clean_temp_files, now, read_manifest, refuse_symlink
 from vidreal.config import TranslateConfig, load_config, write_config
@@ -66,12 +71,15 @@ class BatchResult:
     done: int = 0
     skipped: int = 0
     failed: int = 0
+    rejected: int = 0  # translated (or skipped) items the gate rejected; also in ``rejections``
     frames: int = 0
     skipped_frames: int = 0
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)  # name -> mean over items that have it
     metrics_items: int = 0  # items the means are taken over
+    rejections: list[tuple[str, str]] = field(default_factory=list)  # (input rel, reasons)
+    sheet: Path | None = None
 
     @property
     def ok(self) -> bool:
@@ -84,8 +92,10 @@ class BatchResult:
     def table(self) -> str:
         """The end-of-run summary: counts, frames, throughput, then each failed item."""
         rows = [("done", self.done, self.frames), ("skipped", self.skipped, self.skipped_frames),
-                ("failed", self.failed, "-"),
-                ("total", self.done + self.skipped + self.failed, self.frames + self.skipped_frames)]
+                ("failed", self.failed, "-")]
+        if self.rejected:
+            rows.append(("rejected", self.rejected, "-"))
+        rows.append(("total", self.done + self.skipped + self.failed + self.rejected, self.frames + self.skipped_frames))
         lines = [f"{'status':<8} {'items':>8} {'frames':>9}"]
         lines += [f"{name:<8} {items:>8} {frames:>9}" for name, items, frames in rows]
         lines.append(f"{self.seconds:.1f} s, {self.frames_per_second:.2f} frames/s translated")
@@ -95,6 +105,9 @@ class BatchResult:
         if self.failures:
             lines.append("failed items:")
             lines += [f"  {rel}: {reason}" for rel, reason in self.failures]
+        if self.rejections:
+            lines.append("rejected items (outputs kept, left out of the list):")
+            lines += [f"  {rel}: {reason}" for rel, reason in self.rejections]
         return "\n".join(lines)
 
 
@@ -102,7 +115,8 @@ def run_batch(in_dir, out_dir, config: TranslateConfig | None = None, *, pattern
               extensions=None, list_file=None, root=None, executor: str = "local",
               workers: int | None = None, gpus_per_worker: float | None = None,
               ray_address: str | None = None, overwrite: bool = False, overlap: bool | None = None,
-              progress: bool = True, metrics: bool = False, translator=None) -> BatchResult:
+              progress: bool = True, metrics: bool = False, translator=None, min_edge_f1: float | None = None,
+              min_pose_pck: float | None = None, keypoints: bool = False, sheet=None) -> BatchResult:
     """Translate every item of IN_DIR (or of ``list_file``) into OUT_DIR, resumably.
 
     in_dir: folder walked recursively; with ``list_file`` the list's paths are relative to
@@ -115,6 +129,10 @@ def run_batch(in_dir, out_dir, config: TranslateConfig | None = None, *, pattern
     overwrite: redo every item, whatever the manifest says.
     overlap: prepare the next item while translating the current one (None: when the model runs
         on a GPU). metrics: score each item (source vs output) and report the means.
+    min_edge_f1, min_pose_pck: the gate's thresholds in [0, 1] (see the module docstring).
+    keypoints: write each output's source pose keypoints beside it (``OUTPUT.keypoints.json``).
+    sheet: a ``.png`` path for a contact sheet of the outputs (``vidreal.sheet``), with ``report.html``
+        beside it.
     Returns a BatchResult; failed items are in it (and the manifest), not raised. Raises
     VidrealError for problems of the whole batch (folders, config, model, Ray).
     """
@@ -130,6 +148,15 @@ def run_batch(in_dir, out_dir, config: TranslateConfig | None = None, *, pattern
         raise ConfigError(f"gpus_per_worker must be >= 0, got {gpus_per_worker!r}")
     if root is not None and list_file is None:
         raise ConfigError("root is the folder of a list file's paths: give list_file too")
+    from vidreal.gate import Gate
+
+    gate = Gate(min_edge_f1, min_pose_pck)
+    if keypoints and "pose" not in config.controlnets:
+        raise ConfigError(f"keypoints come from the pose condition: the ControlNets read {', '.join(config.controlnets)}")
+    if sheet is not None:
+        from vidreal.sheet import check_sheet_path
+
+        check_sheet_path(sheet)
     in_root = Path(root if root is not None else in_dir)
     out_dir = Path(out_dir)
     check_dirs(in_root, out_dir)
@@ -164,6 +191,13 @@ def run_batch(in_dir, out_dir, config: TranslateConfig | None = None, *, pattern
                    "config": fingerprint, "prompt": job_or_rel.get("prompt"), "time": now()}
             if "metrics" in res:
                 rec["metrics"] = res["metrics"]
+            if gate.active:
+                rec["gate"] = gate.to_dict()
+            if "scores" in res:
+                rec["scores"] = res["scores"]
+                reasons = gate.failures(res["scores"]) if res["status"] == "done" else []
+                if reasons:
+                    rec["status"], rec["rejected"] = "rejected", "; ".join(reasons)
             manifest.append(rec)
             return rec
 
@@ -171,9 +205,12 @@ def run_batch(in_dir, out_dir, config: TranslateConfig | None = None, *, pattern
         with tqdm(total=len(entries), unit="item", desc="batch", disable=not progress) as bar:
 
             def account(rec: dict) -> None:
-                if rec["status"] == "done":
-                    result.done += 1
+                if rec["status"] in ("done", "rejected"):
+                    result.done += rec["status"] == "done"
                     result.frames += rec["frames"] or 0
+                    if rec["status"] == "rejected":
+                        result.rejected += 1
+                        result.rejections.append((rec["input"], rec["rejected"]))
                 else:
                     result.failed += 1
                     result.failures.append((rec["input"], rec["error"]))
@@ -194,19 +231,28 @@ def run_batch(in_dir, out_dir, config: TranslateConfig | None = None, *, pattern
                                           "frames": 0, "seconds": 0.0}))
                     continue
                 last = manifest.latest.get(entry.rel)
-                if (not overwrite and last is not None and last.get("status") == "done"
+                if (not overwrite and last is not None and last.get("status") in ("done", "rejected")
                         and last.get("config") == fingerprint and last.get("prompt") == info["prompt"]
-                        and last.get("output") == info["output"] and dst.is_file()):
-                    result.skipped += 1
-                    result.skipped_frames += last.get("frames") or 0
+                        and last.get("output") == info["output"] and dst.is_file()
+                        and last.get("gate") == gate.to_dict()
+                        and (not keypoints or Path(keypoints_path(dst)).is_file())):
+                    if last["status"] == "rejected":  # counted as rejected, not translated again
+                        result.rejected += 1
+                        result.rejections.append((entry.rel, last.get("rejected", "")))
+                    else:
+                        result.skipped += 1
+                        result.skipped_frames += last.get("frames") or 0
                     bar.update(1)
                     continue
                 jobs.append({"input": entry.rel, "src": str(src), "dst": str(dst), **info})
 
             # 2. Translate what is left; the driver records every result as it arrives.
             if jobs:
-                runner = (LocalExecutor(config, translator, overlap, progress, metrics) if executor == "local"
-                          else RayExecutor(config, workers, gpus_per_worker, ray_address, overlap, metrics=metrics))
+                structure = (True if gate.needs_pose else "edges") if gate.active else False
+                runner = (LocalExecutor(config, translator, overlap, progress, metrics, structure, keypoints)
+                          if executor == "local"
+                          else RayExecutor(config, workers, gpus_per_worker, ray_address, overlap, metrics=metrics,
+                                           structure=structure, keypoints=keypoints))
                 by_rel = {job["input"]: job for job in jobs}
                 for res in runner.run(jobs):
                     account(record(by_rel[res["input"]], res))
@@ -217,8 +263,16 @@ def run_batch(in_dir, out_dir, config: TranslateConfig | None = None, *, pattern
         if metrics:
             result.metrics, result.metrics_items = _mean_metrics(
                 [manifest.latest.get(entry.rel) for entry in entries], fingerprint)
+        if sheet is not None:
+            from vidreal.sheet import write_report
+
+            result.sheet = write_report(out_dir, sheet, root=in_root)
     result.seconds = time.perf_counter() - started
-    summary = {"done": result.done, "skipped": result.skipped, "failed": result.failed}
+    summary = {"done": result.done, "skipped": result.skipped, "failed": result.failed,
+               "root": str(in_root.resolve())}
+    if gate.active:
+        summary["rejected"] = result.rejected
+        summary["gate"] = gate.to_dict()
     if result.metrics:
         summary["metrics_mean"] = result.metrics
         summary["metrics_items"] = result.metrics_items
@@ -254,7 +308,7 @@ def _mean_metrics(records: list, fingerprint: str) -> tuple[dict[str, float], in
 
 def _write_list(path: Path, entries: list[Entry], latest: dict, fingerprint: str) -> Path:
     """The split list of the translated items: each done item's output path and its label columns,
-    in the input list's order (failed items are left out, so every listed file exists)."""
+    in the input list's order (failed and rejected items are left out)."""
     lines = []
     for entry in entries:
         rec = latest.get(entry.rel)
@@ -262,7 +316,8 @@ def _write_list(path: Path, entries: list[Entry], latest: dict, fingerprint: str
             lines.append(rec["output"] + entry.rest)
     missing = len(entries) - len(lines)
     if missing:
-        log.warning("%s lists %d of %d items (the others failed)", path.name, len(lines), len(entries))
+        log.warning("%s lists %d of %d items (the others failed or were rejected)", path.name, len(lines),
+                    len(entries))
     with atomic_output(path) as tmp:
         tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return path

@@ -140,12 +140,14 @@ class Worker:
     """
 
     def __init__(self, config, translator=None, overlap: bool | None = None, progress: bool = False,
-                 metrics: bool = False):
+                 metrics: bool = False, structure=False, keypoints: bool = False):
         self.config = config
         self.translator = translator
         self.overlap = overlap
         self.progress = progress
         self.metrics = metrics
+        self.structure = structure  # score edge F1 / pose PCK for the gate (translate_file's structure)
+        self.keypoints = keypoints  # write OUTPUT.keypoints.json beside each output
         self._lock = threading.Lock()
 
     def load(self) -> None:
@@ -160,7 +162,7 @@ class Worker:
         """Translate and write one job; a result dict ("failed" with a one-line ``error`` on any
         failure). ``seconds`` excludes time spent waiting for the other item to finish."""
         start = time.perf_counter()
-        scores = None
+        scores = structure = None
         waited = 0.0
         try:
             self.load()
@@ -168,6 +170,7 @@ class Worker:
             status, error, frames = "done", None, result.n_frames
             if result.metrics is not None:
                 scores = {key: value for key, value in result.metrics.items() if key != "settings"}
+            structure = result.structure
         except Exception as exc:  # isolate the item: record it and go on
             log.debug("item %s failed", job["input"], exc_info=True)
             status, error, frames = "failed", one_line(exc, job["src"]), 0
@@ -176,6 +179,8 @@ class Worker:
                   "seconds": round(seconds, 3)}
         if scores is not None:
             result["metrics"] = scores
+        if structure is not None:
+            result["scores"] = structure
         return result
 
 
@@ -186,7 +191,8 @@ class Worker:
 
         def run(translator):
             return translate_file(job["src"], job["dst"], self.config, translator=translator, progress=self.progress,
-                                  prompt=job["prompt"], record=False, metrics=self.metrics)
+                                  prompt=job["prompt"], record=False, metrics=self.metrics, structure=self.structure,
+                                  keypoints=keypoints_path(job["dst"]) if self.keypoints else None)
 
         if not self.overlap:
             start = time.perf_counter()
@@ -200,12 +206,17 @@ class Worker:
             shared.close()
 
 
+def keypoints_path(output) -> str:
+    """Where the batch writes an output's keypoints: ``OUTPUT.keypoints.json``."""
+    return str(output) + ".keypoints.json"
+
+
 class LocalExecutor:
     """One Worker in this process; with overlap two jobs in flight on a 2-thread pool."""
 
     def __init__(self, config, translator=None, overlap: bool | None = None, progress: bool = False,
-                 metrics: bool = False):
-        self.worker = Worker(config, translator, overlap, progress, metrics)
+                 metrics: bool = False, structure=False, keypoints: bool = False):
+        self.worker = Worker(config, translator, overlap, progress, metrics, structure, keypoints)
 
     def run(self, jobs: Iterable[dict]) -> Iterator[dict]:
         self.worker.load()  # a missing model fails the batch here, not every item; decides overlap
@@ -239,9 +250,10 @@ def import_ray():
 class RayActor:
     """The body of a Ray actor: one Worker whose Translator is loaded when the actor starts."""
 
-    def __init__(self, config, overlap: bool | None = None, metrics: bool = False):
+    def __init__(self, config, overlap: bool | None = None, metrics: bool = False, structure=False,
+                 keypoints: bool = False):
         self.error = None
-        self.worker = Worker(config, overlap=overlap, metrics=metrics)
+        self.worker = Worker(config, overlap=overlap, metrics=metrics, structure=structure, keypoints=keypoints)
         try:
             self.worker.load()
         except Exception as exc:
@@ -269,9 +281,10 @@ class RayExecutor:
 
     def __init__(self, config, workers: int | None = None, gpus_per_worker: float | None = None,
                  address: str | None = None, overlap: bool | None = None, cpus_per_worker: float | None = None,
-                 metrics: bool = False):
+                 metrics: bool = False, structure=False, keypoints: bool = False):
         self.config = config
         self.metrics = metrics
+        self.structure, self.keypoints = structure, keypoints
         self.workers = workers
         self.gpus_per_worker = gpus_per_worker
         self.address = address
@@ -305,7 +318,8 @@ class RayExecutor:
     def _start_actors(self, n: int) -> list:
         """``n`` new actors with their model loaded; raises VidrealError when one cannot start."""
         ray = self.ray
-        actors = [self._actor_cls.remote(self.config, self.overlap, self.metrics) for _ in range(n)]
+        actors = [self._actor_cls.remote(self.config, self.overlap, self.metrics, self.structure, self.keypoints)
+                  for _ in range(n)]
         refs = [actor.ready.remote() for actor in actors]
         _, pending = ray.wait(refs, num_returns=len(refs), timeout=self.ready_timeout)
         if pending:

@@ -1,8 +1,10 @@
 """The batch manifest: ``OUT_DIR/manifest.jsonl``, one JSON record per processed item.
 
 Record fields: ``input`` and ``output`` (paths relative to the input root and to OUT_DIR),
-``status`` ("done" | "failed"), ``error`` (one line, or null), ``frames``, ``seconds``,
-``config`` (``TranslateConfig.fingerprint()``), ``prompt``, ``time`` (UTC, ISO 8601).
+``status`` ("done" | "failed" | "rejected"), ``error`` (one line, or null), ``frames``, ``seconds``,
+``config`` (``TranslateConfig.fingerprint()``), ``prompt``, ``time`` (UTC, ISO 8601); with the gate
+on, ``gate`` (its thresholds), ``scores`` ({"edge_f1", "pose_pck"}) and, for a rejected item,
+``rejected`` (the reasons, e.g. "edge_f1 0.412 < 0.5").
 
 The file is append-only; each record is written with one ``write`` then ``flush`` + ``fsync``, so a
 crash loses at most the record being written. Reading tolerates that torn last line (opening for

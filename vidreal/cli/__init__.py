@@ -28,6 +28,7 @@ COMMANDS = {
     "conditions": "vidreal.cli.conditions_cmd:conditions",
     "batch": "vidreal.cli.batch_cmd:batch",
     "metrics": "vidreal.cli.metrics_cmd:metrics",
+    "sheet": "vidreal.cli.sheet_cmd:sheet",
     "personalize": "vidreal.cli.personalize_cmd:personalize",
     "caption": "vidreal.cli.personalize_cmd:caption",
     "classify": "vidreal.cli.classify_cmd:classify",

@@ -14,6 +14,7 @@ Examples:
   vidreal batch RoCoG out --list RoCoG/annotations/syn_ground_train.txt
   vidreal batch visda/train out/train --config configs/visda.yaml --pattern '*.png'
   vidreal batch syn out --executor ray --ray-address auto --gpus-per-worker 1
+  vidreal batch syn out --min-edge-f1 0.3 --min-pose-pck 0.5 --sheet out/sheet.png
 """)
 @click.argument("in_dir", type=click.Path(file_okay=False))
 @click.argument("out_dir", type=click.Path(file_okay=False))
@@ -33,6 +34,13 @@ Examples:
               help="Prepare the next item while translating the current one (default: when the model runs on a GPU).")
 @click.option("--metrics", is_flag=True, default=None,
               help="Score every item (warp error, edge F1, pose PCK, ...) and print the means; per item in manifest.jsonl.")
+@click.option("--min-edge-f1", type=float, default=None,
+              help="Gate: reject items whose edge F1 against the source is below this (0-1); outputs are kept, left out of the list.")
+@click.option("--min-pose-pck", type=float, default=None,
+              help="Gate: reject items whose pose PCK against the source is below this (0-1).")
+@click.option("--keypoints", is_flag=True, default=None, help="Write each output's source pose keypoints beside it (OUTPUT.keypoints.json).")
+@click.option("--sheet", type=click.Path(dir_okay=False), default=None,
+              help="Write a contact sheet (.png: source | conditions | output of 8 items) and report.html beside it.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars (items, and frames of the current item).")
 def batch(in_dir, out_dir, config, config_path, progress, **options):
     """Translate every video and image under IN_DIR into OUT_DIR, mirroring the folder layout.
@@ -48,6 +56,8 @@ def batch(in_dir, out_dir, config, config_path, progress, **options):
     settings = merge_settings(read_section(config_path, "batch", BATCH_KEYS), **options)
     result = run_batch(in_dir, out_dir, config, progress=progress, **settings)
     click.echo(result.table())
+    if result.sheet is not None:
+        click.echo(f"sheet: {result.sheet} (report: {result.sheet.with_name('report.html')})")
     if result.list_file is not None:
         click.echo(f"list: {result.list_file}")
     if not result.ok:

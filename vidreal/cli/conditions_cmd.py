@@ -15,28 +15,39 @@ from vidreal.conditions import available_kinds, extract_file
               help="Condition kind; repeat for several. Default: canny and pose.")
 @click.option("--canny-low", type=float, default=None, help="Canny low threshold (default 100).")
 @click.option("--canny-high", type=float, default=None, help="Canny high threshold (default 200).")
+@click.option("--pose-mode", type=click.Choice(["auto", "single", "multi"]), default=None,
+              help="Pose: one large person (single), everyone top-down (multi), or auto (default): single "
+                   "until the person detector sees two or more people or a small one.")
+@click.option("--max-people", type=int, default=None, help="Pose: at most this many people per clip (default 4).")
+@click.option("--pose-detector", default=None, metavar="NAME|FILE",
+              help="Pose: person detector, blazepose (default), hog, or an SSD model file OpenCV's dnn reads.")
+@click.option("--keypoints", type=click.Path(dir_okay=False), default=None,
+              help="Also write the pose keypoints (per frame, per person: track id and 18 COCO-18 [x, y, c]) to this .json file.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Frames decoded and processed at a time (memory, not results).")
 @click.option("--allow-pickle", is_flag=True, help="Let the openpose annotator load its .pth weights (runs pickled code).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def conditions(input, output, kinds, canny_low, canny_high, chunk_size, allow_pickle, progress):
+def conditions(input, output, kinds, canny_low, canny_high, pose_mode, max_people, pose_detector, keypoints,
+               chunk_size, allow_pickle, progress):
     """Extract condition maps from INPUT and write them to OUTPUT, same size, fps and frame count.
 
     \b
     Examples:
       vidreal conditions samples/humanoid_walk_ground.mp4 -o pose.mp4 --kind pose
       vidreal conditions clip.mp4 -o maps.mp4 --kind canny --kind pose --canny-low 50
+      vidreal conditions street.mp4 -o pose.mp4 --kind pose --pose-mode multi --keypoints pose.json
     """
     canny = {}
     if canny_low is not None:
         canny["low_threshold"] = canny_low
     if canny_high is not None:
         canny["high_threshold"] = canny_high
-    options = {"canny": canny} if canny else {}
-    if allow_pickle:
-        options["openpose"] = {"allow_pickle": True}
-    result = extract_file(input, output, kinds=kinds or ("canny", "pose"), options=options or None,
-                          chunk_size=chunk_size, progress=progress)
+    pose = {key: value for key, value in (("mode", pose_mode), ("max_people", max_people),
+                                          ("detector", pose_detector)) if value is not None}
+    openpose = {"allow_pickle": True} if allow_pickle else {}
+    options = {kind: opts for kind, opts in (("canny", canny), ("pose", pose), ("openpose", openpose)) if opts} or None
+    result = extract_file(input, output, kinds=kinds or ("canny", "pose"), options=options,
+                          chunk_size=chunk_size, progress=progress, keypoints=keypoints)
     for kind, path in result.paths.items():
         click.echo(f"{kind}: {path}")
     for report in result.reports.values():

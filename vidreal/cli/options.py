@@ -63,6 +63,18 @@ def condition_options(values) -> dict | None:
     return out
 
 
+def _timing(values, what: str):
+    """``("0.2",)`` -> 0.2; ``("canny=0.2", "pose=0.1")`` -> {kind: float}; () -> None."""
+    if not values:
+        return None
+    if len(values) == 1 and "=" not in values[0]:
+        try:
+            return float(values[0])
+        except ValueError:
+            raise ConfigError(f"{what} must be a number or KIND=NUMBER, got {values[0]!r}") from None
+    return _pairs(values, what, float)
+
+
 def translate_options(func):
     """Add the translation flags; the command receives ``config`` (a TranslateConfig)."""
     opts = [
@@ -96,6 +108,12 @@ def translate_options(func):
         click.option("--codec", help="Video codec for outputs (default libx264)."),
         click.option("--crf", type=int, help="Video quality, lower is better (default 18)."),
         click.option("--prompts-file", type=click.Path(dir_okay=False), help="Per-item prompts (from `vidreal caption`)."),
+        click.option("--control-start", "control_start", multiple=True, metavar="F|KIND=F",
+                     help="Fraction of the denoising steps where the ControlNets start acting (default 0); per kind with KIND=F."),
+        click.option("--control-end", "control_end", multiple=True, metavar="F|KIND=F",
+                     help="Fraction where they stop (default 1): lower = more realism, less structure; per kind with KIND=F."),
+        click.option("--guess-mode/--no-guess-mode", "guess_mode", default=None,
+                     help="ControlNets see only the conditional half under guidance (diffusers' guess mode)."),
     ]
 
     wants_path = "config_path" in inspect.signature(func).parameters
@@ -108,6 +126,8 @@ def translate_options(func):
         given["controlnet_scale"] = _pairs(given.get("controlnet_scale"), "--controlnet-scale", float)
         given["embeddings"] = list(given["embeddings"]) or None
         given["conditions"] = condition_options(given.get("conditions"))
+        for name in ("control_start", "control_end"):
+            given[name] = _timing(given.get(name), "--" + name.replace("_", "-"))
         if given.get("dtype") == "auto":
             given["dtype"] = None
         kwargs["config"] = load_config(config_path, **given)

@@ -206,7 +206,7 @@ class ConditionsResult:
 
 
 def extract_file(input, output, kinds=("canny", "pose"), options: dict | None = None,
-                 chunk_size: int = 16, progress: bool = True) -> ConditionsResult:
+                 chunk_size: int = 16, progress: bool = True, keypoints=None) -> ConditionsResult:
     """Extract condition maps from a video or image file and write them as files.
 
     The input is opened once and decoded in chunks of ``chunk_size`` frames; each kind's maps
@@ -215,16 +215,24 @@ def extract_file(input, output, kinds=("canny", "pose"), options: dict | None = 
     depends on ``chunk_size``, not on the clip's length. The output checks and the writing are
     ``translate_file``'s (``vidreal.io.check_output``, ``vidreal.io.OutputFiles``): the files
     are moved into place together when all are complete; on any failure none is.
+    ``keypoints``: a ``.json`` path for the pose keypoints of every person in every frame
+    (``vidreal.conditions.keypoints``; needs the ``pose`` kind), written once the maps are.
     """
     from vidreal import io
+    from vidreal.conditions.keypoints import KeypointsLog, check_keypoints_path
 
     kinds, options = _check_kinds(kinds, options)
     chunk_size = _check_chunk_size(chunk_size)
+    if keypoints is not None:
+        keypoints = check_keypoints_path(keypoints)
+        if "pose" not in kinds:
+            raise ConfigError(f"keypoints come from the pose condition: add the pose kind (kinds are {', '.join(kinds)})")
     media = io.open_media(input)
     info = media.info
     paths = output_paths(output, kinds)
     for path in paths.values():
         io.check_output(path, info)
+    people = KeypointsLog(info.width, info.height) if keypoints is not None else None
 
     n_frames = 0
     with DetectorSet(kinds, options) as detectors, io.OutputFiles() as files, \
@@ -233,7 +241,11 @@ def extract_file(input, output, kinds=("canny", "pose"), options: dict | None = 
         for chunk in media.chunks(chunk_size):
             for kind, maps in detectors(chunk).items():
                 writers[kind].write(maps)
+            if people is not None:
+                people.add(detectors.detectors["pose"].last_people)
             n_frames += len(chunk)
             bar.update(len(chunk))
         reports = detectors.reports()
+    if people is not None:
+        paths = {**paths, "keypoints": people.write(keypoints)}
     return ConditionsResult(paths=paths, n_frames=n_frames, fps=info.fps, reports=reports)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vidreal.errors import InputError, ModelError
+from vidreal.errors import ConfigError, InputError, ModelError
 from vidreal.io import resize_frames
 from vidreal.pipeline.attention import FrameLayout, cross_frame_attention
 from vidreal.runtime import CONSISTENCY_MODES, check_finite, check_frames
@@ -126,7 +126,8 @@ class Translator:
     # ---------------------------------------------------------------- main
     @torch.no_grad()
     def __call__(self, frames, conditions, prompt, negative_prompt=None, num_inference_steps=20, guidance_scale=9.0,
-                 controlnet_scale=None, seed=0, chunk_size=8, consistency="cross-frame", size=None, progress=True):
+                 controlnet_scale=None, seed=0, chunk_size=8, consistency="cross-frame", size=None, progress=True,
+                 control_start=0.0, control_end=1.0, guess_mode=False):
         """Translate a clip held in memory.
 
         Args:
@@ -134,6 +135,9 @@ class Translator:
             conditions: {kind: uint8 (T, H', W', 3)} for every ControlNet kind; resized to the working size.
             controlnet_scale: float, or {kind: float}; default 1.0 each.
             size: working resolution (short side); None denoises at the input size (rounded).
+            control_start, control_end: float, or {kind: float}: the fraction of the denoising steps
+                where each ControlNet starts and stops acting (diffusers' ``control_guidance_start/end``).
+            guess_mode: the ControlNets see only the conditional half under guidance (diffusers' guess mode).
         Returns:
             uint8 (T, H, W, 3) RGB at the input's size.
         """
@@ -142,12 +146,13 @@ class Translator:
                   for i in range(0, len(frames), chunk_size)]
         return np.concatenate(list(self.stream(
             pieces, prompt, negative_prompt, num_inference_steps, guidance_scale, controlnet_scale, seed,
-            chunk_size, consistency, size, progress, n_frames=len(frames))))
+            chunk_size, consistency, size, progress, n_frames=len(frames), control_start=control_start,
+            control_end=control_end, guess_mode=guess_mode)))
 
     @torch.no_grad()
     def stream(self, pieces, prompt, negative_prompt=None, num_inference_steps=20, guidance_scale=9.0,
                controlnet_scale=None, seed=0, chunk_size=8, consistency="cross-frame", size=None, progress=True,
-               n_frames=None):
+               n_frames=None, control_start=0.0, control_end=1.0, guess_mode=False):
         """Translate a clip that arrives in pieces; yields uint8 (n, H, W, 3) outputs in frame order.
 
         ``pieces`` yields ``(frames uint8 (n, H, W, 3), {kind: uint8 (n, H', W', 3)})`` of any
@@ -160,8 +165,11 @@ class Translator:
         cfg = guidance_scale > 1.0 and pipe.unet.config.time_cond_proj_dim is None
         scales = _scales(controlnet_scale, self.controlnet_names)
         carry_anchor = consistency == "cross-frame"
+        control_schedule(scales, control_start, control_end, 1, self.controlnet_names)  # validates
         run = dict(pos=None, neg=None, cfg=cfg, guidance_scale=guidance_scale, scales=scales,
-                   steps=num_inference_steps, seed=seed, per_frame=consistency == "per-frame")
+                   control=(control_start, control_end),
+                   steps=num_inference_steps, seed=seed, per_frame=consistency == "per-frame",
+                   guess=bool(guess_mode) and cfg)
 
         # 1. Encode the prompt once for the whole clip
         run["pos"], run["neg"] = pipe.encode_prompt(prompt, self.device, 1, cfg, negative_prompt)
@@ -206,33 +214,43 @@ class Translator:
         frames = ([anchor] if carried else []) + batch
         seeds = [run["seed"] + i for i, _ in frames] if run["per_frame"] else [run["seed"]] * len(frames)
         latents = self._initial_latents(run["latent_shape"], seeds, run["pos"].dtype)
-        controls = [torch.cat([c[k] for _, c in frames]) for k in range(len(run["scales"]))]
+        controls = [torch.cat([c[k] for _, c in frames]) for k in range(len(self.controlnet_names))]
         bar.set_postfix_str(f"frames {batch[0][0]}-{batch[-1][0]}")
         latents = self._denoise(latents, controls, run["pos"], run["neg"], run["cfg"], run["guidance_scale"],
-                                run["scales"], run["steps"], bar)
+                                run["scales"], run["steps"], bar, control=run["control"], guess=run["guess"])
         images = resize_frames(self._decode(latents[1:] if carried else latents), *shape)
         bar.update(len(batch))
         return anchor, images
 
-    def _denoise(self, latents, controls, pos, neg, cfg, guidance_scale, scales, steps, bar):
-        """The diffusers ControlNet denoising loop on one chunk of frames (batch = frames)."""
+    def _denoise(self, latents, controls, pos, neg, cfg, guidance_scale, scales, steps, bar, control=(0.0, 1.0),
+                 guess=False):
+        """The diffusers ControlNet denoising loop on one chunk of frames (batch = frames).
+
+        ``control``: (start, end) of each ControlNet, turned into per-step scales over the
+        scheduler's timesteps (``control_schedule``). ``guess``: the ControlNets run on the
+        conditional half only, the unconditional half gets zero residuals."""
         pipe = self.pipe
         n = latents.shape[0]
         scheduler = pipe.scheduler.__class__.from_config(pipe.scheduler.config)
         scheduler.set_timesteps(steps, device=self.device)
         latents = latents * scheduler.init_noise_sigma
         embeds = torch.cat([neg.expand(n, -1, -1), pos.expand(n, -1, -1)]) if cfg else pos.expand(n, -1, -1)
-        images = [torch.cat([c, c]) if cfg else c for c in controls]
+        images = [torch.cat([c, c]) if cfg and not guess else c for c in controls]
+        scales = control_schedule(scales, *control, len(scheduler.timesteps), self.controlnet_names)
         multi = len(images) > 1
-        for t in scheduler.timesteps:
+        for i, t in enumerate(scheduler.timesteps):
             model_input = torch.cat([latents] * 2) if cfg else latents
             model_input = scheduler.scale_model_input(model_input, t)
+            control_input, control_embeds = (model_input[n:], embeds[n:]) if guess else (model_input, embeds)
             down, mid = pipe.controlnet(
-                model_input, t, encoder_hidden_states=embeds,
+                control_input, t, encoder_hidden_states=control_embeds,
                 controlnet_cond=images if multi else images[0],
-                conditioning_scale=scales if multi else scales[0],
-                guess_mode=False, return_dict=False,
+                conditioning_scale=scales[i] if multi else scales[i][0],
+                guess_mode=guess, return_dict=False,
             )
+            if guess:
+                down = [torch.cat([torch.zeros_like(d), d]) for d in down]
+                mid = torch.cat([torch.zeros_like(mid), mid])
             noise = pipe.unet(model_input, t, encoder_hidden_states=embeds, down_block_additional_residuals=down,
                               mid_block_additional_residual=mid, return_dict=False)[0]
             if cfg:
@@ -255,6 +273,31 @@ class Translator:
 def _batch_size(chunk_size, anchor, carry_anchor) -> int:
     """Frames taken per batch: later batches leave room for the carried anchor."""
     return chunk_size if anchor is None or not carry_anchor else max(chunk_size - 1, 1)
+
+
+def _per_kind(name, value, names) -> list[float]:
+    """A float for every ControlNet, or {kind: float} (missing kinds keep the default)."""
+    default = {"control_start": 0.0, "control_end": 1.0}[name]
+    if isinstance(value, dict):
+        unknown = set(value) - set(names)
+        if unknown:
+            raise ConfigError(f"{name} names {sorted(unknown)} are not ControlNets {names}")
+        return [float(value.get(kind, default)) for kind in names]
+    return [float(value)] * len(names)
+
+
+def control_schedule(scales, control_start, control_end, steps, names) -> list[list[float]]:
+    """Per denoising step, each ControlNet's conditioning scale: ``scales[k]`` while the step lies
+    in [start, end] of the schedule, else 0 - diffusers' ``controlnet_keep`` for
+    ``control_guidance_start/end``. ConfigError unless 0 <= start < end <= 1 for every kind."""
+    starts = _per_kind("control_start", control_start, names)
+    ends = _per_kind("control_end", control_end, names)
+    for kind, start, end in zip(names, starts, ends):
+        if not 0.0 <= start < end <= 1.0:
+            raise ConfigError(f"control_start ({start:g}) must be < control_end ({end:g}), both in [0, 1], "
+                              f"for the {kind} ControlNet")
+    return [[scale * (1.0 - float(i / steps < start or (i + 1) / steps > end))
+             for scale, start, end in zip(scales, starts, ends)] for i in range(steps)]
 
 
 def _scales(controlnet_scale, names) -> list[float]:

@@ -1,0 +1,100 @@
+"""Contact sheet and report.html of a batch: layout, choice of items, self-contained HTML, atomic writes."""
+from __future__ import annotations
+
+import base64
+import re
+from fractions import Fraction
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from vidreal.batch import MANIFEST_NAME, read_manifest, run_batch
+from vidreal.batch.manifest import TEMP_NAME
+from vidreal.cli import cli
+from vidreal.config import load_config
+from vidreal.errors import ConfigError, InputError
+from vidreal.io import read_video, write_video
+from vidreal.sheet import LABEL, PANEL, choose_items, write_report
+
+
+@pytest.fixture(scope="module")
+def batch(tiny_models, samples, tmp_path_factory):
+    """A finished batch of three 3-frame clips, gated so that some are rejected; (in, out, result)."""
+    base = tmp_path_factory.mktemp("sheet")
+    walk = read_video(samples / "humanoid_walk_ground.mp4").frames[:3]
+    for i, rel in enumerate(("a/walk.mp4", "a/walk_flip.mp4", "b/pair.mp4")):
+        frames = read_video(samples / "humanoid_pair_ground.mp4").frames[:3] if "pair" in rel else walk
+        write_video(base / "in" / rel, np.ascontiguousarray(frames[:, :, ::-1] if "flip" in rel else frames),
+                    fps=Fraction(24))
+    config = load_config(model=str(tiny_models["sd"]), controlnets={"canny": str(tiny_models["canny"]),
+                         "pose": str(tiny_models["pose"])}, size=64, steps=2, device="cpu")
+    result = run_batch(base / "in", base / "out", config, min_edge_f1=1.0, progress=False,
+                       sheet=base / "out" / "sheet.png")
+    return base / "in", base / "out", result
+
+
+def test_batch_sheet_has_one_row_per_item_with_four_panels(batch):
+    _, out, result = batch
+    assert result.sheet == out / "sheet.png" and result.rejected == 3
+    sheet = cv2.cvtColor(cv2.imread(str(out / "sheet.png")), cv2.COLOR_BGR2RGB)
+    # header strip + per item a label strip and a row of panels PANEL px tall
+    assert sheet.shape[0] == LABEL + 3 * (LABEL + PANEL)
+    # each row: source (256 wide at 256 tall -> 160), canny, pose, output: 4 panels of 160 px for square clips
+    assert sheet.shape[1] == max(4 * PANEL, 4 * round(384 * PANEL / 256))
+    rows = [sheet[LABEL + i * (LABEL + PANEL) + LABEL:LABEL + (i + 1) * (LABEL + PANEL)] for i in range(3)]
+    for row in rows:
+        assert row.shape[0] == PANEL and row.any()
+    # rejected labels are drawn in red
+    labels = [sheet[LABEL + i * (LABEL + PANEL):LABEL + i * (LABEL + PANEL) + LABEL] for i in range(3)]
+    assert all(((lab[..., 0] > 200) & (lab[..., 1] < 120)).any() for lab in labels)
+    assert not [p for p in out.rglob("*") if TEMP_NAME.match(p.name)]
+
+
+def test_report_is_self_contained_and_lists_the_rejected_items(batch):
+    _, out, _ = batch
+    page = (out / "report.html").read_text()
+    assert "http://" not in page and "https://" not in page and "src=\"data:image/png;base64," in page
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == 2  # the sheet and the histograms
+    sheet_bytes = base64.b64decode(images[0])
+    assert sheet_bytes == (out / "sheet.png").read_bytes()
+    for rel in ("a/walk.mp4", "a/walk_flip.mp4", "b/pair.mp4"):
+        assert f"<td>{rel}</td>" in page
+    assert "3 translated item(s), 3 rejected" in page
+
+
+def test_choice_is_seeded_or_the_worst_by_a_score():
+    records = [{"input": f"x{i}", "scores": {"edge_f1": v, "pose_pck": None}} for i, v in
+               enumerate([0.5, 0.1, 0.9, 0.3, 0.7])]
+    assert choose_items(records, 2, seed=1) == choose_items(records, 2, seed=1)
+    assert [r["input"] for r in choose_items(records, 2, worst="edge_f1")] == ["x1", "x3"]
+    assert choose_items(records, 9) == records
+    assert choose_items(records, 2, worst="pose_pck") == []
+    with pytest.raises(ConfigError, match="worst must be one of edge_f1, pose_pck"):
+        choose_items(records, 2, worst="speed")
+
+
+def test_sheet_verb_on_a_finished_out_dir(batch, tmp_path):
+    _, out, _ = batch
+    target = tmp_path / "worst.png"
+    result = CliRunner().invoke(cli, ["sheet", str(out), "-o", str(target), "-n", "2", "--worst", "edge_f1"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [f"sheet: {target}", f"report: {tmp_path / 'report.html'}"]
+    sheet = cv2.imread(str(target))
+    assert sheet.shape[0] == LABEL + 2 * (LABEL + PANEL)
+    latest = read_manifest(out / MANIFEST_NAME)
+    worst = sorted(latest.values(), key=lambda r: r["scores"]["edge_f1"])[0]
+    assert worst["input"] in (tmp_path / "report.html").read_text()
+
+
+def test_sheet_errors_are_one_line_and_write_nothing(tmp_path):
+    result = CliRunner().invoke(cli, ["sheet", str(tmp_path)])
+    assert result.exit_code == 1 and result.output.startswith("error: no batch manifest here")
+    with pytest.raises(ConfigError, match="must be a .png file"):
+        write_report(tmp_path, tmp_path / "sheet.jpg")
+    (tmp_path / MANIFEST_NAME).write_text('{"input": "x.mp4", "status": "failed", "output": "x.mp4"}\n')
+    with pytest.raises(InputError, match="no translated items"):
+        write_report(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST_NAME]
