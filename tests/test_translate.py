@@ -201,6 +201,7 @@ def test_presets_load():
     assert vidreal.load_config(root / "default.yaml") == vidreal.TranslateConfig()
 
 
+@pytest.mark.slow  # torch.compile takes minutes on 2 cores
 def test_compiled_translator_matches_eager(tiny_models, clip):
     """--compile (torch.compile of UNet and ControlNets) changes speed, not results; compiled
     through the real loading path, in cross-frame mode (our attention processors inside)."""
