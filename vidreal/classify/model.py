@@ -102,6 +102,19 @@ def make_transform(backbone: nn.Module, img_size: int | None = None, augment: bo
     return create_transform(**data_config(backbone, img_size), is_training=augment)
 
 
+def resolve_device(device: str | None) -> torch.device:
+    """None/"auto" -> cuda when available, else cpu; anything else must be a torch device string."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"invalid device {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
 class Classifier(nn.Module):
     """backbone (features) + head. ``frozen``: the backbone stays in eval mode without gradients.
 

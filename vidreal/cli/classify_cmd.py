@@ -52,8 +52,9 @@ def train_cmd(train_data, val_data, test_data, output, config_file, progress, **
     RUN_DIR gets head.safetensors, classifier.json (backbone, classes), metrics.json (per-epoch
     losses and accuracies) and config.yaml (the resolved settings).
     """
-    from vidreal.classify.evaluate import format_table
-    from vidreal.classify.train import load_train_config, train
+    from vidreal.classify.run import load_train_config
+    from vidreal.classify.scores import format_table
+    from vidreal.classify.train import train
 
     cfg = load_train_config(config_file, **options)
     result = train(train_data, val_data, output, test_data=test_data, config=cfg, progress=progress)
