@@ -21,9 +21,11 @@ from typing import Any
 import yaml
 from safetensors.torch import load_file, save_file
 
-from vidreal.classify.data import BAD_IMAGE_POLICIES
+from vidreal.classify.data import BAD_IMAGE_POLICIES, ImageDataset, Samples
 from vidreal.classify.model import (DEFAULT_BACKBONE, HEAD_DROPOUT, HEAD_HIDDEN, Classifier, create_backbone,
-                                    resolve_device)
+                                    make_transform, resolve_device)
+from vidreal.classify.video import VideoDataset
+from vidreal.classify.video_model import TEMPORAL_HEADS, clip_transform, create_video_classifier
 from vidreal.errors import ConfigError, InputError
 
 
@@ -54,9 +56,14 @@ class TrainConfig:
     on_bad_image: str = "skip"
     num_workers: int = 0
     root: str | None = None  # folder that list files' relative paths start from
+    # video classification (RoCoG-v2): clip sampling (mmaction2's SampleFrames) and the temporal head
+    clip_len: int = 16  # frames per clip
+    frame_interval: int = 5  # source frames between a clip's frames
+    eval_clips: int = 5  # clips spread over each val/test video, their scores averaged
+    temporal_head: str = "mean"  # image backbones: mean | transformer | conv over the frames' features
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "eval_batch_size", "step_size"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "step_size", "clip_len", "frame_interval", "eval_clips"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -77,6 +84,8 @@ class TrainConfig:
             raise ConfigError(f"num_workers must be >= 0, got {self.num_workers!r}")
         if self.img_size is not None and (not isinstance(self.img_size, int) or self.img_size < 16):
             raise ConfigError(f"img_size must be an integer >= 16 or null, got {self.img_size!r}")
+        if self.temporal_head not in TEMPORAL_HEADS:
+            raise ConfigError(f"temporal_head must be one of {', '.join(TEMPORAL_HEADS)}, got {self.temporal_head!r}")
         if not isinstance(self.backbone_kwargs or {}, dict):
             raise ConfigError(f"backbone_kwargs must be a mapping of timm options, got {self.backbone_kwargs!r}")
         self.backbone_kwargs = dict(self.backbone_kwargs or {})
@@ -118,8 +127,35 @@ def load_train_config(path: str | Path | None = None, **overrides) -> TrainConfi
 
 
 
+def video_settings(cfg: TrainConfig) -> dict[str, Any]:
+    """What a video run needs to sample and pool clips again (classifier.json ``video``)."""
+    return {"clip_len": cfg.clip_len, "frame_interval": cfg.frame_interval, "eval_clips": cfg.eval_clips,
+            "temporal_head": cfg.temporal_head}
+
+
+def build_classifier(backbone: str, n_classes: int, pretrained: bool, weights, img_size: int | None,
+                     backbone_kwargs: dict[str, Any], video: dict[str, Any] | None, frozen: bool = True) -> Classifier:
+    """The image classifier (``video=None``) or the video classifier (``video``: see video_settings)."""
+    if video is None:
+        return Classifier(create_backbone(backbone, pretrained, weights, img_size, backbone_kwargs), n_classes, frozen)
+    model, _ = create_video_classifier(backbone, n_classes, pretrained, weights, img_size, backbone_kwargs,
+                                       video["clip_len"], video["temporal_head"], frozen)
+    return model
+
+
+def make_dataset(model: Classifier, samples: Samples, img_size: int | None, video: dict[str, Any] | None,
+                 training: bool = False, augment: bool = False):
+    """The model's inputs for ``samples``: an ImageDataset (the backbone's timm transform) or a
+    VideoDataset (one clip per training video - random starts with ``augment`` - and
+    ``eval_clips`` clips per evaluated video)."""
+    if video is None:
+        return ImageDataset(samples, make_transform(model.backbone, img_size, augment=training and augment))
+    return VideoDataset(samples, clip_transform(model.backbone, img_size), video["clip_len"], video["frame_interval"],
+                        1 if training else video["eval_clips"], random=training and augment)
+
+
 def save_run(run_dir: Path, model: Classifier, classes: list[str], cfg: TrainConfig,
-             metrics: dict[str, Any], data: dict[str, str | None]) -> None:
+             metrics: dict[str, Any], data: dict[str, Any], video: bool = False) -> None:
     """Write head/backbone weights, classifier.json, metrics.json and config.yaml into ``run_dir``."""
     from vidreal.io import atomic_output
 
@@ -139,6 +175,7 @@ def save_run(run_dir: Path, model: Classifier, classes: list[str], cfg: TrainCon
         "img_size": cfg.img_size, "backbone_kwargs": cfg.backbone_kwargs,
         "num_features": model.num_features, "classes": classes,
         "head": {"hidden": HEAD_HIDDEN, "dropout": HEAD_DROPOUT}, "backbone_file": backbone_file,
+        "video": video_settings(cfg) if video else None,
     }
     write_text(run_dir / "classifier.json", json.dumps(info, indent=2))
     write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
@@ -162,13 +199,13 @@ def load_run(run_dir: str | Path, device: str | None = None) -> tuple[Classifier
     info = json.loads(info_file.read_text(encoding="utf-8"))
     backbone_file = info.get("backbone_file")
     pretrained = info["pretrained"] and backbone_file is None  # saved weights replace the hub's
-    backbone = create_backbone(info["backbone"], pretrained, info["weights"] if pretrained else None,
-                               info["img_size"], info["backbone_kwargs"])
+    model = build_classifier(info["backbone"], len(info["classes"]), pretrained, info["weights"] if pretrained else None,
+                             info["img_size"], info["backbone_kwargs"], info.get("video"))
     if backbone_file:
-        backbone.load_state_dict(load_file(str(run_dir / backbone_file)))
-    model = Classifier(backbone, len(info["classes"]), frozen=True)
+        model.backbone.load_state_dict(load_file(str(run_dir / backbone_file)))
     head_file = run_dir / "head.safetensors"
     if not head_file.is_file():
         raise InputError("run folder has no head.safetensors", run_dir)
     model.head.load_state_dict(load_file(str(head_file)))
     return model.to(resolve_device(device)).eval(), info
+

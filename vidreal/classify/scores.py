@@ -64,6 +64,23 @@ def format_table(rows: dict[str, Sequence[float]], classes: Sequence[str]) -> st
     return "\n".join(lines)
 
 
+def format_domain_table(rows: dict[str, dict[str, float]], domains: Sequence[str], label: str = "Training data") -> str:
+    """The RoCoG-v2 paper's layout: ``Training data <domain columns>``, one row per training set.
+
+    rows: row label -> {domain: accuracy in %}; a domain missing from a row prints "-". One decimal.
+    """
+    label_w = max([len(label)] + [len(r) for r in rows])
+    widths = [max(len(d), 5) for d in domains]
+    lines = [label.ljust(label_w) + "".join(f"  {d:>{w}}" for d, w in zip(domains, widths))]
+    for row, values in rows.items():
+        cells = []
+        for domain, w in zip(domains, widths):
+            v = values.get(domain)
+            cells.append(f"  {'-' if v is None or np.isnan(v) else f'{v:.1f}':>{w}}")
+        lines.append(row.ljust(label_w) + "".join(cells))
+    return "\n".join(lines)
+
+
 def summarize(labels: Sequence[int], predictions: Sequence[int], classes: Sequence[str]) -> dict[str, Any]:
     """The evaluation as plain data: per-class % (None when no samples), avg, accuracy, confusion."""
     cm = confusion_matrix(labels, predictions, len(classes))

@@ -17,17 +17,18 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vidreal.classify.data import ImageDataset, load_samples
+from vidreal.classify.data import load_samples
 from vidreal.classify.features import cached_features, fingerprint
-from vidreal.classify.model import Classifier, create_backbone, make_transform, resolve_device
-from vidreal.classify.run import TrainConfig, save_run
+from vidreal.classify.model import Classifier, resolve_device
+from vidreal.classify.run import TrainConfig, build_classifier, make_dataset, save_run, video_settings
 from vidreal.classify.scores import confusion_matrix, mean_class_accuracy, per_class_accuracy
+from vidreal.classify.video_model import is_video_backbone
 from vidreal.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -114,12 +115,19 @@ class TrainResult:
     seconds: float
 
 
+def _sources(data) -> str | list[str] | None:
+    """A data argument as written to config.yaml: one path, several, or None."""
+    if data is None or isinstance(data, (str, Path)):
+        return None if data is None else str(data)
+    return [str(d) for d in data]
+
+
 def _feature_batches(features: torch.Tensor, labels: torch.Tensor, order: torch.Tensor, batch_size: int) -> Iterator:
     for idx in order.split(batch_size):
         yield features[idx], labels[idx]
 
 
-def _image_loader(dataset: ImageDataset, order: torch.Tensor, batch_size: int, num_workers: int):
+def _input_loader(dataset, order: torch.Tensor, batch_size: int, num_workers: int):
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=order.tolist(), num_workers=num_workers,
         generator=torch.Generator(),  # a loader draws its base seed from here, not the global RNG
@@ -135,19 +143,21 @@ def _backbone_info(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def train(
-    train_data: str | Path,
-    val_data: str | Path,
+    train_data: str | Path | Sequence[str | Path],
+    val_data: str | Path | Sequence[str | Path],
     output: str | Path,
-    test_data: str | Path | None = None,
+    test_data: str | Path | Sequence[str | Path] | None = None,
     config: TrainConfig | None = None,
     progress: bool = True,
     **overrides,
 ) -> TrainResult:
-    """Train the report's head on a (frozen) timm backbone and write a run folder.
+    """Train the report's head on a (frozen) backbone and write a run folder.
 
-    train_data / val_data / test_data: a folder of ``<class>/`` image folders or a ``path label``
-        list file (see :func:`vidreal.classify.data.load_samples`); classes come from the training
-        set, the others must use the same classes.
+    train_data / val_data / test_data: a folder of ``<class>/`` image or video folders or a
+        ``path label`` list file, or several combined (see :func:`vidreal.classify.data.load_samples`);
+        classes come from the training set, the others must use the same classes. Videos train a
+        video classifier (:mod:`vidreal.classify.video_model`): a timm backbone per frame + the
+        temporal head, or a torchvision video backbone; val/test scores average ``eval_clips`` clips.
     output: the run folder (created; files in it are replaced atomically).
     config: a :class:`TrainConfig`; ``overrides`` replace its fields (e.g. ``epochs=3``).
     """
@@ -167,18 +177,25 @@ def train(
     classes = train_s.classes
     if len(classes) < 2:
         raise InputError(f"need at least 2 classes to train, found {len(classes)}: {classes}", train_s.source)
+    empty = [f"{i} ({name})" for i, (name, n) in enumerate(zip(classes, train_s.class_counts())) if n == 0]
+    if empty:
+        raise InputError(f"class {', '.join(empty)} has no training samples (labels are 0..{len(classes) - 1})", train_s.source)
     val_s = load_samples(val_data, classes=classes, **load)
     test_s = load_samples(test_data, classes=classes, **load) if test_data else None
-    log.info("classes (%d): %s; %d train / %d val images%s", len(classes), ", ".join(classes),
-             len(train_s), len(val_s), f" / {len(test_s)} test" if test_s else "")
+    for s in (val_s, test_s):
+        if s is not None and s.is_video != train_s.is_video:
+            raise InputError("the training set and this set must both hold videos or both images", s.source)
+    kind = "videos" if train_s.is_video else "images"
+    if is_video_backbone(cfg.backbone) and not train_s.is_video:
+        raise ConfigError(f"backbone {cfg.backbone} is a video model; the training set holds images")
+    log.info("classes (%d): %s; %d train / %d val %s%s", len(classes), ", ".join(classes),
+             len(train_s), len(val_s), kind, f" / {len(test_s)} test" if test_s else "")
 
     # 2. Model (seeded: a random backbone and the head's init are reproducible)
+    video = video_settings(cfg) if train_s.is_video else None
     torch.manual_seed(cfg.seed)
-    backbone = create_backbone(cfg.backbone, cfg.pretrained, cfg.weights, cfg.img_size, cfg.backbone_kwargs)
-    torch.manual_seed(cfg.seed)
-    model = Classifier(backbone, len(classes), frozen=not cfg.unfreeze).to(device)
-    eval_tf = make_transform(backbone, cfg.img_size, augment=False)
-    train_tf = make_transform(backbone, cfg.img_size, augment=cfg.augment)
+    model = build_classifier(cfg.backbone, len(classes), cfg.pretrained, cfg.weights, cfg.img_size,
+                             cfg.backbone_kwargs, video, frozen=not cfg.unfreeze).to(device)
     log.info("device %s; backbone %s (%d features, %s, %s); cache %s", device, cfg.backbone, model.num_features,
              "pretrained" if cfg.pretrained else "random init", "trained" if cfg.unfreeze else "frozen",
              "on" if cfg.uses_cache else "off")
@@ -191,16 +208,18 @@ def train(
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
-    # 4. Inputs per split: cached features or images
-    datasets = {"train": ImageDataset(train_s, train_tf), "val": ImageDataset(val_s, eval_tf)}
+    # 4. Inputs per split (images, or clips: one per training video, eval_clips per evaluated one):
+    #    cached features or the inputs themselves
+    datasets = {"train": make_dataset(model, train_s, cfg.img_size, video, training=True, augment=cfg.augment),
+                "val": make_dataset(model, val_s, cfg.img_size, video)}
     if test_s is not None:
-        datasets["test"] = ImageDataset(test_s, eval_tf)
+        datasets["test"] = make_dataset(model, test_s, cfg.img_size, video)
     labels = {k: torch.tensor(d.samples.labels, dtype=torch.int64) for k, d in datasets.items()}
     feats: dict[str, torch.Tensor] = {}
     if cfg.uses_cache:
         info = _backbone_info(cfg)
         for split, ds in datasets.items():
-            key = fingerprint(ds.samples, info, ds.transform)
+            key = fingerprint(ds.samples, {**info, "sampling": getattr(ds, "sampling", None)}, ds.transform)
             cache_file = run_dir / "features" / f"{split}.safetensors" if cfg.save_features else None
             feats[split] = cached_features(
                 model.backbone, ds, key, cache_file, batch_size=cfg.eval_batch_size, device=device,
@@ -210,7 +229,7 @@ def train(
     def batches(split: str, order: torch.Tensor, batch_size: int):
         if cfg.uses_cache:
             return _feature_batches(feats[split], labels[split], order, batch_size), model.head
-        return _image_loader(datasets[split], order, batch_size, cfg.num_workers), model
+        return _input_loader(datasets[split], order, batch_size, cfg.num_workers), model
 
     def evaluate_split(split: str, desc: str) -> dict[str, Any]:
         n = len(datasets[split])
@@ -255,7 +274,7 @@ def train(
 
     # 6. Run folder
     save_run(run_dir, model, classes, cfg, metrics,
-             {"train": str(train_data), "val": str(val_data), "test": None if test_data is None else str(test_data)})
+             {"train": _sources(train_data), "val": _sources(val_data), "test": _sources(test_data)}, video is not None)
     return TrainResult(run_dir, metrics, classes, model, metrics["seconds"])
 
 
