@@ -1,15 +1,20 @@
-"""Labelled image sets for the classifier: class folders and VisDA-style list files.
+"""Labelled image or video sets for the classifier: class folders and VisDA/RoCoG-style list files.
 
 Two layouts, as users have them:
 
-- class folders: ``SRC/<class>/**/*.png`` — class names are the sorted folder names;
+- class folders: ``SRC/<class>/**/*.png`` (or ``*.mp4``: RoCoG-v2's ``syn/ground/<Class>/``) —
+  class names are the sorted folder names;
 - list files: ``SRC.txt`` with one ``relative/path label`` per line (VisDA's ``image_list.txt``,
-  RoCoG's ``annotations/*.txt``); paths are relative to the list's folder or to ``root``; the
-  label is an integer index into the sorted class list. Class names come from each label's
-  parent folder (``aeroplane/src_1_....png 0`` -> ``aeroplane``) or from ``classes``.
+  RoCoG's ``annotations/*.txt``, the list ``vidreal batch --list`` writes); paths are relative to
+  ``root`` when given, else to the list's folder - or, for a list inside an ``annotations/``
+  folder, to that folder's parent (the dataset root). The label is an integer index into the
+  sorted class list. Class names come from each label's parent folder
+  (``aeroplane/src_1_....png 0`` -> ``aeroplane``) or from ``classes``.
 
-Both give a :class:`Samples` (paths, integer labels, class names). :class:`ImageDataset` decodes
-one image per item with PIL and applies the backbone's transform.
+Several sources may be combined (e.g. synthetic train + real train lists); the first one sets the
+classes. A set holds images or videos, never both. Both give a :class:`Samples` (paths, integer
+labels, class names; frame counts for videos). :class:`ImageDataset` decodes one image per item
+with PIL and applies the backbone's transform; videos are in :mod:`vidreal.classify.video`.
 """
 from __future__ import annotations
 
@@ -21,27 +26,29 @@ from typing import Callable, Sequence
 from PIL import Image
 
 from vidreal.errors import ConfigError, InputError
+from vidreal.io import IMAGE_EXTS, VIDEO_EXTS
 
 log = logging.getLogger(__name__)
-
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 #: VisDA-2017's twelve classes, sorted as their label indices are.
 VISDA_CLASSES = (
     "aeroplane", "bicycle", "bus", "car", "horse", "knife",
     "motorcycle", "person", "plant", "skateboard", "train", "truck",
 )
+#: RoCoG-v2's seven gestures, sorted as their class folders are.
+ROCOG_CLASSES = ("Advance", "Attention", "FollowMe", "Halt", "MoveForward", "MoveInReverse", "Rally")
 
 BAD_IMAGE_POLICIES = ("skip", "fail")
 
 
 @dataclass
 class Samples:
-    """A labelled image set.
+    """A labelled image or video set.
 
-    paths: image files; labels: int index into ``classes`` per path; classes: class names in label
-    order; source: the folder or list file it came from; skipped: unreadable images left out
-    (``on_bad_image="skip"``).
+    paths: image or video files; labels: int index into ``classes`` per path; classes: class names
+    in label order; source: the (first) folder or list file it came from; skipped: unreadable
+    files left out (``on_bad_image="skip"``); n_frames: each video's frame count once checked
+    (empty for images, or when the check was skipped).
     """
 
     paths: list[Path]
@@ -49,6 +56,11 @@ class Samples:
     classes: list[str]
     source: Path
     skipped: list[Path] = field(default_factory=list)
+    n_frames: list[int] = field(default_factory=list)
+
+    @property
+    def is_video(self) -> bool:
+        return bool(self.paths) and self.paths[0].suffix.lower() in VIDEO_EXTS
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -62,28 +74,44 @@ class Samples:
 
 
 def load_samples(
-    src: str | Path,
+    src: str | Path | Sequence[str | Path],
     root: str | Path | None = None,
     classes: Sequence[str] | None = None,
     on_bad_image: str = "skip",
     check_images: bool = True,
     progress: bool = False,
 ) -> Samples:
-    """Read a labelled image set from a class-folder tree or a ``path label`` list file.
+    """Read a labelled image or video set from class-folder trees and/or ``path label`` list files.
 
-    src: a folder (``<class>/`` subfolders of images) or a ``.txt`` list file.
-    root: folder the list's relative paths start from (default: the list file's folder).
+    src: a folder (``<class>/`` subfolders of images or videos) or a ``.txt`` list file; or a
+        sequence of them, combined in order (the first sets the classes).
+    root: folder the lists' relative paths start from (default: the list file's folder, or the
+        parent of an ``annotations/`` folder holding it).
     classes: class names in label order to map onto (e.g. the training set's classes when loading
         a validation set); folder names must be among them and list labels index into them.
         None: taken from the data.
-    on_bad_image: "skip" (leave unreadable images out and count them in ``Samples.skipped``) or
-        "fail" (raise InputError on the first one).
-    check_images: open every image with PIL (header + ``verify()``) to find unreadable ones now
-        rather than in the middle of training.
+    on_bad_image: "skip" (leave unreadable images/videos out, log each one's path and reason in one
+        line, count them in ``Samples.skipped``) or "fail" (raise InputError on the first one).
+    check_images: open every image with PIL (header + ``verify()``), every video with PyAV and
+        decord (its frame count), to find unreadable ones now rather than in the middle of training.
     progress: a progress bar over that check.
     """
     if on_bad_image not in BAD_IMAGE_POLICIES:
         raise ConfigError(f"on_bad_image must be one of {', '.join(BAD_IMAGE_POLICIES)}, got {on_bad_image!r}")
+    if not isinstance(src, (str, Path)):
+        sources = list(src)
+        if not sources:
+            raise InputError("no data source given")
+        first = load_samples(sources[0], root, classes, on_bad_image, check_images, progress)
+        for other in sources[1:]:
+            more = load_samples(other, root, first.classes, on_bad_image, check_images, progress)
+            if more.is_video != first.is_video:
+                raise InputError(f"cannot combine videos and images in one set (first source: {first.source})", other)
+            first.paths += more.paths
+            first.labels += more.labels
+            first.skipped += more.skipped
+            first.n_frames += more.n_frames
+        return first
     src = Path(src)
     if not src.exists():
         raise InputError("image set not found", src)
@@ -92,14 +120,26 @@ def load_samples(
             log.debug("root is only used with list files; ignoring it for folder %s", src)
         samples = _load_folder(src, classes)
     elif src.suffix.lower() == ".txt":
-        samples = _load_list(src, Path(root) if root is not None else src.parent, classes)
+        samples = _load_list(src, Path(root) if root is not None else list_root(src), classes)
     else:
         raise InputError(f"expected a folder of class folders or a .txt list file, got {src.name!r}", src)
-    if check_images:
+    kinds = {p.suffix.lower() in VIDEO_EXTS for p in samples.paths}
+    if len(kinds) > 1:
+        raise InputError("the set mixes videos and images; give them as separate sets", src)
+    if check_images and samples.is_video:
+        _drop_bad_videos(samples, on_bad_image, progress)
+    elif check_images:
         _drop_bad_images(samples, on_bad_image, progress)
     if not samples.paths:
-        raise InputError("no readable images in the image set", src)
+        raise InputError(f"no readable {'videos' if kinds == {True} else 'images'} in the set", src)
     return samples
+
+
+def list_root(list_file: Path) -> Path:
+    """The folder a list's relative paths start from: the list's folder, or for a list inside an
+    ``annotations/`` folder (RoCoG-v2's ``annotations/syn_ground_train.txt``) that folder's parent."""
+    folder = list_file.parent
+    return folder.parent if folder.name == "annotations" else folder
 
 
 def _load_folder(src: Path, classes: Sequence[str] | None) -> Samples:
@@ -118,18 +158,18 @@ def _load_folder(src: Path, classes: Sequence[str] | None) -> Samples:
     for d in class_dirs:
         files = sorted(
             p for p in d.rglob("*")
-            if p.suffix.lower() in IMAGE_EXTS and p.is_file()
+            if p.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS and p.is_file()
             and not any(part.startswith(".") for part in p.relative_to(d).parts)  # hidden/temp files
         )
         if not files:
-            raise InputError(f"class folder {d.name!r} has no images", d)
+            raise InputError(f"class folder {d.name!r} has no images or videos", d)
         paths += files
         labels += [classes.index(d.name)] * len(files)
     return Samples(paths, labels, list(classes), src)
 
 
 def _load_list(src: Path, root: Path, classes: Sequence[str] | None) -> Samples:
-    entries: list[tuple[str, int]] = []
+    entries: list[tuple[int, str, int]] = []
     for lineno, line in enumerate(src.read_text(encoding="utf-8").splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -145,15 +185,16 @@ def _load_list(src: Path, root: Path, classes: Sequence[str] | None) -> Samples:
             raise InputError(f"line {lineno}: unknown label {label} (labels start at 0)", src)
         if classes is not None and label >= len(classes):
             raise InputError(f"line {lineno}: unknown label {label} (classes are 0..{len(classes) - 1}: {', '.join(classes)})", src)
-        entries.append((parts[0], label))
+        entries.append((lineno, parts[0], label))
     if not entries:
         raise InputError("list file has no entries", src)
-    classes = list(classes) if classes is not None else _classes_from_entries(entries)
+    classes = list(classes) if classes is not None else _classes_from_entries([e[1:] for e in entries])
     paths, labels = [], []
-    for rel, label in entries:
+    for lineno, rel, label in entries:
         path = root / rel
         if not path.is_file():
-            raise InputError(f"listed image is missing (paths are relative to {root})", path)
+            kind = "video" if path.suffix.lower() in VIDEO_EXTS else "image"
+            raise InputError(f"line {lineno} of {src.name}: listed {kind} is missing (paths are relative to {root})", path)
         paths.append(path)
         labels.append(label)
     return Samples(paths, labels, classes, src)
@@ -195,6 +236,32 @@ def _drop_bad_images(samples: Samples, on_bad_image: str, progress: bool = False
     if samples.skipped:
         log.warning("skipped %d unreadable image(s) in %s, e.g. %s", len(samples.skipped), samples.source, samples.skipped[0])
     samples.paths, samples.labels = keep_paths, keep_labels
+
+
+def _drop_bad_videos(samples: Samples, on_bad_image: str, progress: bool = False) -> None:
+    """Probe every video (PyAV + decord, no frames decoded): keep its frame count, or skip / fail."""
+    from tqdm.auto import tqdm
+
+    from vidreal.io import probe
+
+    keep_paths, keep_labels, n_frames = [], [], []
+    items = zip(samples.paths, samples.labels)
+    for path, label in tqdm(items, total=len(samples.paths), desc=f"checking {samples.source.name}",
+                            unit="video", disable=not progress, leave=False):
+        try:
+            info = probe(path)
+        except InputError as exc:
+            if on_bad_image == "fail":
+                raise InputError(f"unreadable video ({exc.message}); use on_bad_image='skip' to leave such videos out", path) from None
+            log.warning("skipping unreadable video %s: %s", path, exc.message)
+            samples.skipped.append(path)
+            continue
+        keep_paths.append(path)
+        keep_labels.append(label)
+        n_frames.append(info.n_frames)
+    if samples.skipped:
+        log.warning("skipped %d unreadable video(s) in %s", len(samples.skipped), samples.source)
+    samples.paths, samples.labels, samples.n_frames = keep_paths, keep_labels, n_frames
 
 
 def read_image(path: Path) -> Image.Image:

@@ -1,75 +1,23 @@
-"""Evaluation in the report's format: per-class accuracy (%) and their mean (Table 4-I).
+"""Evaluating a trained run on a labelled set, the confusion-matrix plot, and comparing runs.
 
-``Avg`` is the mean of the per-class accuracies (classes without samples are left out), not the
-overall accuracy. Columns use the report's short VisDA names (plane, bcycl, ..., sktbrd); other
-class names are printed as they are.
+The numbers themselves (confusion matrix, per-class accuracy, the table) are in
+:mod:`vidreal.classify.scores`; the run folder (config, save/load) in :mod:`vidreal.classify.run`.
 """
 from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from vidreal.classify.scores import column_names, format_domain_table, format_table, summarize
 from vidreal.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
-
-#: The report's column names for VisDA's classes; other names are used unchanged.
-SHORT_NAMES = {"aeroplane": "plane", "bicycle": "bcycl", "motorcycle": "mcycl", "skateboard": "sktbrd"}
-
-
-def confusion_matrix(labels: Sequence[int], predictions: Sequence[int], n_classes: int) -> np.ndarray:
-    """int64 (C, C) counts: row = true class, column = predicted class."""
-    labels = np.asarray(labels, dtype=np.int64)
-    predictions = np.asarray(predictions, dtype=np.int64)
-    if labels.shape != predictions.shape:
-        raise ValueError(f"labels {labels.shape} and predictions {predictions.shape} differ in shape")
-    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(cm, (labels, predictions), 1)
-    return cm
-
-
-def per_class_accuracy(cm: np.ndarray) -> np.ndarray:
-    """float64 (C,) accuracy in % per true class (diagonal / row sum); NaN for classes without samples."""
-    totals = cm.sum(axis=1).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(totals > 0, 100.0 * np.diag(cm) / totals, np.nan)
-
-
-def mean_class_accuracy(per_class: np.ndarray) -> float:
-    """The report's Avg: mean of the per-class accuracies (%) over classes that have samples."""
-    per_class = np.asarray(per_class, dtype=np.float64)
-    return float(np.nanmean(per_class)) if np.isfinite(per_class).any() else float("nan")
-
-
-def column_names(classes: Sequence[str]) -> list[str]:
-    """Table columns: the report's short names for VisDA classes, other names unchanged."""
-    return [SHORT_NAMES.get(c, c) for c in classes]
-
-
-def format_table(rows: dict[str, Sequence[float]], classes: Sequence[str]) -> str:
-    """A Table 4-I style table: ``Method <class columns> Avg``, one row per entry of ``rows``.
-
-    rows: row label -> per-class accuracy in % (NaN/None for classes without samples, printed "-").
-    Per-class values get one decimal, Avg two.
-    """
-    names = column_names(classes)
-    label_w = max([len("Method")] + [len(r) for r in rows])
-    widths = [max(len(n), 5) for n in names]
-    header = "Method".ljust(label_w) + "".join(f"  {n:>{w}}" for n, w in zip(names, widths)) + f"  {'Avg':>6}"
-    lines = [header]
-    for label, values in rows.items():
-        values = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-        if len(values) != len(classes):
-            raise ValueError(f"row {label!r} has {len(values)} values for {len(classes)} classes")
-        cells = "".join(f"  {'-' if np.isnan(v) else f'{v:.1f}':>{w}}" for v, w in zip(values, widths))
-        avg = mean_class_accuracy(values)
-        lines.append(label.ljust(label_w) + cells + f"  {'-' if np.isnan(avg) else f'{avg:.2f}':>6}")
-    return "\n".join(lines)
 
 
 def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: str | Path, title: str | None = None) -> Path:
@@ -111,21 +59,6 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: str | Path, tit
     return Path(path)
 
 
-def summarize(labels: Sequence[int], predictions: Sequence[int], classes: Sequence[str]) -> dict[str, Any]:
-    """The evaluation as plain data: per-class % (None when no samples), avg, accuracy, confusion."""
-    cm = confusion_matrix(labels, predictions, len(classes))
-    per_class = per_class_accuracy(cm)
-    n = int(cm.sum())
-    return {
-        "classes": list(classes),
-        "per_class": [None if np.isnan(v) else float(v) for v in per_class],
-        "avg": mean_class_accuracy(per_class),
-        "accuracy": 100.0 * float(np.trace(cm)) / n if n else float("nan"),
-        "n_images": n,
-        "confusion": cm.tolist(),
-    }
-
-
 @dataclass
 class EvalResult:
     """evaluate()'s result: summary dict (see :func:`summarize`), the printed table, files written."""
@@ -154,7 +87,7 @@ def predict(model, dataset, batch_size: int = 32, device=None, num_workers: int 
 
 def evaluate(
     run_dir: str | Path,
-    data: str | Path,
+    data: str | Path | Sequence[str | Path],
     root: str | Path | None = None,
     batch_size: int = 32,
     device: str | None = None,
@@ -162,32 +95,63 @@ def evaluate(
     num_workers: int = 0,
     plot: bool = True,
     progress: bool = True,
+    name: str | None = None,
 ) -> EvalResult:
-    """Evaluate a trained run on a labelled image set; writes RUN_DIR/eval.json and confusion.png.
+    """Evaluate a trained run on a labelled image or video set.
 
-    data: class folders or a ``path label`` list file, using the run's classes (see load_samples).
+    data: class folders or a ``path label`` list file (or several, combined), using the run's
+        classes (see load_samples). A video run scores each video by averaging its
+        ``eval_clips`` clips.
+    name: the test domain's name, a column of ``compare(by="domain")`` (default: the list file's
+        stem or the folder's name, e.g. ``real_ground_test``).
+    Writes RUN_DIR/evals/NAME.json (summary, with every prediction) and evals/NAME.png (confusion
+    matrix), and the latest evaluation again as RUN_DIR/eval.json and confusion.png.
     """
-    from vidreal.classify.data import ImageDataset, load_samples
-    from vidreal.classify.model import make_transform
-    from vidreal.classify.train import load_run, _write_text
+    from vidreal.classify.data import load_samples
+    from vidreal.classify.run import load_run, make_dataset, write_text
 
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size!r}")
+    sources = [data] if isinstance(data, (str, Path)) else list(data)
+    name = domain_name(sources[0]) if name is None else name
+    if not DOMAIN_NAME.fullmatch(name):
+        raise ConfigError(f"name must be letters, digits, '_', '-' or '.', got {name!r}")
     run_dir = Path(run_dir)
     model, info = load_run(run_dir, device)
     samples = load_samples(data, root=root, classes=info["classes"], on_bad_image=on_bad_image, progress=progress)
-    dataset = ImageDataset(samples, make_transform(model.backbone, info["img_size"]))
+    video = info.get("video")
+    if samples.is_video != (video is not None):
+        raise InputError(f"the run classifies {'videos' if video else 'images'}; this set holds "
+                         f"{'videos' if samples.is_video else 'images'}", samples.source)
+    dataset = make_dataset(model, samples, info["img_size"], video)
     preds = predict(model, dataset, batch_size, None, num_workers, progress)
     summary = summarize(samples.labels, preds, info["classes"])
-    summary.update({"data": str(data), "skipped_images": len(samples.skipped)})
+    summary.update({"name": name, "data": [str(s) for s in sources] if len(sources) > 1 else str(sources[0]),
+                    "skipped_images": len(samples.skipped), "labels": list(samples.labels),
+                    "predictions": preds.tolist()})
+    if video:
+        summary["clips_per_video"] = video["eval_clips"]
     table = format_table({run_dir.resolve().name: summary["per_class"]}, info["classes"])
-    json_path = run_dir / "eval.json"
-    _write_text(json_path, json.dumps(summary, indent=2))
+    text = json.dumps(summary, indent=2)
+    json_path = run_dir / "evals" / f"{name}.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(json_path, text)
+    write_text(run_dir / "eval.json", text)
     plot_path = None
     if plot:
-        plot_path = plot_confusion(np.array(summary["confusion"]), info["classes"], run_dir / "confusion.png",
-                                   title=f"{run_dir.resolve().name} on {Path(data).name}")
+        title = f"{run_dir.resolve().name} on {name}"
+        plot_path = plot_confusion(np.array(summary["confusion"]), info["classes"], run_dir / "evals" / f"{name}.png", title)
+        plot_confusion(np.array(summary["confusion"]), info["classes"], run_dir / "confusion.png", title)
     return EvalResult(summary, table, json_path, plot_path)
+
+
+DOMAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def domain_name(src: str | Path) -> str:
+    """A test set's default name: a list file's stem, a folder's name."""
+    src = Path(src)
+    return src.stem if src.suffix.lower() == ".txt" else src.resolve().name
 
 
 def load_evaluation(run_dir: str | Path) -> dict[str, Any]:
@@ -205,10 +169,39 @@ def load_evaluation(run_dir: str | Path) -> dict[str, Any]:
     raise InputError("run has no evaluation yet; run `vidreal classify eval RUN_DIR --data SRC` first", run_dir)
 
 
-def compare(run_dirs: Sequence[str | Path]) -> str:
-    """Several runs' per-class accuracies as one Table 4-I style table (row label = run folder name)."""
+def load_domain_evaluations(run_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """A run's evaluations by test-domain name (RUN_DIR/evals/NAME.json), sorted by name."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError("run folder not found", run_dir)
+    files = sorted((run_dir / "evals").glob("*.json"))
+    if not files:
+        raise InputError("run has no evaluation yet; run `vidreal classify eval RUN_DIR --data SRC --name DOMAIN` first", run_dir)
+    return {f.stem: json.loads(f.read_text(encoding="utf-8")) for f in files}
+
+
+COMPARE_LAYOUTS = ("class", "domain")
+COMPARE_METRICS = {"top1": "accuracy", "mean-class": "avg"}
+
+
+def compare(run_dirs: Sequence[str | Path], by: str = "class", metric: str = "top1",
+            domains: Sequence[str] | None = None) -> str:
+    """Several runs as one table; row label = run folder name.
+
+    by="class": per-class accuracies of each run's latest evaluation, like the report's Table 4-I.
+    by="domain": the RoCoG-v2 paper's layout - rows = training data (one run each), columns = test
+        domains (each run's ``evals/NAME.json``; ``domains`` picks and orders them, default every
+        name found, sorted), cells = ``metric``: "top1" (overall accuracy, %) or "mean-class"
+        (mean class accuracy, %); "-" where a run was not evaluated on that domain.
+    """
+    if by not in COMPARE_LAYOUTS:
+        raise ConfigError(f"by must be one of {', '.join(COMPARE_LAYOUTS)}, got {by!r}")
+    if metric not in COMPARE_METRICS:
+        raise ConfigError(f"metric must be one of {', '.join(COMPARE_METRICS)}, got {metric!r}")
     if not run_dirs:
         raise InputError("no run folders given")
+    if by == "domain":
+        return _compare_domains(run_dirs, COMPARE_METRICS[metric], domains)
     rows: dict[str, Sequence[float]] = {}
     classes = None
     for run_dir in run_dirs:
@@ -217,8 +210,26 @@ def compare(run_dirs: Sequence[str | Path]) -> str:
             classes = ev["classes"]
         elif ev["classes"] != classes:
             raise InputError(f"run's classes {ev['classes']} differ from the first run's {classes}", run_dir)
-        label = Path(run_dir).resolve().name
-        while label in rows:
-            label += "'"
-        rows[label] = ev["per_class"]
+        rows[_row_label(run_dir, rows)] = ev["per_class"]
     return format_table(rows, classes)
+
+
+def _row_label(run_dir, rows) -> str:
+    label = Path(run_dir).resolve().name
+    while label in rows:
+        label += "'"
+    return label
+
+
+def _compare_domains(run_dirs, key: str, domains: Sequence[str] | None) -> str:
+    rows: dict[str, dict[str, float]] = {}
+    found: set[str] = set()
+    for run_dir in run_dirs:
+        evals = load_domain_evaluations(run_dir)
+        found.update(evals)
+        rows[_row_label(run_dir, rows)] = {name: ev[key] for name, ev in evals.items()}
+    if domains:
+        unknown = [d for d in domains if d not in found]
+        if unknown:
+            raise InputError(f"no run was evaluated on {unknown[0]!r}; evaluated: {', '.join(sorted(found))}")
+    return format_domain_table(rows, list(domains) if domains else sorted(found))

@@ -106,12 +106,14 @@ class Classifier(nn.Module):
     """backbone (features) + head. ``frozen``: the backbone stays in eval mode without gradients.
 
     forward: images float32 (N, 3, H, W) -> logits float32 (N, n_classes).
+    head: None for the report's head on the backbone's features; the video classifiers pass
+    their own (see :mod:`vidreal.classify.video_model`).
     """
 
-    def __init__(self, backbone: nn.Module, n_classes: int, frozen: bool = True):
+    def __init__(self, backbone: nn.Module, n_classes: int, frozen: bool = True, head: nn.Module | None = None):
         super().__init__()
         self.backbone = backbone
-        self.head = make_head(backbone.num_features, n_classes)
+        self.head = make_head(backbone.num_features, n_classes) if head is None else head
         self.frozen = frozen
         backbone.requires_grad_(not frozen)
 
