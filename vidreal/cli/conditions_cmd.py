@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from vidreal.cli.options import condition_options
 from vidreal.conditions import available_kinds, extract_file
 
 
@@ -13,25 +14,26 @@ from vidreal.conditions import available_kinds, extract_file
                    "(out.mp4 -> out.canny.mp4, out.pose.mp4).")
 @click.option("--kind", "kinds", multiple=True, type=click.Choice(available_kinds()),
               help="Condition kind; repeat for several. Default: canny and pose.")
-@click.option("--canny-low", type=float, default=None, help="Canny low threshold (default 100).")
-@click.option("--canny-high", type=float, default=None, help="Canny high threshold (default 200).")
+@click.option("--condition", "condition", multiple=True, metavar="KIND.OPTION=VALUE",
+              help="A detector option (repeatable), e.g. canny.low_threshold=50, openpose.model=./annotators.")
+@click.option("--canny-low", type=float, default=None, help="Canny low threshold (default 100); same as --condition canny.low_threshold=N.")
+@click.option("--canny-high", type=float, default=None, help="Canny high threshold (default 200); same as --condition canny.high_threshold=N.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Frames decoded and processed at a time (memory, not results).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def conditions(input, output, kinds, canny_low, canny_high, chunk_size, progress):
-    """Extract condition maps from INPUT and write them to OUTPUT, same size, fps and frame count.
+def conditions(input, output, kinds, condition, canny_low, canny_high, chunk_size, progress):
+    """Extract condition maps from INPUT and write them to OUTPUT, same size, fps and frame count
+    (odd sizes too: libx264 then encodes yuv444p) and, for a variable frame rate, the same frame times.
 
     \b
     Examples:
       vidreal conditions samples/humanoid_walk_ground.mp4 -o pose.mp4 --kind pose
       vidreal conditions clip.mp4 -o maps.mp4 --kind canny --kind pose --canny-low 50
     """
-    canny = {}
-    if canny_low is not None:
-        canny["low_threshold"] = canny_low
-    if canny_high is not None:
-        canny["high_threshold"] = canny_high
-    options = {"canny": canny} if canny else None
+    options = condition_options(condition) or {}
+    for option, value in (("low_threshold", canny_low), ("high_threshold", canny_high)):
+        if value is not None:
+            options.setdefault("canny", {})[option] = value
     result = extract_file(input, output, kinds=kinds or ("canny", "pose"), options=options,
                           chunk_size=chunk_size, progress=progress)
     for kind, path in result.paths.items():
