@@ -241,3 +241,16 @@ def test_personalize_section_sets_options(tiny_models, tmp_path):
     assert res.exit_code == 0, res.output
     assert "steps: 2" in res.output  # the flag wins over the file's 3
     assert (tmp_path / "ti" / "learned_embeds.safetensors").is_file()
+
+
+def test_conditions_verb_takes_detector_options(clip_path, tmp_path):
+    edges = {}
+    for name, extra in (("default", []), ("low", ["--condition", "canny.low_threshold=1",
+                                                  "--condition", "canny.high_threshold=2"])):
+        res = CliRunner().invoke(cli, ["conditions", str(clip_path), "-o", str(tmp_path / f"{name}.mp4"), "--kind",
+                                       "canny", "--no-progress", *extra])
+        assert res.exit_code == 0, res.output
+        edges[name] = (io.read_video(tmp_path / f"{name}.mp4").frames > 127).sum()
+    assert edges["low"] > edges["default"]
+    res = CliRunner().invoke(cli, ["conditions", str(clip_path), "-o", str(tmp_path / "x.mp4"), "--condition", "pose.vis=1"])
+    assert res.exit_code == 1 and "did you mean 'visibility_threshold'" in res.output

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from vidreal.cli.options import condition_options
 from vidreal.conditions import available_kinds, extract_file
 
 
@@ -13,8 +14,10 @@ from vidreal.conditions import available_kinds, extract_file
                    "(out.mp4 -> out.canny.mp4, out.pose.mp4).")
 @click.option("--kind", "kinds", multiple=True, type=click.Choice(available_kinds()),
               help="Condition kind; repeat for several. Default: canny and pose.")
-@click.option("--canny-low", type=float, default=None, help="Canny low threshold (default 100).")
-@click.option("--canny-high", type=float, default=None, help="Canny high threshold (default 200).")
+@click.option("--condition", "condition", multiple=True, metavar="KIND.OPTION=VALUE",
+              help="A detector option (repeatable), e.g. canny.low_threshold=50, openpose.model=./annotators.")
+@click.option("--canny-low", type=float, default=None, help="Canny low threshold (default 100); same as --condition canny.low_threshold=N.")
+@click.option("--canny-high", type=float, default=None, help="Canny high threshold (default 200); same as --condition canny.high_threshold=N.")
 @click.option("--pose-mode", type=click.Choice(["auto", "single", "multi"]), default=None,
               help="Pose: one large person (single), everyone top-down (multi), or auto (default): single "
                    "until the person detector sees two or more people or a small one.")
@@ -27,9 +30,10 @@ from vidreal.conditions import available_kinds, extract_file
               help="Frames decoded and processed at a time (memory, not results).")
 @click.option("--allow-pickle", is_flag=True, help="Let the openpose annotator load its .pth weights (runs pickled code).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def conditions(input, output, kinds, canny_low, canny_high, pose_mode, max_people, pose_detector, keypoints,
-               chunk_size, allow_pickle, progress):
-    """Extract condition maps from INPUT and write them to OUTPUT, same size, fps and frame count.
+def conditions(input, output, kinds, condition, canny_low, canny_high, pose_mode, max_people, pose_detector,
+               keypoints, chunk_size, allow_pickle, progress):
+    """Extract condition maps from INPUT and write them to OUTPUT, same size, fps and frame count
+    (odd sizes too: libx264 then encodes yuv444p) and, for a variable frame rate, the same frame times.
 
     \b
     Examples:
@@ -37,15 +41,16 @@ def conditions(input, output, kinds, canny_low, canny_high, pose_mode, max_peopl
       vidreal conditions clip.mp4 -o maps.mp4 --kind canny --kind pose --canny-low 50
       vidreal conditions street.mp4 -o pose.mp4 --kind pose --pose-mode multi --keypoints pose.json
     """
-    canny = {}
-    if canny_low is not None:
-        canny["low_threshold"] = canny_low
-    if canny_high is not None:
-        canny["high_threshold"] = canny_high
-    pose = {key: value for key, value in (("mode", pose_mode), ("max_people", max_people),
-                                          ("detector", pose_detector)) if value is not None}
-    openpose = {"allow_pickle": True} if allow_pickle else {}
-    options = {kind: opts for kind, opts in (("canny", canny), ("pose", pose), ("openpose", openpose)) if opts} or None
+    options = condition_options(condition) or {}
+    for option, value in (("low_threshold", canny_low), ("high_threshold", canny_high)):
+        if value is not None:
+            options.setdefault("canny", {})[option] = value
+    for option, value in (("mode", pose_mode), ("max_people", max_people), ("detector", pose_detector)):
+        if value is not None:
+            options.setdefault("pose", {})[option] = value
+    if allow_pickle:
+        options.setdefault("openpose", {})["allow_pickle"] = True
+    options = options or None
     result = extract_file(input, output, kinds=kinds or ("canny", "pose"), options=options,
                           chunk_size=chunk_size, progress=progress, keypoints=keypoints)
     for kind, path in result.paths.items():
