@@ -89,6 +89,7 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
 
     keep = preview is not None or save_conditions is not None
     kept: dict[str, list[np.ndarray]] = {name: [] for name in ["source", *kinds, "output"]}
+    stats: dict = {}  # keyframes, propagated frames, frame memory size (Translator.stream)
     options = {"canny": {"low_threshold": config.canny_low, "high_threshold": config.canny_high}}
     with DetectorSet(kinds, {k: v for k, v in options.items() if k in kinds}) as detectors:
         def pieces():
@@ -105,9 +106,12 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
             for frames in translator.stream(
                 pieces(), prompt, config.negative_prompt, config.steps, config.guidance, config.controlnet_scale or None,
                 config.seed, config.chunk_size, config.consistency, config.size, progress, n_frames=info.n_frames,
+                keyframe_every=config.keyframe_every, refine=config.refine, flow_band=config.flow_band,
+                kv_cache=config.kv_cache, stats=stats,
             ):
                 if keep:
-                    kept["output"].append(_panel(frames))
+                    kept["output"].append(_panel(_mark_keyframes(frames, stats.get("_emitted", 0), config.keyframe_every, info.n_frames)))
+                    stats["_emitted"] = stats.get("_emitted", 0) + len(frames)
                 yield frames
 
         if info.is_image:
@@ -141,7 +145,7 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
             "input": str(input), "prompt": prompt, "frames": info.n_frames,
             "fps": None if info.fps is None else str(info.fps), "seconds": round(result.seconds, 3),
             "device": str(translator.device), "dtype": str(translator.pipe.unet.dtype).replace("torch.", ""),
-            "reports": reports, "metrics": result.metrics,
+            "reports": reports, "metrics": result.metrics, "correspondence": _summary(stats, config),
         })
     log.info("wrote %s (%d frame(s), %.1f s)", output, info.n_frames, result.seconds)
     return result
@@ -158,6 +162,25 @@ def _check_output(input: Path, output: Path, n_frames: int) -> None:
         raise OutputError("the output would overwrite the input", output)
     if output.is_dir():
         raise OutputError("the output path is a folder; give a file name", output)
+
+
+def _summary(stats: dict, config: TranslateConfig) -> dict:
+    """What the correspondence options did, for OUTPUT.vidreal.yaml."""
+    keys = stats.get("keyframes", [])
+    return {"keyframes": len(keys), "propagated": stats.get("propagated", 0),
+            "unseen_fraction": round(stats.get("unseen_fraction", 0.0), 4),
+            "frame_memory_mb": round(stats.get("frame_memory_bytes", 0) / 2**20, 2)}
+
+
+def _mark_keyframes(frames: np.ndarray, first: int, every: int | None, n_frames: int) -> np.ndarray:
+    """Preview frames (indices first, first+1, ...) with a green top bar on keyframes, when keyframes are on."""
+    if (every or 1) == 1:
+        return frames
+    frames = frames.copy()
+    for i in range(len(frames)):
+        if (first + i) % every == 0 or first + i == n_frames - 1:
+            frames[i, :max(2, frames.shape[1] // 32)] = (0, 255, 0)
+    return frames
 
 
 def _panel(frames: np.ndarray) -> np.ndarray:
