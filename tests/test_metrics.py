@@ -19,7 +19,7 @@ from vidreal.metrics import (
     SUMMARY_KEYS, compute_metrics, edge_metrics, edge_scores, make_flow_estimator, pose_pck,
     temporal_metrics, valid_mask,
 )
-from vidreal.metrics.flow import RaftFlow
+from vidreal.flow import RaftFlow
 
 SIZE = 96
 SHIFT = 3  # px per frame

@@ -30,6 +30,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "a person in the style of sks person"
+MEMORY_SETTINGS = {  # name -> Translator keyword arguments
+    "per-frame": dict(consistency="per-frame"), "shared-noise": dict(consistency="shared-noise"),
+    "cross-frame": dict(consistency="cross-frame"), "memory": dict(consistency="memory"),
+    "flow": dict(consistency="flow"), "keyframes4": dict(consistency="cross-frame", keyframe_every=4, refine=0.3),
+}
 
 
 def parse_args(argv=None):
@@ -50,7 +55,9 @@ def parse_args(argv=None):
     p.add_argument("--tuning", action="store_true",
                    help="also time cross-frame with channels_last, cudnn.benchmark and torch.compile (CUDA)")
     p.add_argument("--profile", action="store_true", help="print the top kernels of one cross-frame call")
-    p.add_argument("--memory-child", nargs=2, metavar=("FRAMES", "JSON"), help=argparse.SUPPRESS)
+    p.add_argument("--memory-modes", default=",".join(MEMORY_SETTINGS),
+                   help=f"settings for the N vs 4N memory check, comma-separated (default: all of {','.join(MEMORY_SETTINGS)})")
+    p.add_argument("--memory-child", nargs=3, metavar=("FRAMES", "JSON", "SETTING"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -107,8 +114,8 @@ def speed(args, model, controlnets):
                             output_type="np", height=args.size, width=args.size).images[0])
         return out
 
-    def ours(mode):
-        return lambda: tr(frames, conds, PROMPT, chunk_size=args.chunk_size, consistency=mode, **kw)
+    def ours(mode, **options):
+        return lambda: tr(frames, conds, PROMPT, chunk_size=args.chunk_size, consistency=mode, **options, **kw)
 
     reference = (stock(1)[0] * 255).round()  # also the warm-up (allocator, kernels)
     mine = ours("per-frame")()[0]
@@ -119,8 +126,11 @@ def speed(args, model, controlnets):
     n_stock = args.stock_frames or args.frames
     t_stock = best_time(lambda: stock(n_stock), args.repeats) / n_stock * args.frames
     print(f"{'stock per-frame loop':28s} {args.frames / t_stock:8.2f} frames/s   1.00x   ({n_stock} frames)")
-    for mode in ("per-frame", "shared-noise", "cross-frame"):
-        t = best_time(ours(mode), args.repeats)
+    speeds = {("cross-frame, no memory" if o else mode): ours(mode, **o) for mode, o in (
+        ("per-frame", {}), ("shared-noise", {}), ("cross-frame", {"kv_cache": "off"}), ("cross-frame", {}),
+        ("memory", {}), ("flow", {}))}
+    for mode, call in speeds.items():
+        t = best_time(call, args.repeats)
         print(f"{'vidreal ' + mode:28s} {args.frames / t:8.2f} frames/s   {t_stock / t:.2f}x")
     if args.profile:
         profile(ours("cross-frame"))
@@ -165,7 +175,7 @@ def profile(call):
     print(prof.key_averages().table(sort_by=key, row_limit=15, max_name_column_width=60))
 
 
-def memory_child(args, model, controlnets, n, out_json):
+def memory_child(args, model, controlnets, n, out_json, setting="cross-frame"):
     """Runs in a fresh process: peak memory of one streamed translation of n frames."""
     import threading
 
@@ -184,7 +194,8 @@ def memory_child(args, model, controlnets, n, out_json):
         base, samples, done = _rss(), [], threading.Event()
         sampler = threading.Thread(target=lambda: [samples.append(_rss()) for _ in iter(lambda: done.wait(0.005), True)])
         sampler.start()
-    for _ in tr.stream(pieces, PROMPT, num_inference_steps=args.steps, chunk_size=args.chunk_size, progress=False):
+    for _ in tr.stream(pieces, PROMPT, num_inference_steps=args.steps, chunk_size=args.chunk_size, progress=False,
+                       **MEMORY_SETTINGS[setting]):
         pass
     if cuda:
         peak = torch.cuda.max_memory_allocated()
@@ -201,19 +212,20 @@ def _rss() -> int:
 
 
 def memory(args, model, controlnets, tmp: Path):
-    results = {}
-    for n in (args.frames, 4 * args.frames):
-        out = tmp / f"mem{n}.json"
-        cmd = [sys.executable, __file__, "--memory-child", str(n), str(out), "--model", model, "--size", str(args.size),
-               "--steps", str(args.steps), "--chunk-size", str(args.chunk_size)]
-        cmd += [x for kind, path in controlnets.items() for x in ("--controlnet", f"{kind}={path}")]
-        cmd += ["--device", args.device] if args.device else []
-        cmd += ["--dtype", args.dtype] if args.dtype else []
-        subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
-        results[n] = json.loads(out.read_text())["peak_growth_bytes"]
-    n, n4 = args.frames, 4 * args.frames
-    print(f"peak memory growth: {n} frames {results[n] / 2**20:.1f} MiB, {n4} frames {results[n4] / 2**20:.1f} MiB, "
-          f"ratio {results[n4] / max(results[n], 1):.2f}x (chunk {args.chunk_size})")
+    for setting in args.memory_modes.split(","):
+        results = {}
+        for n in (args.frames, 4 * args.frames):
+            out = tmp / f"mem{n}.json"
+            cmd = [sys.executable, __file__, "--memory-child", str(n), str(out), setting, "--model", model,
+                   "--size", str(args.size), "--steps", str(args.steps), "--chunk-size", str(args.chunk_size)]
+            cmd += [x for kind, path in controlnets.items() for x in ("--controlnet", f"{kind}={path}")]
+            cmd += ["--device", args.device] if args.device else []
+            cmd += ["--dtype", args.dtype] if args.dtype else []
+            subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
+            results[n] = json.loads(out.read_text())["peak_growth_bytes"]
+        n, n4 = args.frames, 4 * args.frames
+        print(f"peak memory growth {setting:13s}: {n} frames {results[n] / 2**20:.1f} MiB, {n4} frames "
+              f"{results[n4] / 2**20:.1f} MiB, ratio {results[n4] / max(results[n], 1):.2f}x (chunk {args.chunk_size})")
 
 
 def main(argv=None):
@@ -221,7 +233,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         if args.memory_child:
             memory_child(args, args.model, dict(item.split("=", 1) for item in args.controlnet),
-                         int(args.memory_child[0]), args.memory_child[1])
+                         int(args.memory_child[0]), args.memory_child[1], args.memory_child[2])
             return
         model, controlnets = models(args, Path(tmp))
         speed(args, model, controlnets)

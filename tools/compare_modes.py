@@ -1,36 +1,85 @@
 #!/usr/bin/env python
-"""Translate one clip in all three consistency modes and print their metrics side by side.
+"""Translate one clip in every consistency mode and keyframe setting; print their metrics side by side.
 
     python tools/compare_modes.py samples/humanoid_walk_ground.mp4            # tiny random models
+    python tools/compare_modes.py --long                                      # a rendered 320-frame clip
     python tools/compare_modes.py clip.mp4 --config configs/rocog.yaml --model weights/sd15 \\
         --controlnet canny=weights/cn-canny --controlnet pose=weights/cn-openpose --out runs/modes
 
-Writes OUT/<mode>.mp4 for each mode (watch them side by side) and prints one column per mode:
-warp error (lower = steadier), interpolation error, edge F1 and pose PCK (structure kept).
-With tiny random models the numbers show the mechanism, not image quality.
+Settings: per-frame, shared-noise, cross-frame without the frame memory (the anchor re-denoised in
+every batch: vidreal before the memory), cross-frame, memory, flow, and cross-frame with
+``--keyframe-every`` 2, 4, 8, each without and with ``--refine 0.3``, and flow with K = 4. One row
+each: warp error (lower = steadier), interpolation error, edge F1 and pose PCK (structure kept),
+frames/s of the whole ``translate_file`` (decode, conditions, denoise, encode) and its peak memory
+(CUDA: max allocated; CPU: growth of the resident set). With tiny random models the numbers show the
+mechanism, not image quality. ``--long`` renders a long humanoid walk with an orbiting camera
+(``tools/make_samples.py``; needs pybullet) so fading consistency can show.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODES = ("per-frame", "shared-noise", "cross-frame")
-ROWS = (("warp error (masked MSE)", "warp_error", "{:.5f}"), ("interpolation RMSE", "interp_rmse", "{:.4f}"),
-        ("edge F1", "edge_f1", "{:.3f}"), ("pose PCK", "pose_pck", "{:.3f}"))
+SETTINGS = {  # name -> config overrides
+    "per-frame": dict(consistency="per-frame"),
+    "shared-noise": dict(consistency="shared-noise"),
+    "cross-frame, no memory": dict(consistency="cross-frame", kv_cache="off"),
+    "cross-frame": dict(consistency="cross-frame"),
+    "memory": dict(consistency="memory"),
+    "flow": dict(consistency="flow"),
+    **{f"cross-frame K={k}{' +refine' if r else ''}": dict(consistency="cross-frame", keyframe_every=k, refine=r)
+       for k in (2, 4, 8) for r in (None, 0.3)},
+    "flow K=4": dict(consistency="flow", keyframe_every=4),
+}
+COLUMNS = (("warp err", "warp_error", "{:.5f}"), ("interp RMSE", "interp_rmse", "{:.4f}"),
+           ("edge F1", "edge_f1", "{:.3f}"), ("pose PCK", "pose_pck", "{:.3f}"), ("frames/s", "fps", "{:.2f}"),
+           ("peak MiB", "peak_mib", "{:.0f}"), ("memory MiB", "frame_memory_mib", "{:.1f}"))
+
+
+def peak_memory(fn):
+    """(result of fn(), peak memory growth in bytes while it ran)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        result = fn()
+        torch.cuda.synchronize()
+        return result, torch.cuda.max_memory_allocated() - base
+    rss = lambda: int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")  # noqa: E731
+    base, samples, done = rss(), [], threading.Event()
+    sampler = threading.Thread(target=lambda: [samples.append(rss()) for _ in iter(lambda: done.wait(0.01), True)])
+    sampler.start()
+    try:
+        result = fn()
+    finally:
+        done.set()
+        sampler.join()
+    return result, max(samples + [rss()]) - base
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("input")
+    p.add_argument("input", nargs="?", help="clip to translate (default: samples/humanoid_walk_ground.mp4)")
+    p.add_argument("--long", action="store_true", help="render and translate a long clip (--long-frames frames)")
+    p.add_argument("--long-frames", type=int, default=320)
+    p.add_argument("--frames", type=int, help="use only the clip's first N frames")
     p.add_argument("--config", help="YAML preset")
     p.add_argument("--model", help="SD 1.5 weights (default: tiny random models)")
     p.add_argument("--controlnet", action="append", default=[], metavar="KIND=WEIGHTS")
     p.add_argument("--size", type=int, help="working size (default: preset, or 64 with tiny models)")
     p.add_argument("--steps", type=int, help="denoising steps (default: preset, or 4 with tiny models)")
-    p.add_argument("--out", default=None, help="folder for the three outputs (default: a temp folder)")
+    p.add_argument("--chunk-size", type=int, default=4)
+    p.add_argument("--only", action="append", choices=list(SETTINGS), help="run only these settings (repeatable)")
+    p.add_argument("--no-pose", action="store_true", help="skip pose PCK (mediapipe)")
+    p.add_argument("--out", default=None, help="folder for the outputs (default: a temp folder)")
     args = p.parse_args(argv)
 
     from vidreal.config import load_config
@@ -38,7 +87,18 @@ def main(argv=None):
     from vidreal.translate import load_translator, translate_file
 
     with tempfile.TemporaryDirectory() as tmp:
-        overrides = {"size": args.size, "steps": args.steps}
+        source = Path(args.input or ROOT / "samples" / "humanoid_walk_ground.mp4")
+        if args.long:
+            sys.path.insert(0, str(ROOT / "tools"))
+            from make_samples import long_clip
+
+            source = long_clip(Path(tmp) / "long_walk.mp4", n_frames=args.long_frames)
+        if args.frames:
+            from vidreal.io import read_video, write_video
+
+            clip = read_video(source)
+            source = write_video(Path(tmp) / f"first{args.frames}.mp4", clip.frames[:args.frames], clip.fps, crf=12)
+        overrides = {"size": args.size, "steps": args.steps, "chunk_size": args.chunk_size}
         if args.model:
             overrides["model"] = args.model
             if args.controlnet:
@@ -50,24 +110,37 @@ def main(argv=None):
             tiny = make_all(Path(tmp) / "tiny")
             overrides.update(model=str(tiny["sd"]), controlnets={"canny": str(tiny["canny"]), "pose": str(tiny["pose"])},
                              size=args.size or 64, steps=args.steps or 4)
-        config = load_config(args.config, **overrides)
-        translator = load_translator(config)  # loaded once for all modes
+        base = load_config(args.config, **overrides)
+        translator = load_translator(base)  # loaded once for all settings
         out_dir = Path(args.out or tmp)
-        results = {}
-        for mode in MODES:
-            config.consistency = mode
-            output = out_dir / f"{mode}.mp4"
-            translate_file(args.input, output, config, translator=translator, progress=True, record=False)
-            results[mode] = compute_file_metrics(args.input, output, pose=True)
-        source_floor = results[MODES[0]]["warp_error_source"]
-        width = max(len(r[0]) for r in ROWS)
-        print(f"{'metric':{width}s}  " + "  ".join(f"{m:>12s}" for m in MODES))
-        for label, key, fmt in ROWS:
-            cells = ["n/a" if results[m].get(key) is None else fmt.format(results[m][key]) for m in MODES]
-            print(f"{label:{width}s}  " + "  ".join(f"{c:>12s}" for c in cells))
-        print(f"(warp error of the source itself: {source_floor:.5f})")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        translate_file(source, out_dir / "warmup.mp4", base, translator=translator, progress=False, record=False)
+        rows = {}
+        for name in args.only or SETTINGS:
+            config = load_config(args.config, **{**overrides, **SETTINGS[name]})
+            output = out_dir / (name.replace(" ", "_").replace(",", "").replace("=", "") + ".mp4")
+            start = time.perf_counter()
+            result, peak = peak_memory(lambda: translate_file(source, output, config, translator=translator,
+                                                              progress=False))
+            seconds = time.perf_counter() - start
+            rows[name] = compute_file_metrics(source, output, pose=not args.no_pose)
+            import yaml
+            record = yaml.safe_load(output.with_name(output.name + ".vidreal.yaml").read_text())["result"]
+            rows[name].update(fps=result.n_frames / seconds, peak_mib=peak / 2**20,
+                              frame_memory_mib=record["correspondence"]["frame_memory_mb"])
+            print(f"{name}: done ({seconds:.1f} s)", file=sys.stderr)
+        first = next(iter(rows.values()))
+        print(f"{source} ({first['n_frames']} frames {first['width']}x{first['height']}), working size {base.size}, "
+              f"{base.steps} steps, chunk {base.chunk_size}, device {translator.device}")
+        width = max(len(n) for n in rows)
+        print(f"{'setting':{width}s}  " + "  ".join(f"{c[0]:>11s}" for c in COLUMNS))
+        for name, r in rows.items():
+            cells = ["n/a" if r.get(key) is None else fmt.format(r[key]) for _, key, fmt in COLUMNS]
+            print(f"{name:{width}s}  " + "  ".join(f"{c:>11s}" for c in cells))
+        print(f"(warp error of the source itself: {first['warp_error_source']:.5f}; interp RMSE of the source: "
+              f"{first['interp_rmse_source']:.4f})")
         if args.out:
-            print(f"outputs: {', '.join(str(out_dir / f'{m}.mp4') for m in MODES)}")
+            print(f"outputs in {out_dir}")
 
 
 if __name__ == "__main__":

@@ -176,8 +176,10 @@ def render(view, size, background: np.ndarray, fov: float = 45.0) -> np.ndarray:
     return image
 
 
-def render_humanoid(motion: str, outfit: str, ground: str, folder: Path) -> dict[str, np.ndarray]:
-    """{"ground": frames, "air": frames}, each uint8 (N_FRAMES, SIZE, SIZE, 3)."""
+def render_humanoid(motion: str, outfit: str, ground: str, folder: Path, n_frames: int = N_FRAMES, size: int = SIZE,
+                    orbit: float = 0.0) -> dict[str, np.ndarray]:
+    """{"ground": frames, "air": frames}, each uint8 (n_frames, size, size, 3); the cameras turn
+    ``orbit`` degrees around the path over the clip (camera motion)."""
     pb.resetSimulation()
     pb.setAdditionalSearchPath(pybullet_data.getDataPath())
     z_to_y = pb.getQuaternionFromEuler([-math.pi / 2, 0, 0])  # DeepMimic's world is y-up
@@ -186,23 +188,24 @@ def render_humanoid(motion: str, outfit: str, ground: str, folder: Path) -> dict
     body = pb.loadURDF(str(dressed_humanoid_urdf(outfit, folder)), [0, 0.9, 0], globalScaling=SCALE,
                        useFixedBase=True, flags=pb.URDF_MAINTAIN_LINK_ORDER)
     joint_ids = {pb.getJointInfo(body, j)[1].decode(): j for j in range(pb.getNumJoints(body))}
-    poses = motion_poses(motion, N_FRAMES, FPS)
+    poses = motion_poses(motion, n_frames, FPS)
     start, end = poses[0][0], poses[-1][0]
     forward = np.array(pb.getMatrixFromQuaternion(poses[0][1])).reshape(3, 3)[:, 0]  # body's +x
     heading = math.atan2(-forward[2], forward[0])
     cameras = {"ground": (heading + math.radians(35), 2.7, 1.0, 0.82),  # azimuth, distance, eye y, target y
                "air": (heading + math.radians(30), 1.6, 2.7, 0.75)}
     frames = {view: [] for view in cameras}
-    background = sky(SIZE)
+    background = sky(size)
     for i, (position, orientation, joints) in enumerate(poses):
         pb.resetBasePositionAndOrientation(body, position.tolist(), orientation)
         for joint, value in joints.items():
             pb.resetJointStateMultiDof(body, joint_ids[joint], list(value))
         centre = start + (end - start) * i / max(len(poses) - 1, 1)  # the camera tracks the path
         for view, (azimuth, distance, eye_y, target_y) in cameras.items():
+            azimuth += math.radians(orbit) * i / max(len(poses) - 1, 1)
             eye = [centre[0] + distance * math.cos(azimuth), eye_y, centre[2] - distance * math.sin(azimuth)]
             matrix = pb.computeViewMatrix(eye, [centre[0], target_y, centre[2]], [0, 1, 0])
-            frames[view].append(render(matrix, SIZE, background))
+            frames[view].append(render(matrix, size, background))
     return {view: np.stack(images) for view, images in frames.items()}
 
 
@@ -326,6 +329,18 @@ def render_objects(out: Path, folder: Path) -> list[str]:
             write_video(out / "objects" / relative, image[None])
             lines.append(f"{relative} {VISDA_CLASSES.index(name)}")
     return lines
+
+
+def long_clip(path: Path, n_frames: int = 320, size: int = 128) -> Path:
+    """A long walk seen from the ground with an orbiting camera (not committed: made at run time
+    by ``tools/compare_modes.py --long``), ``n_frames`` at 24 fps."""
+    pb.connect(pb.DIRECT)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            clips = render_humanoid("walk", "walk", "pavement", Path(tmp), n_frames=n_frames, size=size, orbit=120.0)
+            return write_video(path, clips["ground"], Fraction(FPS), crf=18)
+    finally:
+        pb.disconnect()
 
 
 def main(out: Path) -> None:

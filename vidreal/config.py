@@ -38,6 +38,9 @@ NEGATIVE_PROMPT = (
     "longbody, lowres, bad anatomy, bad hands, missing fingers, extra digit, fewer digits, cropped, "
     "worst quality, low quality"
 )
+# correspondence (keyframe propagation, frame memory, flow fusion)
+DEFAULT_FLOW_BAND = (0.2, 0.8)
+KV_CACHE = ("device", "cpu", "off")
 SECTIONS = ("classify", "batch", "personalize", "result", "vidreal_version")  # not translation keys; ignored here
 # streams: `batch:` section keys = run_batch's settings (its keyword arguments but translator/progress).
 BATCH_KEYS = ("pattern", "extensions", "list_file", "root", "executor", "workers", "gpus_per_worker", "ray_address",
@@ -61,7 +64,7 @@ class TranslateConfig:
     guidance: float = 9.0
     seed: int = 0
     chunk_size: int = 8  # frames denoised together (memory knob; output does not depend on it)
-    consistency: str = "cross-frame"  # per-frame | shared-noise | cross-frame
+    consistency: str = "cross-frame"  # per-frame | shared-noise | cross-frame | memory | flow
     size: int | None = 512  # working resolution (short side); None keeps the input size
     device: str | None = None  # None = auto (cuda > mps > cpu)
     dtype: str | None = None  # None = auto (fp16 on GPU, fp32 on CPU)
@@ -79,6 +82,11 @@ class TranslateConfig:
     control_start: float | dict[str, float] = 0.0
     control_end: float | dict[str, float] = 1.0
     guess_mode: bool = False
+    # correspondence: keyframe propagation, frame memory, flow-guided fusion (see check_correspondence)
+    keyframe_every: int | None = None  # K: denoise every K-th frame (and the last), propagate the rest
+    refine: float | None = None  # img2img strength over propagated frames, 0..1 (None/0: off)
+    flow_band: list[float] = field(default_factory=lambda: list(DEFAULT_FLOW_BAND))  # steps where flow fuses
+    kv_cache: str = "device"  # frame memory: device | cpu | off (off: cross-frame re-denoises the anchor)
 
     def __post_init__(self):
         self.validate()
@@ -88,8 +96,7 @@ class TranslateConfig:
         for name, value in [*self.__dict__.items(), *(("controlnet_scale." + k, v) for k, v in self.controlnet_scale.items())]:
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{name} must be a finite number, got {value!r}")
-        if self.consistency not in CONSISTENCY_MODES:
-            raise ConfigError(f"consistency must be one of {', '.join(CONSISTENCY_MODES)}, got {self.consistency!r}")
+        check_correspondence(self.consistency, self.keyframe_every, self.refine, self.flow_band, self.kv_cache)
         for name in ("steps", "chunk_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -135,6 +142,7 @@ class TranslateConfig:
         data = self.to_dict()
         data.pop("device")
         data.pop("compile")
+        data.pop("kv_cache")  # where the frame memory lives does not change the output
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def prompt_for(self, path: str | Path) -> str:
@@ -144,6 +152,32 @@ class TranslateConfig:
             return self.prompt.format(class_name=path.parent.name, stem=path.stem)
         except (KeyError, IndexError) as exc:
             raise ConfigError(f"prompt template {self.prompt!r} uses an unknown field {exc}") from None
+
+
+def check_correspondence(consistency, keyframe_every=None, refine=None, flow_band=DEFAULT_FLOW_BAND,
+                         kv_cache="device") -> None:
+    """Validate the consistency mode and the correspondence options (ConfigError naming the value)."""
+    if consistency not in CONSISTENCY_MODES:
+        raise ConfigError(f"consistency must be one of {', '.join(CONSISTENCY_MODES)}, got {consistency!r}")
+    if keyframe_every is not None and (isinstance(keyframe_every, bool) or not isinstance(keyframe_every, int)
+                                       or keyframe_every < 1):
+        raise ConfigError(f"keyframe_every must be an integer >= 1 (or null), got {keyframe_every!r}")
+    if refine is not None and (isinstance(refine, bool) or not isinstance(refine, (int, float))
+                               or not 0 <= refine <= 1):
+        raise ConfigError(f"refine must be a number in [0, 1] (or null), got {refine!r}")
+    if refine and (keyframe_every or 1) == 1:
+        raise ConfigError(f"refine {refine} needs keyframe_every > 1: it repairs propagated frames")
+    try:
+        lo, hi = (float(v) for v in flow_band)
+    except (TypeError, ValueError):
+        raise ConfigError(f"flow_band must be two numbers [start, end], got {flow_band!r}") from None
+    if not 0 <= lo <= hi <= 1:
+        raise ConfigError(f"flow_band must satisfy 0 <= start <= end <= 1, got {list(flow_band)!r}")
+    if kv_cache not in KV_CACHE:
+        raise ConfigError(f"kv_cache must be one of {', '.join(KV_CACHE)}, got {kv_cache!r}")
+    if kv_cache == "off" and (consistency in ("memory", "flow") or (refine and consistency == "cross-frame")):
+        raise ConfigError(f"kv_cache off works with cross-frame without refine only; {consistency!r}"
+                          f"{' with refine' if refine else ''} needs the frame memory (kv_cache device or cpu)")
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TranslateConfig)}

@@ -26,7 +26,7 @@ import numpy as np
 
 from vidreal.errors import ConfigError, InputError
 
-CONSISTENCY_MODES = ("per-frame", "shared-noise", "cross-frame")
+CONSISTENCY_MODES = ("per-frame", "shared-noise", "cross-frame", "memory", "flow")
 IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 VIDEO_EXTS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"})
 DEVICES_HINT = "use auto, cpu, cuda, cuda:N or mps"

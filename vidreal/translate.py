@@ -132,6 +132,8 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
         waiting = _Waiting() if preview_writer is not None or scores is not None or structure_scores is not None \
             else None
 
+        stats: dict = {}  # keyframes, propagated frames, frame memory size (Translator.stream)
+
         def pieces():  # may run in a prefetch thread (batch overlap): it only touches its own writers
             for chunk in media.chunks(config.chunk_size):
                 small = resize_frames(chunk, *work)  # conditions are extracted at the working size
@@ -146,20 +148,25 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
                     people.add(detectors.detectors["pose"].last_people)
                 yield chunk, maps
 
+        emitted = 0  # frames written so far: the next frame's index
         for frames in translator.stream(
             pieces(), prompt, config.negative_prompt, config.steps, config.guidance, config.controlnet_scale or None,
             config.seed, config.chunk_size, config.consistency, config.size, progress, n_frames=info.n_frames,
             control_start=config.control_start, control_end=config.control_end, guess_mode=config.guess_mode,
+            keyframe_every=config.keyframe_every, refine=config.refine, flow_band=config.flow_band,
+            kv_cache=config.kv_cache, stats=stats,
         ):
             writer.write(frames)
             if waiting is not None:
                 source, rows = waiting.take(len(frames))
                 if preview_writer is not None:
-                    preview_writer.write(np.concatenate([rows, _panel(frames)], axis=2))
+                    marked = _mark_keyframes(frames, emitted, config.keyframe_every, info.n_frames)
+                    preview_writer.write(np.concatenate([rows, _panel(marked)], axis=2))
                 if scores is not None:
                     scores.add(source, frames)
                 if structure_scores is not None:
                     structure_scores.add(source, frames)
+            emitted += len(frames)
         reports = detectors.reports()
         result = TranslateResult(input, output, info.n_frames, info.fps, 0.0, prompt, config, reports,
                                  preview=None if preview is None else Path(preview), conditions=condition_paths)
@@ -178,7 +185,7 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
                 "timestamps": "kept (variable frame rate)" if info.timestamps is not None else None,
                 "seconds": round(result.seconds, 3),
                 "device": str(translator.device), "dtype": str(translator.pipe.unet.dtype).replace("torch.", ""),
-                "reports": reports, "metrics": result.metrics,
+                "reports": reports, "metrics": result.metrics, "correspondence": _summary(stats, config),
             })
     for note in reports.values():
         log.warning("%s: %s", input, note)
@@ -231,6 +238,25 @@ def _structure_hooks(structure, keypoints, kinds, info, work):
             raise ConfigError(f"keypoints come from the pose condition: the ControlNets read {', '.join(kinds)}")
         people = KeypointsLog(info.width, info.height, scale=(info.width / work[1], info.height / work[0]))
     return scores, people
+
+
+def _summary(stats: dict, config: TranslateConfig) -> dict:
+    """What the correspondence options did, for OUTPUT.vidreal.yaml."""
+    keys = stats.get("keyframes", [])
+    return {"keyframes": len(keys), "propagated": stats.get("propagated", 0),
+            "unseen_fraction": round(stats.get("unseen_fraction", 0.0), 4),
+            "frame_memory_mb": round(stats.get("frame_memory_bytes", 0) / 2**20, 2)}
+
+
+def _mark_keyframes(frames: np.ndarray, first: int, every: int | None, n_frames: int) -> np.ndarray:
+    """Preview frames (indices first, first+1, ...) with a green top bar on keyframes, when keyframes are on."""
+    if (every or 1) == 1:
+        return frames
+    frames = frames.copy()
+    for i in range(len(frames)):
+        if (first + i) % every == 0 or first + i == n_frames - 1:
+            frames[i, :max(2, frames.shape[1] // 32)] = (0, 255, 0)
+    return frames
 
 
 def _panel(frames: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ import math
 import click
 import yaml
 
-from vidreal.config import CONDITION_ALIASES, CONSISTENCY_MODES, TranslateConfig, load_config
+from vidreal.config import CONDITION_ALIASES, CONSISTENCY_MODES, KV_CACHE, TranslateConfig, load_config
 from vidreal.errors import ConfigError
 
 
@@ -90,7 +90,16 @@ def translate_options(func):
         click.option("--guidance", type=float, help="Classifier-free guidance scale (default 9)."),
         click.option("--seed", type=int, help="Random seed (default 0)."),
         click.option("--chunk-size", type=int, help="Frames denoised together (memory; output unchanged)."),
-        click.option("--consistency", type=click.Choice(CONSISTENCY_MODES), help="Temporal consistency mode (default cross-frame)."),
+        click.option("--consistency", type=click.Choice(CONSISTENCY_MODES),
+                     help="Temporal consistency mode (default cross-frame); memory: anchor + previous frame; "
+                          "flow: memory + flow-guided fusion."),
+        click.option("--keyframe-every", type=int, metavar="K",
+                     help="Denoise every K-th frame (and the last); build the rest along the source's flow."),
+        click.option("--refine", type=float, metavar="S", help="img2img strength 0..1 over propagated frames (needs --keyframe-every)."),
+        click.option("--flow-band", type=float, nargs=2, metavar="START END",
+                     help="Fractions of the denoising steps where --consistency flow fuses (default 0.2 0.8)."),
+        click.option("--kv-cache", type=click.Choice(KV_CACHE),
+                     help="Where the frame memory lives (cpu bounds device memory; off: cross-frame re-denoises the anchor)."),
         click.option("--size", type=int, help="Working resolution, short side (default 512)."),
         click.option("--device", help="cuda, cuda:1, mps or cpu (default: auto)."),
         click.option("--dtype", type=click.Choice(["auto", "fp16", "bf16", "fp32"]), help="Model dtype (default: auto)."),
@@ -128,6 +137,7 @@ def translate_options(func):
         given["conditions"] = condition_options(given.get("conditions"))
         for name in ("control_start", "control_end"):
             given[name] = _timing(given.get(name), "--" + name.replace("_", "-"))
+        given["flow_band"] = list(given["flow_band"]) if given.get("flow_band") else None
         if given.get("dtype") == "auto":
             given["dtype"] = None
         kwargs["config"] = load_config(config_path, **given)

@@ -10,6 +10,8 @@ from vidreal.cli.options import translate_options
 Examples:
   vidreal translate samples/humanoid_walk_ground.mp4 -o out.mp4
   vidreal translate clip.mp4 -o out.mp4 --config configs/rocog.yaml --model ./my-dreambooth --preview side.mp4
+  vidreal translate long.mp4 -o out.mp4 --keyframe-every 4 --refine 0.3     # ~3x faster, steadier
+  vidreal translate clip.mp4 -o out.mp4 --consistency flow --flow-band 0.2 0.8   # steadiest
   vidreal translate car.png -o car_real.png --config configs/visda.yaml --controlnet canny=./cn-canny
 """)
 @click.argument("input", type=click.Path(dir_okay=True))

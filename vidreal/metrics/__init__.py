@@ -32,7 +32,7 @@ from vidreal.io import resize_frames
 from vidreal.metrics import clip as _clip
 from vidreal.metrics import temporal as _temporal
 from vidreal.metrics.clip import DEFAULT_CLIP_MODEL, clip_metrics, load_clip
-from vidreal.metrics.flow import FLOW_METHODS, check_flow_method, make_flow_estimator, valid_mask, warp
+from vidreal.flow import FLOW_METHODS, check_flow_method, make_flow_estimator, valid_mask, warp
 from vidreal.metrics.report import format_table, plot_metrics
 from vidreal.metrics.structure import (EdgeStream, PoseStream, edge_map, edge_metrics, edge_scores, pose_metrics,
                                        pose_pck)

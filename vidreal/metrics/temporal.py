@@ -26,7 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from vidreal.errors import InputError
-from vidreal.metrics.flow import check_flow_method, make_flow_estimator, valid_mask, warp
+from vidreal.flow import check_flow_method, make_flow_estimator, valid_mask, warp
 
 MAX_PSNR = 100.0
 

@@ -19,18 +19,21 @@ from __future__ import annotations
 
 import logging
 from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from vidreal.config import DEFAULT_FLOW_BAND, check_correspondence
 from vidreal.errors import ConfigError, InputError, ModelError
 from vidreal.io import resize_frames
-from vidreal.pipeline.attention import FrameLayout, cross_frame_attention
+from vidreal.pipeline.attention import FrameMemory, cross_frame_attention
+from vidreal.pipeline.fusion import FlowFusion, fusion_link
+from vidreal.propagate import propagate
 from vidreal.runtime import CONSISTENCY_MODES, check_finite, check_frames
 
 log = logging.getLogger(__name__)
-
 
 class Translator:
     """SD 1.5 + N ControlNets, translating uint8 (T, H, W, 3) RGB frames.
@@ -127,6 +130,7 @@ class Translator:
     @torch.no_grad()
     def __call__(self, frames, conditions, prompt, negative_prompt=None, num_inference_steps=20, guidance_scale=9.0,
                  controlnet_scale=None, seed=0, chunk_size=8, consistency="cross-frame", size=None, progress=True,
+                 keyframe_every=None, refine=None, flow_band=DEFAULT_FLOW_BAND, kv_cache="device", stats=None,
                  control_start=0.0, control_end=1.0, guess_mode=False):
         """Translate a clip held in memory.
 
@@ -135,6 +139,7 @@ class Translator:
             conditions: {kind: uint8 (T, H', W', 3)} for every ControlNet kind; resized to the working size.
             controlnet_scale: float, or {kind: float}; default 1.0 each.
             size: working resolution (short side); None denoises at the input size (rounded).
+            keyframe_every, refine, flow_band, kv_cache, stats: see :meth:`stream`.
             control_start, control_end: float, or {kind: float}: the fraction of the denoising steps
                 where each ControlNet starts and stops acting (diffusers' ``control_guidance_start/end``).
             guess_mode: the ControlNets see only the conditional half under guidance (diffusers' guess mode).
@@ -146,118 +151,214 @@ class Translator:
                   for i in range(0, len(frames), chunk_size)]
         return np.concatenate(list(self.stream(
             pieces, prompt, negative_prompt, num_inference_steps, guidance_scale, controlnet_scale, seed,
-            chunk_size, consistency, size, progress, n_frames=len(frames), control_start=control_start,
+            chunk_size, consistency, size, progress, n_frames=len(frames), keyframe_every=keyframe_every,
+            refine=refine, flow_band=flow_band, kv_cache=kv_cache, stats=stats, control_start=control_start,
             control_end=control_end, guess_mode=guess_mode)))
 
     @torch.no_grad()
     def stream(self, pieces, prompt, negative_prompt=None, num_inference_steps=20, guidance_scale=9.0,
                controlnet_scale=None, seed=0, chunk_size=8, consistency="cross-frame", size=None, progress=True,
-               n_frames=None, control_start=0.0, control_end=1.0, guess_mode=False):
+               n_frames=None, keyframe_every=None, refine=None, flow_band=DEFAULT_FLOW_BAND, kv_cache="device",
+               stats=None, control_start=0.0, control_end=1.0, guess_mode=False):
         """Translate a clip that arrives in pieces; yields uint8 (n, H, W, 3) outputs in frame order.
 
         ``pieces`` yields ``(frames uint8 (n, H, W, 3), {kind: uint8 (n, H', W', 3)})`` of any
-        lengths. They are regrouped into denoising batches of ``chunk_size`` frames (a carried
-        anchor included), so memory depends on ``chunk_size``, never on the clip's length, and the
-        output does not depend on how the clip was cut. ``n_frames`` (if known) sizes the progress bar.
+        lengths. They are regrouped into denoising batches of ``chunk_size`` frames, so memory
+        depends on ``chunk_size``, never on the clip's length, and the output does not depend on
+        how the clip was cut. ``n_frames`` (if known) sizes the progress bar.
+
+        Correspondence options (the config keys of the same names):
+            consistency: also ``memory`` (each frame attends to the anchor and its previous frame)
+                and ``flow`` (memory + flow-guided fusion of predicted latents in ``flow_band``).
+            keyframe_every: K; denoise frames 0, K, 2K, ... and the last, build the others from their
+                two keyframes along the source flow (``vidreal.propagate``). None (or 1): every frame.
+                Frames wait for their right keyframe: at most ``chunk_size * K`` frames are held.
+            refine: S in [0, 1]; an img2img pass of strength S over propagated frames (None/0: off).
+            flow_band: (start, end) fractions of the denoising steps where ``flow`` fuses.
+            kv_cache: where the frame memory lives: ``device``, ``cpu`` (host memory), or ``off``
+                (``cross-frame`` only: the anchor is re-denoised in every batch, as before the memory).
+            stats: an optional dict, filled with ``keyframes`` (indices), ``propagated``,
+                ``unseen_fraction`` (mean share of propagated pixels no keyframe saw) and
+                ``frame_memory_bytes`` (peak size of the frame memory and fusion cache).
         """
+        check_correspondence(consistency, keyframe_every, refine, flow_band, kv_cache)
         pipe = self.pipe
         guidance_scale = check_finite("guidance_scale", guidance_scale)
         cfg = guidance_scale > 1.0 and pipe.unet.config.time_cond_proj_dim is None
         scales = _scales(controlnet_scale, self.controlnet_names)
-        carry_anchor = consistency == "cross-frame"
         control_schedule(scales, control_start, control_end, 1, self.controlnet_names)  # validates
-        run = dict(pos=None, neg=None, cfg=cfg, guidance_scale=guidance_scale, scales=scales,
-                   control=(control_start, control_end),
-                   steps=num_inference_steps, seed=seed, per_frame=consistency == "per-frame",
-                   guess=bool(guess_mode) and cfg)
+        attend = {"cross-frame": "anchor", "memory": "anchor+previous", "flow": "anchor+previous"}.get(consistency)
+        memory = None if attend is None else FrameMemory(attend, None if kv_cache == "off" else kv_cache,
+                                                         groups=2 if cfg else 1)
+        if consistency == "flow" and pipe.scheduler.config.get("prediction_type", "epsilon") != "epsilon":
+            raise ConfigError("consistency 'flow' needs an epsilon-prediction model")
+        run = _Run(cfg=cfg, guidance_scale=guidance_scale, scales=scales, control=(control_start, control_end),
+                   guess=bool(guess_mode) and cfg,
+                   steps=num_inference_steps, seed=seed, per_frame=consistency == "per-frame", chunk_size=chunk_size,
+                   every=keyframe_every or 1, refine=refine or 0.0, memory=memory,
+                   fusion=FlowFusion(flow_band) if consistency == "flow" else None,
+                   carry=memory is not None and memory.store is None)
 
         # 1. Encode the prompt once for the whole clip
-        run["pos"], run["neg"] = pipe.encode_prompt(prompt, self.device, 1, cfg, negative_prompt)
-        attention = cross_frame_attention(pipe.unet, FrameLayout(groups=2 if cfg else 1)) if carry_anchor \
-            else nullcontext()
+        run.pos, run.neg = pipe.encode_prompt(prompt, self.device, 1, cfg, negative_prompt)
         bar = tqdm(total=n_frames, desc="translating", unit="frame", disable=not progress, leave=False)
 
-        shape = work = anchor = None
+        shape = None
         received = 0  # frames seen so far: the next frame's index
-        pending = []  # (frame index, [control tensor (1, 3, h, w) per ControlNet]) awaiting a batch
-        with bar, attention:
+        keys, held = [], []  # frames to denoise; frames waiting for their right keyframe
+        with bar:
             for frames, conditions in pieces:
                 # 2. Check each piece; the first one fixes the clip's size and the working size
                 self.check_inputs(frames, conditions, consistency, chunk_size)
                 if shape is None:
                     shape = frames.shape[1:3]
-                    work = self.working_size(*shape, size)
+                    run.work = self.working_size(*shape, size)
                     f = pipe.vae_scale_factor
-                    run["latent_shape"] = (pipe.unet.config.in_channels, work[0] // f, work[1] // f)
+                    run.latent_shape = (pipe.unet.config.in_channels, run.work[0] // f, run.work[1] // f)
                 elif frames.shape[1:3] != shape:
                     raise InputError(f"frame size changed mid-clip from {shape} to {frames.shape[1:3]}")
-                # 3. Control images at the working size, one tensor per ControlNet
-                controls = [self._to_tensor(conditions[k], work, pipe.controlnet.dtype) for k in self.controlnet_names]
-                pending += [(received + j, [c[j:j + 1] for c in controls]) for j in range(len(frames))]
+                # 3. Source frames and control images at the working size
+                small = resize_frames(frames, *run.work)
+                controls = [resize_frames(conditions[k], *run.work) for k in self.controlnet_names]
+                for j in range(len(frames)):
+                    frame = _Frame(received + j, small[j], [c[j] for c in controls])
+                    (keys if frame.index % run.every == 0 else held).append(frame)
                 received += len(frames)
-                # 4. Denoise batches as they fill up (the anchor rides along after the first)
-                while len(pending) >= _batch_size(chunk_size, anchor, carry_anchor):
-                    anchor, out = self._next_batch(pending, anchor, chunk_size, carry_anchor, run, shape, bar)
-                    yield out
+                # 4. Denoise batches of keyframes as they fill up, then the frames between them
+                while len(keys) >= self._batch_size(run):
+                    yield self._keyframe_batch(run, keys, held, shape, bar)
             if shape is None:
                 raise InputError("the clip has no frames")
-            while pending:
-                anchor, out = self._next_batch(pending, anchor, chunk_size, carry_anchor, run, shape, bar)
-                yield out
+            if held and held[-1].index == received - 1:
+                keys.append(held.pop())  # the last frame is always a keyframe
+            while keys:
+                yield self._keyframe_batch(run, keys, held, shape, bar)
+        if stats is not None:
+            stats.update(keyframes=run.keyframes, propagated=len(run.unseen), frame_memory_bytes=run.peak_bytes,
+                         unseen_fraction=float(np.mean(run.unseen)) if run.unseen else 0.0)
 
-    def _next_batch(self, pending, anchor, chunk_size, carry_anchor, run, shape, bar):
-        """Pop, denoise and decode the next batch; returns (anchor, uint8 (n, H, W, 3) frames)."""
-        n = _batch_size(chunk_size, anchor, carry_anchor)
-        batch, pending[:] = pending[:n], pending[n:]
-        anchor = anchor or batch[0]
-        carried = carry_anchor and batch[0][0] != anchor[0]
-        frames = ([anchor] if carried else []) + batch
-        seeds = [run["seed"] + i for i, _ in frames] if run["per_frame"] else [run["seed"]] * len(frames)
-        latents = self._initial_latents(run["latent_shape"], seeds, run["pos"].dtype)
-        controls = [torch.cat([c[k] for _, c in frames]) for k in range(len(self.controlnet_names))]
-        bar.set_postfix_str(f"frames {batch[0][0]}-{batch[-1][0]}")
-        latents = self._denoise(latents, controls, run["pos"], run["neg"], run["cfg"], run["guidance_scale"],
-                                run["scales"], run["steps"], bar, control=run["control"], guess=run["guess"])
-        images = resize_frames(self._decode(latents[1:] if carried else latents), *shape)
-        bar.update(len(batch))
-        return anchor, images
+    def _batch_size(self, run) -> int:
+        """Keyframes taken per batch: with the anchor carried (no frame memory), later batches leave it room."""
+        return max(run.chunk_size - 1, 1) if run.carry and run.anchor is not None else run.chunk_size
 
-    def _denoise(self, latents, controls, pos, neg, cfg, guidance_scale, scales, steps, bar, control=(0.0, 1.0),
-                 guess=False):
-        """The diffusers ControlNet denoising loop on one chunk of frames (batch = frames).
+    def _keyframe_batch(self, run, keys, held, shape, bar) -> np.ndarray:
+        """Denoise the next batch of keyframes, build (and refine) the frames up to the last of them;
+        returns those frames, uint8 (n, H, W, 3) in order."""
+        batch, keys[:] = keys[:self._batch_size(run)], keys[self._batch_size(run):]
+        run.anchor = run.anchor or batch[0]
+        if run.fusion is not None:  # source flow from each keyframe to the one denoised before it
+            for frame in batch:
+                if run.previous is not None:
+                    frame.link = fusion_link(run.estimator, frame.source, run.previous, run.latent_shape[1:],
+                                             self.device, run.pos.dtype)
+                run.previous = frame.source
+        bar.set_postfix_str(f"frames {batch[0].index}-{batch[-1].index}")
+        outputs = dict(zip([f.index for f in batch], self._denoise_frames(run, batch, bar)))
+        propagated = []
+        for frame in batch:
+            gap = [f for f in held if f.index < frame.index]
+            del held[:len(gap)]
+            if gap:
+                left = (run.left[0].index, run.left[0].source, run.left[1])
+                images, unseen = propagate(run.estimator, np.stack([f.source for f in gap]), [f.index for f in gap],
+                                           left, (frame.index, frame.source, outputs[frame.index]))
+                run.unseen += unseen
+                propagated += [(f, image) for f, image in zip(gap, images)]
+            run.left = (frame, outputs[frame.index])
+        run.keyframes += [f.index for f in batch]
+        if run.refine and propagated:
+            for i in range(0, len(propagated), run.chunk_size):
+                part = propagated[i:i + run.chunk_size]
+                images = self._denoise_frames(run, [f for f, _ in part], bar, start=np.stack([im for _, im in part]))
+                propagated[i:i + run.chunk_size] = [(f, im) for (f, _), im in zip(part, images)]
+        outputs.update({f.index: image for f, image in propagated})
+        run.peak_bytes = max(run.peak_bytes, (run.memory.nbytes if run.memory else 0) +
+                             (run.fusion.nbytes if run.fusion else 0))
+        bar.update(len(outputs))
+        return resize_frames(np.stack([outputs[i] for i in sorted(outputs)]), *shape)
 
-        ``control``: (start, end) of each ControlNet, turned into per-step scales over the
-        scheduler's timesteps (``control_schedule``). ``guess``: the ControlNets run on the
-        conditional half only, the unconditional half gets zero residuals."""
+    def _denoise_frames(self, run, batch, bar, start=None) -> np.ndarray:
+        """Denoise and decode frames (``start``: uint8 (n, h, w, 3) images to refine, img2img);
+        returns uint8 (n, h, w, 3) at the working size."""
+        carried = run.carry and batch[0].index != run.anchor.index
+        frames = ([run.anchor] if carried else []) + batch
+        seeds = [run.seed + f.index for f in frames] if run.per_frame else [run.seed] * len(frames)
+        latents = self._initial_latents(run.latent_shape, seeds, run.pos.dtype)
+        dtype = self.pipe.controlnet.dtype
+        controls = [self._to_tensor(np.stack([f.controls[k] for f in frames]), run.work, dtype)
+                    for k in range(len(run.scales))]
+        memory, fusion = run.memory, run.fusion
+        if start is not None:  # a refine pass reads the anchor's memory, writes nothing, fuses nothing
+            memory = memory and replace(memory, attend="anchor", anchor_in_batch=False, record=False)
+            fusion, start = None, (self._encode(start), run.refine)
+        elif memory is not None:
+            memory.anchor_in_batch = frames[0].index == run.anchor.index
+        if fusion is not None:
+            fusion.links = [f.link for f in frames]
+        latents = self._denoise(latents, controls, run.pos, run.neg, run.cfg, run.guidance_scale, run.scales,
+                                run.steps, bar, memory=memory, fusion=fusion, start=start, control=run.control,
+                                guess=run.guess)
+        return self._decode(latents[1:] if carried else latents)
+
+    def _denoise(self, latents, controls, pos, neg, cfg, guidance_scale, scales, steps, bar, memory=None,
+                 fusion=None, start=None, control=(0.0, 1.0), guess=False):
+        """The diffusers ControlNet denoising loop on one batch of frames (batch = frames).
+
+        memory: the stream's FrameMemory (cross-frame attention installed for this call only), or None.
+        fusion: the stream's FlowFusion, or None. start: (image latents, strength) for img2img, or None.
+        control: (start, end) of each ControlNet, turned into per-step scales over the scheduler's
+        timesteps (``control_schedule``). guess: the ControlNets run on the conditional half only,
+        the unconditional half gets zero residuals.
+        """
         pipe = self.pipe
         n = latents.shape[0]
         scheduler = pipe.scheduler.__class__.from_config(pipe.scheduler.config)
         scheduler.set_timesteps(steps, device=self.device)
-        latents = latents * scheduler.init_noise_sigma
+        first = 0
+        if start is None:
+            latents = latents * scheduler.init_noise_sigma
+        else:  # as diffusers' img2img: skip the first (1 - strength) of the schedule, noise the image to there
+            first = (steps - min(int(steps * start[1]), steps)) * scheduler.order
+            if hasattr(scheduler, "set_begin_index"):
+                scheduler.set_begin_index(first)
+            latents = scheduler.add_noise(start[0], latents, scheduler.timesteps[first:first + 1])
         embeds = torch.cat([neg.expand(n, -1, -1), pos.expand(n, -1, -1)]) if cfg else pos.expand(n, -1, -1)
         images = [torch.cat([c, c]) if cfg and not guess else c for c in controls]
         scales = control_schedule(scales, *control, len(scheduler.timesteps), self.controlnet_names)
         multi = len(images) > 1
-        for i, t in enumerate(scheduler.timesteps):
-            model_input = torch.cat([latents] * 2) if cfg else latents
-            model_input = scheduler.scale_model_input(model_input, t)
-            control_input, control_embeds = (model_input[n:], embeds[n:]) if guess else (model_input, embeds)
-            down, mid = pipe.controlnet(
-                control_input, t, encoder_hidden_states=control_embeds,
-                controlnet_cond=images if multi else images[0],
-                conditioning_scale=scales[i] if multi else scales[i][0],
-                guess_mode=guess, return_dict=False,
-            )
-            if guess:
-                down = [torch.cat([torch.zeros_like(d), d]) for d in down]
-                mid = torch.cat([torch.zeros_like(mid), mid])
-            noise = pipe.unet(model_input, t, encoder_hidden_states=embeds, down_block_additional_residuals=down,
-                              mid_block_additional_residual=mid, return_dict=False)[0]
-            if cfg:
-                uncond, text = noise.chunk(2)
-                noise = uncond + guidance_scale * (text - uncond)
-            latents = scheduler.step(noise, t, latents, return_dict=False)[0]
+        attention = nullcontext() if memory is None else cross_frame_attention(pipe.unet, memory)
+        with attention:
+            for i, t in enumerate(scheduler.timesteps[first:], start=first):
+                if memory is not None:
+                    memory.step = i
+                model_input = torch.cat([latents] * 2) if cfg else latents
+                model_input = scheduler.scale_model_input(model_input, t)
+                control_input, control_embeds = (model_input[n:], embeds[n:]) if guess else (model_input, embeds)
+                down, mid = pipe.controlnet(
+                    control_input, t, encoder_hidden_states=control_embeds,
+                    controlnet_cond=images if multi else images[0],
+                    conditioning_scale=scales[i] if multi else scales[i][0],
+                    guess_mode=guess, return_dict=False,
+                )
+                if guess:
+                    down = [torch.cat([torch.zeros_like(d), d]) for d in down]
+                    mid = torch.cat([torch.zeros_like(mid), mid])
+                noise = pipe.unet(model_input, t, encoder_hidden_states=embeds,
+                                  down_block_additional_residuals=down, mid_block_additional_residual=mid,
+                                  return_dict=False)[0]
+                if cfg:
+                    uncond, text = noise.chunk(2)
+                    noise = uncond + guidance_scale * (text - uncond)
+                if fusion is not None and fusion.active(i, len(scheduler.timesteps)):
+                    noise = fusion(noise, model_input[:n], t, i, scheduler.alphas_cumprod)
+                latents = scheduler.step(noise, t, latents, return_dict=False)[0]
         return latents
+
+    def _encode(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 (N, h, w, 3) -> scaled latents (N, C, h/f, w/f): the VAE posterior's mode."""
+        vae = self.pipe.vae
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).to(self.device, vae.dtype) / 127.5 - 1.0
+        return vae.encode(x).latent_dist.mode() * vae.config.scaling_factor
 
     def _decode(self, latents) -> np.ndarray:
         """Latents -> uint8 (N, h, w, 3), as the pipeline's ``output_type="np"`` then rounded."""
@@ -270,11 +371,6 @@ class Translator:
         return (image * 255).round().astype(np.uint8)
 
 
-def _batch_size(chunk_size, anchor, carry_anchor) -> int:
-    """Frames taken per batch: later batches leave room for the carried anchor."""
-    return chunk_size if anchor is None or not carry_anchor else max(chunk_size - 1, 1)
-
-
 def _per_kind(name, value, names) -> list[float]:
     """A float for every ControlNet, or {kind: float} (missing kinds keep the default)."""
     default = {"control_start": 0.0, "control_end": 1.0}[name]
@@ -282,8 +378,8 @@ def _per_kind(name, value, names) -> list[float]:
         unknown = set(value) - set(names)
         if unknown:
             raise ConfigError(f"{name} names {sorted(unknown)} are not ControlNets {names}")
-        return [float(value.get(kind, default)) for kind in names]
-    return [float(value)] * len(names)
+        return [check_finite(name, value.get(kind, default)) for kind in names]
+    return [check_finite(name, value)] * len(names)
 
 
 def control_schedule(scales, control_start, control_end, steps, names) -> list[list[float]]:
@@ -309,3 +405,52 @@ def _scales(controlnet_scale, names) -> list[float]:
     if unknown:
         raise ValueError(f"controlnet_scale names {sorted(unknown)} are not ControlNets {names}")
     return [check_finite(f"controlnet_scale[{name!r}]", controlnet_scale.get(name, 1.0)) for name in names]
+
+
+@dataclass
+class _Frame:
+    """One frame on its way through ``stream``: index, uint8 (h, w, 3) source and controls at the working size."""
+
+    index: int
+    source: np.ndarray
+    controls: list
+    link: tuple | None = None  # flow mode: (grid, weight) onto the previously denoised frame
+
+
+@dataclass
+class _Run:
+    """Everything one ``stream`` call carries between batches (nothing of it lives on the Translator)."""
+
+    cfg: bool
+    guidance_scale: float
+    scales: list
+    steps: int
+    seed: int
+    per_frame: bool
+    chunk_size: int
+    every: int  # keyframe interval (1: every frame is denoised)
+    refine: float
+    memory: FrameMemory | None
+    fusion: FlowFusion | None
+    carry: bool  # no frame memory: every batch carries the anchor (cross-frame with kv_cache off)
+    control: tuple = (0.0, 1.0)  # (control_start, control_end) as given: a float or {kind: float} each
+    guess: bool = False  # guess mode under guidance
+    pos: torch.Tensor | None = None
+    neg: torch.Tensor | None = None
+    work: tuple | None = None
+    latent_shape: tuple | None = None
+    anchor: _Frame | None = None
+    left: tuple | None = None  # (frame, uint8 output at the working size) of the latest keyframe
+    previous: np.ndarray | None = None  # source of the latest keyframe queued for flow fusion
+    keyframes: list = field(default_factory=list)
+    unseen: list = field(default_factory=list)
+    peak_bytes: int = 0
+    _estimator: object = None
+
+    @property
+    def estimator(self):
+        """The source-flow estimator (DIS), made on first use."""
+        if self._estimator is None:
+            from vidreal.flow import make_flow_estimator
+            self._estimator = make_flow_estimator("dis")
+        return self._estimator

@@ -1,4 +1,5 @@
-"""Optical flow, backward warping and the occlusion test used by the temporal metrics.
+"""Optical flow, backward warping and the occlusion test: used by translation (keyframe propagation,
+flow-guided fusion) and by the temporal metrics, always on the SOURCE clip.
 
 Conventions: a flow from frame ``a`` to frame ``b`` is float32 ``(H, W, 2)`` (dx, dy in pixels)
 defined on ``a``'s pixels, so that ``a(x) ~ b(x + flow(x))``. ``warp(b, flow)`` samples ``b`` at
@@ -188,3 +189,21 @@ def valid_mask(flow_ab: np.ndarray, flow_ba: np.ndarray) -> np.ndarray:
     dv_y, dv_x = np.gradient(v)
     smooth = du_x**2 + du_y**2 + dv_x**2 + dv_y**2 <= BOUNDARY_WEIGHT * norm2 + BOUNDARY_BIAS
     return consistent & smooth & in_bounds(flow_ab)
+
+
+def masked_flow(estimator, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flow from each frame of ``a`` to the matching frame of ``b``, and where it can be trusted.
+
+    a, b: uint8 ``(N, H, W, 3)`` RGB; estimator: from ``make_flow_estimator``. Returns float32
+    ``(N, H, W, 2)`` flows ``a -> b`` and bool ``(N, H, W)`` ``valid_mask``s (both directions are
+    estimated for the occlusion test).
+    """
+    forward, backward = estimator(np.concatenate([a, b]), np.concatenate([b, a])).reshape(2, *a.shape[:3], 2)
+    return forward, np.stack([valid_mask(f, g) for f, g in zip(forward, backward)])
+
+
+def resize_flow(flow: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A flow field ``(H, W, 2)`` resampled to ``(height, width, 2)`` (area average), in the new pixels."""
+    h, w = flow.shape[:2]
+    small = cv2.resize(flow, (width, height), interpolation=cv2.INTER_AREA)
+    return small * np.array([width / w, height / h], dtype=np.float32)
