@@ -6,8 +6,8 @@
   within ``radius`` of an output edge; F1 their harmonic mean. Two empty edge maps agree
   (F1 = 1); one empty map against a non-empty one scores 0. The clip value is the mean of the
   per-frame values.
-- Pose PCK: COCO-18 keypoints (``vidreal.conditions.pose.detect_keypoints``, mediapipe) on
-  source and output. Only keypoints visible in the source count (the detector already drops
+- Pose PCK: COCO-18 keypoints of the most prominent person (mediapipe's full-frame pose,
+  ``PoseDetector(mode="single")``, tracked across the clip) on source and output. Only keypoints visible in the source count (the detector already drops
   low-visibility and off-frame points: NaN). A keypoint is correct when the output has it within
   ``alpha * d`` px of the source's, ``d`` = the diagonal of the bounding box of the source's
   visible keypoints in that frame (alpha 0.1 by default). Frames whose source has fewer than two
@@ -125,7 +125,7 @@ def pose_metrics(source: np.ndarray, output: np.ndarray, alpha: float = 0.1, pro
     keypoints = []
     with tqdm(total=2 * len(source), desc="pose", unit="frame", disable=not progress) as bar:
         for clip in (source, output):
-            with PoseDetector() as detector:  # what detect_keypoints does, chunked for the bar
+            with PoseDetector(mode="single") as detector:  # chunked for the bar
                 chunks = []
                 for start in range(0, len(clip), 8):
                     chunks.append(detector.detect(clip[start:start + 8]))
