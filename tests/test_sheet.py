@@ -46,6 +46,8 @@ def test_batch_sheet_has_one_row_per_item_with_four_panels(batch):
     rows = [sheet[LABEL + i * (LABEL + PANEL) + LABEL:LABEL + (i + 1) * (LABEL + PANEL)] for i in range(3)]
     for row in rows:
         assert row.shape[0] == PANEL and row.any()
+    pair_pose = rows[2][:, 2 * 240:3 * 240]  # b/pair.mp4 (384 x 256 -> 240 x 160 panels): both skeletons
+    assert pair_pose[:, :120].any() and pair_pose[:, 120:].any()
     # rejected labels are drawn in red
     labels = [sheet[LABEL + i * (LABEL + PANEL):LABEL + i * (LABEL + PANEL) + LABEL] for i in range(3)]
     assert all(((lab[..., 0] > 200) & (lab[..., 1] < 120)).any() for lab in labels)

@@ -2,8 +2,9 @@
 
 ``StructureScores`` scores an output against its source from frames already in memory, chunk
 by chunk as a translation streams (no file is decoded again): edge F1 and pose PCK with the
-definitions and defaults of ``vidreal.metrics.structure`` (Canny edges, radius 2 px; mediapipe
-keypoints tracked across the clip, alpha 0.1), so the numbers equal ``vidreal metrics``'s.
+definitions and defaults of ``vidreal.metrics.structure`` (Canny edges, radius 2 px; the most
+prominent person's mediapipe keypoints tracked across the clip, alpha 0.1), so the numbers equal
+``vidreal metrics``'s.
 
 ``Gate`` holds the thresholds (``min_edge_f1``, ``min_pose_pck``, each in [0, 1] or None) and
 judges scores: an item is rejected when a score is below its threshold. A clip whose source has

@@ -173,17 +173,17 @@ def write_report(out_dir, sheet=None, root=None, n: int = 8, seed: int = 0, wors
         raise InputError("the batch has no translated items to show", out_dir)
     chosen = choose_items(records, n, seed, worst)
     rows = []
-    with DetectorSet(KINDS, {"pose": {"mode": "single"}}) as detectors:
-        for record in chosen:
-            output = middle_frame(out_dir / record["output"])
-            source_path = root / record["input"] if root is not None else None
-            source = middle_frame(source_path) if source_path is not None and source_path.is_file() \
-                else np.zeros_like(output)
+    for record in chosen:
+        output = middle_frame(out_dir / record["output"])
+        source_path = root / record["input"] if root is not None else None
+        source = middle_frame(source_path) if source_path is not None and source_path.is_file() \
+            else np.zeros_like(output)
+        with DetectorSet(KINDS) as detectors:  # a fresh one per item: pose tracks one clip
             maps = detectors(source[None])
-            scores = item_scores(record)
-            label = f"{record['input']}  {record['status']}  edge F1 {_fmt(scores['edge_f1'])}  " \
-                    f"pose PCK {_fmt(scores['pose_pck'])}"
-            rows.append((label, record["status"], [source, maps["canny"][0], maps["pose"][0], output]))
+        scores = item_scores(record)
+        label = f"{record['input']}  {record['status']}  edge F1 {_fmt(scores['edge_f1'])}  " \
+                f"pose PCK {_fmt(scores['pose_pck'])}"
+        rows.append((label, record["status"], [source, maps["canny"][0], maps["pose"][0], output]))
     png = _png_bytes(render_sheet(rows))
     with atomic_output(sheet) as tmp:
         Path(tmp).write_bytes(png)

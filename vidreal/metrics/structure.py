@@ -6,8 +6,8 @@
   within ``radius`` of an output edge; F1 their harmonic mean. Two empty edge maps agree
   (F1 = 1); one empty map against a non-empty one scores 0. The clip value is the mean of the
   per-frame values.
-- Pose PCK: COCO-18 keypoints (``vidreal.conditions.pose.detect_keypoints``, mediapipe) on
-  source and output. Only keypoints visible in the source count (the detector already drops
+- Pose PCK: COCO-18 keypoints of the most prominent person (mediapipe's full-frame pose,
+  ``PoseDetector(mode="single")``, tracked across the clip) on source and output. Only keypoints visible in the source count (the detector already drops
   low-visibility and off-frame points: NaN). A keypoint is correct when the output has it within
   ``alpha * d`` px of the source's, ``d`` = the diagonal of the bounding box of the source's
   visible keypoints in that frame (alpha 0.1 by default). Frames whose source has fewer than two
@@ -139,7 +139,7 @@ class PoseStream:
         from vidreal.conditions.pose import PoseDetector
 
         self.alpha = alpha
-        self.detectors = (PoseDetector(), PoseDetector())  # source, output
+        self.detectors = (PoseDetector(mode="single"), PoseDetector(mode="single"))  # source, output
         self.keypoints: tuple[list, list] = ([], [])
 
     def add(self, source: np.ndarray, output: np.ndarray) -> None:
