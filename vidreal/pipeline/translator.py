@@ -22,8 +22,8 @@ from contextlib import nullcontext
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from vidreal import progress as progress_bars
 from vidreal.errors import InputError, ModelError
 from vidreal.io import resize_frames
 from vidreal.pipeline.attention import FrameLayout, cross_frame_attention
@@ -57,7 +57,11 @@ class Translator:
         defaults are SD 1.5 with the canny and openpose ControlNets from the hub.
         """
         from vidreal.config import DEFAULT_CONTROLNETS, DEFAULT_MODEL
+        import diffusers.utils.logging  # noqa: F401 (loading imports it anyway): its bars follow vidreal's
+
         from vidreal.pipeline.loading import load_pipeline
+
+        progress_bars.sync_libraries()
 
         controlnets = dict(controlnets or DEFAULT_CONTROLNETS)
         pipe = load_pipeline(model or DEFAULT_MODEL, controlnets, device=device, dtype=dtype, embeddings=embeddings,
@@ -169,7 +173,7 @@ class Translator:
         run["pos"], run["neg"] = pipe.encode_prompt(prompt, self.device, 1, cfg, negative_prompt)
         attention = cross_frame_attention(pipe.unet, FrameLayout(groups=2 if cfg else 1)) if carry_anchor \
             else nullcontext()
-        bar = tqdm(total=n_frames, desc="translating", unit="frame", disable=not progress, leave=False)
+        bar = progress_bars.DenoiseProgress(n_frames, enabled=progress)  # moves at every denoising step
 
         shape = work = anchor = None
         received = 0  # frames seen so far: the next frame's index
@@ -209,7 +213,7 @@ class Translator:
         seeds = [run["seed"] + i for i, _ in frames] if run["per_frame"] else [run["seed"]] * len(frames)
         latents = self._initial_latents(run["latent_shape"], seeds, run["pos"].dtype)
         controls = [torch.cat([c[k] for _, c in frames]) for k in range(len(run["scales"]))]
-        bar.set_postfix_str(f"frames {batch[0][0]}-{batch[-1][0]}")
+        bar.start_batch(batch[0][0], len(batch))
         latents = self._denoise(latents, controls, run["pos"], run["neg"], run["cfg"], run["guidance_scale"],
                                 run["scales"], run["steps"], bar)
         images = resize_frames(self._decode(latents[1:] if carried else latents), *shape)
@@ -226,6 +230,7 @@ class Translator:
         embeds = torch.cat([neg.expand(n, -1, -1), pos.expand(n, -1, -1)]) if cfg else pos.expand(n, -1, -1)
         images = [torch.cat([c, c]) if cfg else c for c in controls]
         multi = len(images) > 1
+        bar.start_steps(len(scheduler.timesteps))
         for t in scheduler.timesteps:
             model_input = torch.cat([latents] * 2) if cfg else latents
             model_input = scheduler.scale_model_input(model_input, t)
@@ -241,6 +246,7 @@ class Translator:
                 uncond, text = noise.chunk(2)
                 noise = uncond + guidance_scale * (text - uncond)
             latents = scheduler.step(noise, t, latents, return_dict=False)[0]
+            bar.step()  # progress, and Ctrl-C stops here
         return latents
 
     def _decode(self, latents) -> np.ndarray:
