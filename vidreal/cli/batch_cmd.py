@@ -5,6 +5,7 @@ import sys
 
 import click
 
+from vidreal.cli.common import option, progress_option
 from vidreal.cli.options import translate_options
 
 
@@ -19,21 +20,21 @@ Examples:
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @translate_options
 @click.option("--pattern", help="Glob on the relative path or any trailing part of it, e.g. '*.mp4', 'Halt/*', 'air/*'.")
-@click.option("--extensions", help="Comma-separated file types to take, e.g. .mp4,.png (default: all supported).")
+@option("--extensions", help="Comma-separated file types to take, e.g. .mp4,.png.", show_default="all supported")
 @click.option("--list", "list_file", type=click.Path(dir_okay=False),
               help="Split list ('relative/path label' lines): translate exactly these; the matching list is written to OUT_DIR.")
-@click.option("--root", type=click.Path(file_okay=False), help="Folder the --list paths are relative to (default IN_DIR).")
+@option("--root", type=click.Path(file_okay=False), help="Folder the --list paths are relative to.", show_default="IN_DIR")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="Run here, or on a Ray cluster (pip install 'vidreal[ray]').")
-@click.option("--ray-address", help="Ray cluster address ('auto' = the running cluster; default: it or a new local one).")
-@click.option("--workers", type=click.IntRange(min=1), help="Ray actors, each holding one model (default: one per GPU).")
-@click.option("--gpus-per-worker", type=click.FloatRange(min=0), help="GPUs per Ray actor (default 1 when the cluster has GPUs, else 0).")
+@option("--ray-address", help="Ray cluster address ('auto' = the running cluster).", show_default="it, or a new local one")
+@option("--workers", type=click.IntRange(min=1), help="Ray actors, each holding one model.", show_default="one per GPU")
+@option("--gpus-per-worker", type=click.FloatRange(min=0), help="GPUs per Ray actor.", show_default="1 when the cluster has GPUs, else 0")
 @click.option("--overwrite", is_flag=True, help="Redo every item, even those the manifest marks done.")
-@click.option("--overlap/--no-overlap", default=None,
-              help="Prepare the next item while translating the current one (default: when the model runs on a GPU).")
+@option("--overlap/--no-overlap", default=None, show_default="when the model runs on a GPU",
+        help="Prepare the next item while translating the current one.")
 @click.option("--metrics", is_flag=True,
               help="Score every item (warp error, edge F1, pose PCK, ...) and print the means; per item in manifest.jsonl.")
-@click.option("--progress/--no-progress", default=True, help="Show progress bars (items, and frames of the current item).")
+@progress_option(help="Show progress bars: items and frames of the dataset, and the current item's denoising steps.")
 def batch(in_dir, out_dir, config, pattern, extensions, list_file, root, executor, ray_address, workers,
           gpus_per_worker, overwrite, overlap, metrics, progress):
     """Translate every video and image under IN_DIR into OUT_DIR, mirroring the folder layout.

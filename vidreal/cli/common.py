@@ -26,12 +26,25 @@ def progress_option(help: str = "Show progress bars (plain lines when stderr is 
                         help=help, **kwargs)
 
 
+def show_default(param: click.Parameter, text: str) -> None:
+    """Show ``text`` as the default of an option whose real default is None (so that a preset or
+    the library decides), written as Click writes defaults: ``[default: text]``."""
+    param.help = f"{param.help or ''}  [default: {text}]".strip()
+    param.show_default = False
+
+
 class AliasOption(click.Option):
-    """An option whose old spellings (``aliases``) still parse but are left out of ``--help``."""
+    """An option whose old spellings (``aliases``) still parse but are left out of ``--help``.
+    A string ``show_default`` is written ``[default: text]`` (see :func:`show_default`)."""
 
     def __init__(self, param_decls, aliases=(), **kwargs):
         self.aliases = tuple(aliases)
+        text = kwargs.pop("show_default", None)
         super().__init__([*param_decls, *self.aliases], **kwargs)
+        if isinstance(text, str):
+            show_default(self, text)
+        elif text is not None:
+            self.show_default = text
 
     def get_help_record(self, ctx):
         shown, self.opts = self.opts, [name for name in self.opts if name not in self.aliases]

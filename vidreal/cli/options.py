@@ -8,6 +8,7 @@ import functools
 
 import click
 
+from vidreal.cli.common import option, show_default
 from vidreal.config import CONSISTENCY_MODES, TranslateConfig, load_config
 from vidreal.errors import ConfigError
 
@@ -27,6 +28,21 @@ def _pairs(values, what: str, cast=str) -> dict | None:
     return out
 
 
+SHOWN_DEFAULTS = {"device": "auto", "dtype": "auto"}  # config None means auto-detect
+
+CANNY_OPTIONS = [
+    option("--canny-low", type=click.IntRange(0, 255), help="Canny low threshold.", show_default="100"),
+    option("--canny-high", type=click.IntRange(0, 255), help="Canny high threshold.", show_default="200"),
+]
+
+
+def canny_options(func):
+    """``--canny-low``/``--canny-high`` (INTEGER 0-255), the same in every verb that has them."""
+    for opt in reversed(CANNY_OPTIONS):
+        func = opt(func)
+    return func
+
+
 def translate_options(func):
     """Add the translation flags; the command receives ``config`` (a TranslateConfig)."""
     opts = [
@@ -38,24 +54,23 @@ def translate_options(func):
         click.option("--controlnet-scale", "controlnet_scale", multiple=True, metavar="KIND=F", help="Conditioning scale per ControlNet."),
         click.option("--prompt", help="Prompt; may use {class_name} (parent folder) and {stem}."),
         click.option("--negative-prompt", help="Negative prompt."),
-        click.option("--steps", type=int, help="Denoising steps (default 20)."),
-        click.option("--guidance", type=float, help="Classifier-free guidance scale (default 9)."),
-        click.option("--seed", type=int, help="Random seed (default 0)."),
+        click.option("--steps", type=int, help="Denoising steps."),
+        click.option("--guidance", type=float, help="Classifier-free guidance scale."),
+        click.option("--seed", type=int, help="Random seed."),
         click.option("--chunk-size", type=int, help="Frames denoised together (memory; output unchanged)."),
-        click.option("--consistency", type=click.Choice(CONSISTENCY_MODES), help="Temporal consistency mode (default cross-frame)."),
-        click.option("--size", type=int, help="Working resolution, short side (default 512)."),
-        click.option("--device", help="cuda, cuda:1, mps or cpu (default: auto)."),
-        click.option("--dtype", type=click.Choice(["auto", "fp16", "bf16", "fp32"]), help="Model dtype (default: auto)."),
+        click.option("--consistency", type=click.Choice(CONSISTENCY_MODES), help="Temporal consistency mode."),
+        click.option("--size", type=int, help="Working resolution, short side."),
+        click.option("--device", help="cuda, cuda:1, mps or cpu."),
+        click.option("--dtype", type=click.Choice(["auto", "fp16", "bf16", "fp32"]), help="Model dtype."),
         click.option("--compile/--no-compile", "compile", default=None,
                      help="torch.compile the UNet and ControlNets: faster on GPU after a 1-2 min first call (long clips, batches)."),
         click.option("--embedding", "embeddings", multiple=True, metavar="FILE[:TOKEN]", help="Textual Inversion embedding (repeatable)."),
         click.option("--lora", help="LoRA weights (file or folder)."),
-        click.option("--lora-scale", type=float, help="LoRA strength (default 1.0)."),
+        click.option("--lora-scale", type=float, help="LoRA strength."),
         click.option("--allow-pickle", is_flag=True, default=None, help="Allow .ckpt/.bin/.pt weights (runs pickled code)."),
-        click.option("--canny-low", type=int, help="Canny low threshold (default 100)."),
-        click.option("--canny-high", type=int, help="Canny high threshold (default 200)."),
-        click.option("--codec", help="Video codec for outputs (default libx264)."),
-        click.option("--crf", type=int, help="Video quality, lower is better (default 18)."),
+        *CANNY_OPTIONS,
+        click.option("--codec", help="Video codec for outputs."),
+        click.option("--crf", type=int, help="Video quality, lower is better."),
         click.option("--prompts-file", type=click.Path(dir_okay=False), help="Per-item prompts (from `vidreal caption`)."),
     ]
 
@@ -72,4 +87,8 @@ def translate_options(func):
 
     for opt in reversed(opts):
         wrapper = opt(wrapper)
+    for param in wrapper.__click_params__:  # defaults shown one way, from the config itself
+        default = SHOWN_DEFAULTS.get(param.name, getattr(TranslateConfig, param.name, None))
+        if param.show_default is None and default not in (None, "") and not isinstance(default, (bool, dict, list)):
+            show_default(param, str(default))
     return wrapper
