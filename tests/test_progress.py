@@ -179,3 +179,22 @@ def test_sigint_stops_within_a_step_exit_130_and_no_output(tiny_models, tmp_path
     assert "error: interrupted" in rest and "Traceback" not in rest
     assert not out.exists() and not list(tmp_path.glob("*.vidreal.yaml"))
     assert [p.name for p in tmp_path.iterdir()] == ["long.mp4"]  # no temporary file left either
+
+
+def test_batch_shows_items_and_frames_for_the_dataset(translator, tmp_path, capsys, monkeypatch):
+    from vidreal.batch import run_batch
+    from vidreal.config import load_config
+
+    monkeypatch.setattr(progress, "PLAIN_INTERVAL", 0.0)
+    rng = np.random.default_rng(3)
+    for name in ("a", "b"):
+        vidreal.write_video(tmp_path / "in" / f"{name}.mp4", rng.integers(0, 255, (2, 32, 32, 3), dtype=np.uint8), 8)
+    config = load_config(size=32, steps=2, chunk_size=2)
+    result = run_batch(tmp_path / "in", tmp_path / "out", config, translator=translator, progress=True)
+    assert result.done == 2 and result.frames == 4
+    err = capsys.readouterr().err
+    assert "\r" not in err and not ESCAPE.search(err)
+    batch = [line for line in err.splitlines() if line.startswith("batch:")]
+    assert re.search(r"2/2 .*frames=4", batch[-1]), batch[-1]
+    assert any("1/2" in line and "frames=2" in line for line in batch)
+    assert any(re.search(r"^translating: .*step 1/3", line) for line in err.splitlines())  # each item's steps

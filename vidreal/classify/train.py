@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
+from vidreal.progress import bar as tqdm  # tqdm on a terminal, plain lines in a log, off under -q
 
 from vidreal.classify.data import BAD_IMAGE_POLICIES, ImageDataset, load_samples
 from vidreal.classify.evaluate import confusion_matrix, mean_class_accuracy, per_class_accuracy
