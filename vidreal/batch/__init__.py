@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from vidreal.progress import bar as tqdm  # tqdm on a terminal, plain lines in a log, off under -q
 
 from vidreal.batch.executors import LocalExecutor, RayExecutor, Worker, import_ray, keypoints_path, one_line
 from vidreal.batch.items import Entry, check_dirs, output_rel, read_list, safe_paths, walk

@@ -217,7 +217,7 @@ def _classes_from_entries(entries: list[tuple[str, int]]) -> list[str]:
 
 
 def _drop_bad_images(samples: Samples, on_bad_image: str, progress: bool = False) -> None:
-    from tqdm.auto import tqdm
+    from vidreal.progress import bar as tqdm  # tqdm on a terminal, plain lines in a log, off under -q
 
     keep_paths, keep_labels = [], []
     items = zip(samples.paths, samples.labels)
@@ -240,7 +240,7 @@ def _drop_bad_images(samples: Samples, on_bad_image: str, progress: bool = False
 
 def _drop_bad_videos(samples: Samples, on_bad_image: str, progress: bool = False) -> None:
     """Probe every video (PyAV + decord, no frames decoded): keep its frame count, or skip / fail."""
-    from tqdm.auto import tqdm
+    from vidreal.progress import bar as tqdm  # tqdm on a terminal, plain lines in a log, off under -q
 
     from vidreal.io import probe
 

@@ -72,7 +72,7 @@ class EvalResult:
 def predict(model, dataset, batch_size: int = 32, device=None, num_workers: int = 0, progress: bool = False) -> np.ndarray:
     """Predicted class per dataset item: int64 (N,)."""
     import torch
-    from tqdm.auto import tqdm
+    from vidreal.progress import bar as tqdm  # tqdm on a terminal, plain lines in a log, off under -q
 
     device = next(model.parameters()).device if device is None else torch.device(device)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,

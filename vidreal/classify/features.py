@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
+from vidreal.progress import bar as tqdm  # tqdm on a terminal, plain lines in a log, off under -q
 
 from vidreal.classify.data import ImageDataset, Samples
 

@@ -6,12 +6,11 @@ Commands only parse options and call one library function; ``VidrealError`` beco
 from __future__ import annotations
 
 import importlib
-import logging
 import sys
 
 import click
 
-from vidreal import __version__
+from vidreal import __version__, logs, progress
 from vidreal.errors import VidrealError
 
 EPILOG = """\b
@@ -59,7 +58,8 @@ class VidrealGroup(click.Group):
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with progress.interruptible():  # Ctrl-C stops within one denoising step
+                return super().invoke(ctx)
         except VidrealError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -73,9 +73,10 @@ class VidrealGroup(click.Group):
 @click.group(cls=VidrealGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vidreal")
 @click.option("--debug", is_flag=True, help="Show tracebacks for expected errors.")
-@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.option("-v", "--verbose", count=True, help="More log output: -v info (device, dtype, weights, files), -vv debug.")
+@click.option("-q", "--quiet", is_flag=True, help="Errors only: no warnings, progress bars or status lines.")
 @click.pass_context
-def cli(ctx, debug, verbose):
+def cli(ctx, debug, verbose, quiet):
     """vidreal: make rendered (synthetic) videos and images look real, keeping their structure.
 
     Videos are decoded with decord, edge and pose conditions are extracted per frame, and the
@@ -84,11 +85,10 @@ def cli(ctx, debug, verbose):
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
-    # vidreal says what it does (device, dtype, weights, files) at INFO; other libraries only warn
-    # unless -v (their info) or -vv (everything at debug).
-    logging.basicConfig(level=logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG,
-                        format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("vidreal").setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+    if quiet and verbose:
+        raise click.UsageError("-q/--quiet and -v/--verbose exclude each other")
+    logs.configure(-1 if quiet else verbose)  # vidreal's and the libraries' loggers (see vidreal/logs.py)
+    progress.configure(enabled=not quiet)  # bars; a verb's --no-progress turns them off too
 
 
 def main():

@@ -5,6 +5,7 @@ import sys
 
 import click
 
+from vidreal.cli.common import option, progress_option
 from vidreal.cli.options import FiniteFloat, translate_options
 
 
@@ -20,28 +21,28 @@ Examples:
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @translate_options
 @click.option("--pattern", help="Glob on the relative path or any trailing part of it, e.g. '*.mp4', 'Halt/*', 'air/*'.")
-@click.option("--extensions", help="Comma-separated file types to take, e.g. .mp4,.png (default: all supported).")
+@option("--extensions", help="Comma-separated file types to take, e.g. .mp4,.png.", show_default="all supported")
 @click.option("--list", "list_file", type=click.Path(dir_okay=False),
               help="Split list ('relative/path label' lines): translate exactly these; the matching list is written to OUT_DIR.")
-@click.option("--root", type=click.Path(file_okay=False), help="Folder the --list paths are relative to (default IN_DIR).")
-@click.option("--executor", type=click.Choice(["local", "ray"]),
-              help="Run here (default: local), or on a Ray cluster (pip install 'vidreal[ray]').")
-@click.option("--ray-address", help="Ray cluster address ('auto' = the running cluster; default: it or a new local one).")
-@click.option("--workers", type=click.IntRange(min=1), help="Ray actors, each holding one model (default: one per GPU).")
-@click.option("--gpus-per-worker", type=FiniteFloat(min=0), help="GPUs per Ray actor (default 1 when the cluster has GPUs, else 0).")
+@option("--root", type=click.Path(file_okay=False), help="Folder the --list paths are relative to.", show_default="IN_DIR")
+@option("--executor", type=click.Choice(["local", "ray"]),
+        help="Run here, or on a Ray cluster (pip install 'vidreal[ray]').", show_default="local")
+@option("--ray-address", help="Ray cluster address ('auto' = the running cluster).", show_default="it, or a new local one")
+@option("--workers", type=click.IntRange(min=1), help="Ray actors, each holding one model.", show_default="one per GPU")
+@option("--gpus-per-worker", type=FiniteFloat(min=0), help="GPUs per Ray actor.", show_default="1 when the cluster has GPUs, else 0")
 @click.option("--overwrite", is_flag=True, default=None, help="Redo every item, even those the manifest marks done.")
-@click.option("--overlap/--no-overlap", default=None,
-              help="Prepare the next item while translating the current one (default: when the model runs on a GPU).")
+@option("--overlap/--no-overlap", default=None, show_default="when the model runs on a GPU",
+        help="Prepare the next item while translating the current one.")
 @click.option("--metrics", is_flag=True, default=None,
               help="Score every item (warp error, edge F1, pose PCK, ...) and print the means; per item in manifest.jsonl.")
-@click.option("--min-edge-f1", type=float, default=None,
+@click.option("--min-edge-f1", type=FiniteFloat(), default=None,
               help="Gate: reject items whose edge F1 against the source is below this (0-1); outputs are kept, left out of the list.")
-@click.option("--min-pose-pck", type=float, default=None,
+@click.option("--min-pose-pck", type=FiniteFloat(), default=None,
               help="Gate: reject items whose pose PCK against the source is below this (0-1).")
 @click.option("--keypoints", is_flag=True, default=None, help="Write each output's source pose keypoints beside it (OUTPUT.keypoints.json).")
 @click.option("--sheet", type=click.Path(dir_okay=False), default=None,
               help="Write a contact sheet (.png: source | conditions | output of 8 items) and report.html beside it.")
-@click.option("--progress/--no-progress", default=True, help="Show progress bars (items, and frames of the current item).")
+@progress_option(help="Show progress bars: items and frames of the dataset, and the current item's denoising steps.")
 def batch(in_dir, out_dir, config, config_path, progress, **options):
     """Translate every video and image under IN_DIR into OUT_DIR, mirroring the folder layout.
 

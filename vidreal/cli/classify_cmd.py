@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+<<<<<<< HEAD
 from vidreal.cli.options import FiniteFloat
 
 SRC_HELP = ("a folder of <class>/ image or video folders, or a 'relative/path label' list file (VisDA "
@@ -14,10 +15,25 @@ def _one_or_many(paths: tuple[str, ...]):
     if not paths:
         return None
     return paths[0] if len(paths) == 1 else list(paths)
+=======
+from vidreal.cli.common import option, progress_option, status
+
+SRC_HELP = "a folder of <class>/ image folders, or a 'relative/path label' list file (VisDA image_list.txt)"
+>>>>>>> firsthour
 
 
-@click.group("classify")
+EXAMPLES = """\b
+Examples:
+  vidreal classify train --train out/sd_cn --val visda/validation/image_list.txt -o runs/sd_cn \\
+      --config configs/visda/sd_cn.yaml
+  vidreal classify eval runs/sd_cn --data visda/test/image_list.txt
+  vidreal classify compare runs/no_da runs/sd_cn runs/sd_cn_ti_db
+"""
+
+
+@click.group("classify", epilog=EXAMPLES)
 def classify():
+<<<<<<< HEAD
     """Train and evaluate an image or video classifier (frozen backbone + the report's head).
 
     \b
@@ -72,6 +88,40 @@ def classify():
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... [auto].")
 @click.option("--seed", type=int, default=None, help="Seed for head init, data order and dropout [0].")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+=======
+    """Train and evaluate an image classifier (frozen timm backbone + the report's head)."""
+
+
+@classify.command("train", epilog=EXAMPLES)
+@click.option("--train", "train_data", required=True, type=click.Path(exists=True), help=f"Training set: {SRC_HELP}.")
+@click.option("--val", "val_data", required=True, type=click.Path(exists=True), help="Validation set (same classes).")
+@click.option("--test", "test_data", type=click.Path(exists=True), default=None, help="Optional test set, evaluated after training.")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="YAML file; its 'classify:' section (or the whole file) sets training options.")
+@option("--root", type=click.Path(file_okay=False), default=None, help="Folder that list files' paths start from.", show_default="the list's folder")
+@option("--backbone", default=None, help="timm model name.", show_default="swin_base_patch4_window7_224")
+@option("--pretrained/--no-pretrained", default=None, help="Load ImageNet weights for the backbone.", show_default="pretrained")
+@click.option("--weights", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Local backbone weights (.safetensors/.pth) instead of the hub.")
+@option("--size", "img_size", aliases=("--img-size",), type=click.IntRange(min=16), default=None,
+        show_default="the backbone's own", help="Backbone input size in pixels.")
+@option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs.", show_default="7")
+@option("--batch-size", type=click.IntRange(min=1), default=None, help="Training batch size.", show_default="128")
+@option("--eval-batch-size", type=click.IntRange(min=1), default=None, help="Validation/test batch size.", show_default="32")
+@option("--lr", type=float, default=None, help="Head learning rate.", show_default="1e-3")
+@click.option("--unfreeze", is_flag=True, default=None, help="Also train the backbone (with --backbone-lr).")
+@option("--backbone-lr", type=float, default=None, help="Backbone learning rate with --unfreeze.", show_default="1e-5")
+@click.option("--augment", is_flag=True, default=None, help="Random crops/flips while training (turns the feature cache off).")
+@option("--cache/--no-cache", default=None, help="Train the head on features computed once.", show_default="cache")
+@click.option("--save-features", is_flag=True, default=None, help="Keep the cached features in RUN_DIR/features/ for reruns.")
+@option("--on-bad-image", type=click.Choice(["skip", "fail"]), default=None, help="Unreadable images: leave out and count, or stop.", show_default="skip")
+@option("--decode-workers", "num_workers", aliases=("--workers",), type=click.IntRange(min=0), default=None,
+        show_default="0", help="Image decoding worker processes.")
+@option("--device", default=None, help="cpu, cuda, cuda:1 ....", show_default="auto")
+@option("--seed", type=int, default=None, help="Seed for head init, data order and dropout.", show_default="0")
+@progress_option()
+>>>>>>> firsthour
 def train_cmd(train_data, val_data, test_data, output, config_file, progress, **options):
     """Train the classifier on --train, validate each epoch on --val; write RUN_DIR.
 
@@ -91,21 +141,30 @@ def train_cmd(train_data, val_data, test_data, output, config_file, progress, **
                f"val mean class acc {last['val_mean_class_acc']:.2f}%")
     if "test" in result.metrics:
         click.echo(format_table({result.run_dir.resolve().name: result.metrics["test"]["per_class"]}, result.classes))
-    click.echo(f"run: {result.run_dir}")
+    status(f"run: {result.run_dir}")
 
 
-@classify.command("eval")
+@classify.command("eval", epilog=EXAMPLES)
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--data", required=True, multiple=True, type=click.Path(exists=True), help=f"Labelled images or videos: {SRC_HELP}.")
 @click.option("--name", default=None, help="Test domain name, a column of `compare --by domain` [the list's stem or folder name].")
 @click.option("--root", type=click.Path(file_okay=False), default=None, help="Folder that list files' paths start from.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+<<<<<<< HEAD
 @click.option("--on-bad-image", type=click.Choice(["skip", "fail"]), default="skip", show_default=True,
               help="Unreadable images or videos: leave out (one warning line each) and count, or stop.")
 @click.option("--workers", "num_workers", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda, ... [auto].")
 @click.option("--plot/--no-plot", default=True, show_default=True, help="Write the confusion matrix PNG.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
+=======
+@click.option("--on-bad-image", type=click.Choice(["skip", "fail"]), default="skip", show_default=True)
+@option("--decode-workers", "num_workers", aliases=("--workers",), type=click.IntRange(min=0), default=0,
+        show_default=True, help="Image decoding worker processes.")
+@option("--device", default=None, help="cpu, cuda, ....", show_default="auto")
+@click.option("--plot/--no-plot", default=True, show_default=True, help="Write RUN_DIR/confusion.png.")
+@progress_option()
+>>>>>>> firsthour
 def eval_cmd(run_dir, data, **options):
     """Per-class accuracy (%) of RUN_DIR's classifier on --data, in the report's table format.
 
@@ -116,13 +175,18 @@ def eval_cmd(run_dir, data, **options):
 
     result = evaluate(run_dir, _one_or_many(data), **options)
     click.echo(result.table)
+<<<<<<< HEAD
     kind = "videos" if "clips_per_video" in result.summary else "images"
     click.echo(f"top-1 accuracy {result.summary['accuracy']:.2f}%, mean class accuracy {result.summary['avg']:.2f}% "
                f"on {result.summary['n_images']} {kind} ({result.summary['name']})")
     click.echo(f"wrote {result.json_path}" + (f", {result.plot_path}" if result.plot_path else ""))
+=======
+    click.echo(f"overall accuracy {result.summary['accuracy']:.2f}% on {result.summary['n_images']} images")
+    status(f"wrote {result.json_path}" + (f", {result.plot_path}" if result.plot_path else ""))
+>>>>>>> firsthour
 
 
-@classify.command("compare")
+@classify.command("compare", epilog=EXAMPLES)
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--by", type=click.Choice(["class", "domain"]), default="class", show_default=True,
               help="class: per-class accuracies (Table 4-I); domain: columns = test domains (RoCoG-v2 paper).")

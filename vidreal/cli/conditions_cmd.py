@@ -1,13 +1,23 @@
 """``vidreal conditions``: write the per-frame condition maps (canny edges, pose) of a video or image."""
 from __future__ import annotations
 
+import logging
+
 import click
 
-from vidreal.cli.options import condition_options
+from vidreal.cli.common import option, progress_option, status
+from vidreal.cli.options import canny_options, condition_options
 from vidreal.conditions import available_kinds, extract_file
 
+log = logging.getLogger(__name__)
 
-@click.command("conditions")
+
+@click.command("conditions", epilog="""\b
+Examples:
+  vidreal conditions samples/humanoid_walk_ground.mp4 -o pose.mp4 --kind pose
+  vidreal conditions clip.mp4 -o maps.mp4 --kind canny --kind pose --canny-low 50
+  vidreal conditions street.mp4 -o pose.mp4 --kind pose --pose-mode multi --keypoints pose.json
+""")
 @click.argument("input", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Output video or image. With several kinds, the kind goes before the extension "
@@ -16,31 +26,24 @@ from vidreal.conditions import available_kinds, extract_file
               help="Condition kind; repeat for several. Default: canny and pose.")
 @click.option("--condition", "condition", multiple=True, metavar="KIND.OPTION=VALUE",
               help="A detector option (repeatable), e.g. canny.low_threshold=50, openpose.model=./annotators.")
-@click.option("--canny-low", type=float, default=None, help="Canny low threshold (default 100); same as --condition canny.low_threshold=N.")
-@click.option("--canny-high", type=float, default=None, help="Canny high threshold (default 200); same as --condition canny.high_threshold=N.")
-@click.option("--pose-mode", type=click.Choice(["auto", "single", "multi"]), default=None,
-              help="Pose: one large person (single), everyone top-down (multi), or auto (default): single "
+@canny_options
+@option("--pose-mode", type=click.Choice(["auto", "single", "multi"]), default=None, show_default="auto",
+              help="Pose: one large person (single), everyone top-down (multi), or auto: single "
                    "until the person detector sees two or more people or a small one.")
-@click.option("--max-people", type=int, default=None, help="Pose: at most this many people per clip (default 4).")
-@click.option("--pose-detector", default=None, metavar="NAME|FILE",
-              help="Pose: person detector, blazepose (default), hog, or an SSD model file OpenCV's dnn reads.")
+@option("--max-people", type=int, default=None, help="Pose: at most this many people per clip.", show_default="4")
+@option("--pose-detector", default=None, metavar="NAME|FILE",
+              show_default="blazepose",
+              help="Pose: person detector, blazepose, hog, or an SSD model file OpenCV's dnn reads.")
 @click.option("--keypoints", type=click.Path(dir_okay=False), default=None,
               help="Also write the pose keypoints (per frame, per person: track id and 18 COCO-18 [x, y, c]) to this .json file.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Frames decoded and processed at a time (memory, not results).")
 @click.option("--allow-pickle", is_flag=True, help="Let the openpose annotator load its .pth weights (runs pickled code).")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@progress_option()
 def conditions(input, output, kinds, condition, canny_low, canny_high, pose_mode, max_people, pose_detector,
                keypoints, chunk_size, allow_pickle, progress):
     """Extract condition maps from INPUT and write them to OUTPUT, same size, fps and frame count
-    (odd sizes too: libx264 then encodes yuv444p) and, for a variable frame rate, the same frame times.
-
-    \b
-    Examples:
-      vidreal conditions samples/humanoid_walk_ground.mp4 -o pose.mp4 --kind pose
-      vidreal conditions clip.mp4 -o maps.mp4 --kind canny --kind pose --canny-low 50
-      vidreal conditions street.mp4 -o pose.mp4 --kind pose --pose-mode multi --keypoints pose.json
-    """
+    (odd sizes too: libx264 then encodes yuv444p) and, for a variable frame rate, the same frame times."""
     options = condition_options(condition) or {}
     for option, value in (("low_threshold", canny_low), ("high_threshold", canny_high)):
         if value is not None:
@@ -54,6 +57,6 @@ def conditions(input, output, kinds, condition, canny_low, canny_high, pose_mode
     result = extract_file(input, output, kinds=kinds or ("canny", "pose"), options=options,
                           chunk_size=chunk_size, progress=progress, keypoints=keypoints)
     for kind, path in result.paths.items():
-        click.echo(f"{kind}: {path}")
+        status(f"{kind}: {path}")
     for report in result.reports.values():
-        click.echo(f"warning: {report}", err=True)
+        log.warning(report)

@@ -2,17 +2,25 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import click
 
+from vidreal.cli.common import option, progress_option, status
 from vidreal.metrics import DEFAULT_CLIP_MODEL, FLOW_METHODS, compute_file_metrics, format_table
 
 GROUP_NAMES = {"clip": "CLIP", "pose": "pose"}
 
 
-@click.command("metrics")
+@click.command("metrics", epilog="""\b
+Examples:
+  vidreal metrics samples/humanoid_walk_ground.mp4 out.mp4 --plot metrics.png
+  vidreal metrics render.mp4 real.mp4 -o metrics.json --prompt "a person"
+""")
 @click.argument("source", type=click.Path(dir_okay=False))
-@click.argument("output", type=click.Path(dir_okay=False))
+@click.argument("translated", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Also write the full result (per-frame values included) to this JSON file.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the full result (with per-frame values) as JSON instead of the table.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write the per-frame curves to this PNG.")
@@ -27,27 +35,26 @@ GROUP_NAMES = {"clip": "CLIP", "pose": "pose"}
               help="Edge F1 tolerance in pixels.")
 @click.option("--pck-alpha", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,
               help="PCK threshold as a fraction of the source keypoints' bounding-box diagonal.")
-@click.option("--device", help="Device for CLIP and RAFT: cuda, cpu, ... (default: auto).")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
-def metrics(source, output, as_json, plot, flow, clip_model, no_clip, prompt, no_pose, edge_radius,
+@option("--device", help="Device for CLIP and RAFT: cuda, cpu, ....", show_default="auto")
+@progress_option()
+def metrics(source, translated, output, as_json, plot, flow, clip_model, no_clip, prompt, no_pose, edge_radius,
             pck_alpha, device, progress):
-    """Compare OUTPUT (a translation) with its SOURCE: warp and interpolation error along the
+    """Compare TRANSLATED (a translation) with its SOURCE: warp and interpolation error along the
     source's optical flow, edge F1, pose PCK and CLIP consistency.
 
-    Both must have the same frame count; an OUTPUT of another size is resized to SOURCE's size.
-    The source's own temporal numbers are shown as the floor a translation can reach.
-
-    \b
-    Examples:
-      vidreal metrics samples/humanoid_walk_ground.mp4 out.mp4 --plot metrics.png
-      vidreal metrics render.mp4 real.mp4 --json --prompt "a person" > metrics.json
+    Both must have the same frame count; a TRANSLATED clip of another size is resized to SOURCE's
+    size. The source's own temporal numbers are shown as the floor a translation can reach.
     """
+    from vidreal.metrics.report import save_json
+
     result = compute_file_metrics(
-        source, output, plot=plot, flow=flow, pose=not no_pose, clip_model=None if no_clip else clip_model,
+        source, translated, plot=plot, flow=flow, pose=not no_pose, clip_model=None if no_clip else clip_model,
         prompt=prompt, edge_radius=edge_radius, pck_alpha=pck_alpha, device=device, progress=progress,
     )
     for name, reason in result["unavailable"].items():
-        click.echo(f"warning: {GROUP_NAMES.get(name, name)} metrics unavailable: {reason}", err=True)
+        logging.getLogger("vidreal").warning("%s metrics unavailable: %s", GROUP_NAMES.get(name, name), reason)
     click.echo(json.dumps(result, indent=2) if as_json else format_table(result))
+    if output:
+        status(f"wrote {save_json(result, output)}", err=as_json)
     if plot and not as_json:
-        click.echo(f"plot: {plot}")
+        status(f"plot: {plot}")

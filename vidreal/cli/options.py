@@ -11,6 +11,7 @@ import math
 import click
 import yaml
 
+from vidreal.cli.common import option, show_default
 from vidreal.config import CONDITION_ALIASES, CONSISTENCY_MODES, KV_CACHE, TranslateConfig, load_config
 from vidreal.errors import ConfigError
 
@@ -75,6 +76,21 @@ def _timing(values, what: str):
     return _pairs(values, what, float)
 
 
+SHOWN_DEFAULTS = {"device": "auto", "dtype": "auto"}  # config None means auto-detect
+
+CANNY_OPTIONS = [
+    option("--canny-low", type=click.IntRange(0, 255), help="Canny low threshold.", show_default="100"),
+    option("--canny-high", type=click.IntRange(0, 255), help="Canny high threshold.", show_default="200"),
+]
+
+
+def canny_options(func):
+    """``--canny-low``/``--canny-high`` (INTEGER 0-255), the same in every verb that has them."""
+    for opt in reversed(CANNY_OPTIONS):
+        func = opt(func)
+    return func
+
+
 def translate_options(func):
     """Add the translation flags; the command receives ``config`` (a TranslateConfig)."""
     opts = [
@@ -86,41 +102,40 @@ def translate_options(func):
         click.option("--controlnet-scale", "controlnet_scale", multiple=True, metavar="KIND=F", help="Conditioning scale per ControlNet."),
         click.option("--prompt", help="Prompt; may use {class_name} (parent folder) and {stem}."),
         click.option("--negative-prompt", help="Negative prompt."),
-        click.option("--steps", type=int, help="Denoising steps (default 20)."),
-        click.option("--guidance", type=float, help="Classifier-free guidance scale (default 9)."),
-        click.option("--seed", type=int, help="Random seed (default 0)."),
+        click.option("--steps", type=int, help="Denoising steps."),
+        click.option("--guidance", type=float, help="Classifier-free guidance scale."),
+        click.option("--seed", type=int, help="Random seed."),
         click.option("--chunk-size", type=int, help="Frames denoised together (memory; output unchanged)."),
         click.option("--consistency", type=click.Choice(CONSISTENCY_MODES),
-                     help="Temporal consistency mode (default cross-frame); memory: anchor + previous frame; "
+                     help="Temporal consistency mode; memory: anchor + previous frame; "
                           "flow: memory + flow-guided fusion."),
         click.option("--keyframe-every", type=int, metavar="K",
                      help="Denoise every K-th frame (and the last); build the rest along the source's flow."),
         click.option("--refine", type=float, metavar="S", help="img2img strength 0..1 over propagated frames (needs --keyframe-every)."),
         click.option("--flow-band", type=float, nargs=2, metavar="START END",
-                     help="Fractions of the denoising steps where --consistency flow fuses (default 0.2 0.8)."),
+                     help="Fractions of the denoising steps where --consistency flow fuses."),
         click.option("--kv-cache", type=click.Choice(KV_CACHE),
                      help="Where the frame memory lives (cpu bounds device memory; off: cross-frame re-denoises the anchor)."),
-        click.option("--size", type=int, help="Working resolution, short side (default 512)."),
-        click.option("--device", help="cuda, cuda:1, mps or cpu (default: auto)."),
-        click.option("--dtype", type=click.Choice(["auto", "fp16", "bf16", "fp32"]), help="Model dtype (default: auto)."),
+        click.option("--size", type=int, help="Working resolution, short side."),
+        click.option("--device", help="cuda, cuda:1, mps or cpu."),
+        click.option("--dtype", type=click.Choice(["auto", "fp16", "bf16", "fp32"]), help="Model dtype."),
         click.option("--compile/--no-compile", "compile", default=None,
                      help="torch.compile the UNet and ControlNets: faster on GPU after a 1-2 min first call (long clips, batches)."),
         click.option("--embedding", "embeddings", multiple=True, metavar="FILE[:TOKEN]", help="Textual Inversion embedding (repeatable)."),
         click.option("--lora", help="LoRA weights (file or folder)."),
-        click.option("--lora-scale", type=float, help="LoRA strength (default 1.0)."),
+        click.option("--lora-scale", type=float, help="LoRA strength."),
         click.option("--allow-pickle", is_flag=True, default=None, help="Allow .ckpt/.bin/.pt weights (runs pickled code)."),
         click.option("--condition", "conditions", multiple=True, metavar="KIND.OPTION=VALUE",
                      help="A condition detector's option (repeatable), e.g. canny.low_threshold=50, "
                           "openpose.model=./annotators; merged over the preset's conditions: section."),
-        click.option("--canny-low", type=int, help="Deprecated: --condition canny.low_threshold=N (default 100)."),
-        click.option("--canny-high", type=int, help="Deprecated: --condition canny.high_threshold=N (default 200)."),
-        click.option("--codec", help="Video codec for outputs (default libx264)."),
-        click.option("--crf", type=int, help="Video quality, lower is better (default 18)."),
+        *CANNY_OPTIONS,
+        click.option("--codec", help="Video codec for outputs."),
+        click.option("--crf", type=int, help="Video quality, lower is better."),
         click.option("--prompts-file", type=click.Path(dir_okay=False), help="Per-item prompts (from `vidreal caption`)."),
         click.option("--control-start", "control_start", multiple=True, metavar="F|KIND=F",
-                     help="Fraction of the denoising steps where the ControlNets start acting (default 0); per kind with KIND=F."),
+                     help="Fraction of the denoising steps where the ControlNets start acting; per kind with KIND=F."),
         click.option("--control-end", "control_end", multiple=True, metavar="F|KIND=F",
-                     help="Fraction where they stop (default 1): lower = more realism, less structure; per kind with KIND=F."),
+                     help="Fraction where they stop: lower = more realism, less structure; per kind with KIND=F."),
         click.option("--guess-mode/--no-guess-mode", "guess_mode", default=None,
                      help="ControlNets see only the conditional half under guidance (diffusers' guess mode)."),
     ]
@@ -147,4 +162,8 @@ def translate_options(func):
 
     for opt in reversed(opts):
         wrapper = opt(wrapper)
+    for param in wrapper.__click_params__:  # defaults shown one way, from the config itself
+        default = SHOWN_DEFAULTS.get(param.name, getattr(TranslateConfig, param.name, None))
+        if param.show_default is None and default not in (None, "") and not isinstance(default, (bool, dict, list)):
+            show_default(param, str(default))
     return wrapper

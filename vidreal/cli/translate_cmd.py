@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from vidreal.cli.common import progress_option, status
 from vidreal.cli.options import translate_options
 
 
@@ -20,7 +21,7 @@ Examples:
 @click.option("--preview", type=click.Path(), help="Also write a side-by-side video: source | conditions | output.")
 @click.option("--save-conditions", type=click.Path(file_okay=False), help="Folder for the condition maps.")
 @click.option("--metrics", is_flag=True, help="Compute consistency/fidelity metrics into OUTPUT.vidreal.yaml.")
-@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@progress_option()
 def translate(input, output, config, preview, save_conditions, metrics, progress):
     """Translate a synthetic video (or image) INPUT to look real, keeping fps, frames and audio."""
     from vidreal.metrics.report import format_table
@@ -28,13 +29,11 @@ def translate(input, output, config, preview, save_conditions, metrics, progress
 
     result = translate_file(input, output, config, preview=preview, save_conditions=save_conditions,
                             progress=progress, metrics=metrics)
-    click.echo(f"wrote {result.output} ({result.n_frames} frame(s), {result.seconds:.1f} s)")
+    status(f"wrote {result.output} ({result.n_frames} frame(s), {result.seconds:.1f} s)")
     if result.preview:
-        click.echo(f"preview: {result.preview}")
+        status(f"preview: {result.preview}")
     for kind, path in result.conditions.items():
-        click.echo(f"{kind}: {path}")
-    for note in result.reports.values():
-        click.echo(f"warning: {note}", err=True)
+        status(f"{kind}: {path}")
     if result.metrics:
         click.echo(format_table(result.metrics))
-    click.echo(f"config: {record_path(result.output)}")
+    status(f"config: {record_path(result.output)}")

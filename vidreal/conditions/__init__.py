@@ -21,7 +21,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from vidreal.progress import bar as tqdm  # tqdm on a terminal, plain lines in a log, off under -q
 
 from vidreal.conditions.base import Detector
 from vidreal.conditions.canny import CannyDetector

@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from tqdm.auto import tqdm
+from vidreal.progress import bar as tqdm  # tqdm on a terminal, plain lines in a log, off under -q
 
 from vidreal.errors import ConfigError, InputError, ModelError
 from vidreal.io import resize_frames

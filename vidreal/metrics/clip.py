@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from vidreal.progress import bar as tqdm  # tqdm on a terminal, plain lines in a log, off under -q
 
 from vidreal.errors import ModelError
 from vidreal.runtime import first_line, hub_offline, resolve_device

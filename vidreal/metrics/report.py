@@ -102,3 +102,14 @@ def plot_metrics(result: dict, path) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+def save_json(result: dict, path) -> Path:
+    """Write a ``compute_file_metrics`` result (per-frame values included) as JSON, atomically."""
+    import json
+
+    from vidreal.io import atomic_output
+
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text(json.dumps(result, indent=2) + "\n")
+    return Path(path)

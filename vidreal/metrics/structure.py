@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from tqdm.auto import tqdm
+from vidreal.progress import bar as tqdm  # tqdm on a terminal, plain lines in a log, off under -q
 
 from vidreal.errors import ConfigError, InputError
 from vidreal.metrics.temporal import check_same_shape

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from tqdm.auto import tqdm
+from vidreal.progress import bar as tqdm  # tqdm on a terminal, plain lines in a log, off under -q
 
 from vidreal.errors import InputError
 from vidreal.flow import check_flow_method, make_flow_estimator, valid_mask, warp

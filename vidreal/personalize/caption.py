@@ -89,7 +89,7 @@ def caption_images(images, output, model: str = DEFAULT_CAPTION_MODEL, *, suffix
     """
     import torch
     from PIL import Image
-    from tqdm.auto import tqdm
+    from vidreal.progress import bar as tqdm  # tqdm on a terminal, plain lines in a log, off under -q
 
     from vidreal.io import atomic_output, read_video
 

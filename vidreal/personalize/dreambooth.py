@@ -84,7 +84,7 @@ def generate_class_images(model: str, class_dir: Path, prompt: str, n_images: in
     """
     from diffusers import StableDiffusionPipeline
     from PIL import Image
-    from tqdm.auto import tqdm
+    from vidreal.progress import bar as tqdm  # tqdm on a terminal, plain lines in a log, off under -q
 
     from vidreal.io import atomic_output
 

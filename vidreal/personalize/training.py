@@ -148,7 +148,7 @@ def run_training(accelerator, step_fn: Callable[[int], torch.Tensor], params: It
     optimizer step (Textual Inversion restores frozen embedding rows there). A checkpoint is
     saved after every ``checkpoint_every``-th step.
     """
-    from tqdm.auto import tqdm
+    from vidreal.progress import bar as tqdm  # tqdm on a terminal, plain lines in a log, off under -q
 
     params = list(params)
     losses: list[float] = []

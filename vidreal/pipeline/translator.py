@@ -23,8 +23,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from vidreal import progress as progress_bars
 from vidreal.config import DEFAULT_FLOW_BAND, check_correspondence
 from vidreal.errors import ConfigError, InputError, ModelError
 from vidreal.io import resize_frames
@@ -59,7 +59,11 @@ class Translator:
         defaults are SD 1.5 with the canny and openpose ControlNets from the hub.
         """
         from vidreal.config import DEFAULT_CONTROLNETS, DEFAULT_MODEL
+        import diffusers.utils.logging  # noqa: F401 (loading imports it anyway): its bars follow vidreal's
+
         from vidreal.pipeline.loading import load_pipeline
+
+        progress_bars.sync_libraries()
 
         controlnets = dict(controlnets or DEFAULT_CONTROLNETS)
         pipe = load_pipeline(model or DEFAULT_MODEL, controlnets, device=device, dtype=dtype, embeddings=embeddings,
@@ -201,7 +205,7 @@ class Translator:
 
         # 1. Encode the prompt once for the whole clip
         run.pos, run.neg = pipe.encode_prompt(prompt, self.device, 1, cfg, negative_prompt)
-        bar = tqdm(total=n_frames, desc="translating", unit="frame", disable=not progress, leave=False)
+        bar = progress_bars.DenoiseProgress(n_frames, enabled=progress)  # moves at every denoising step
 
         shape = None
         received = 0  # frames seen so far: the next frame's index
@@ -252,7 +256,7 @@ class Translator:
                     frame.link = fusion_link(run.estimator, frame.source, run.previous, run.latent_shape[1:],
                                              self.device, run.pos.dtype)
                 run.previous = frame.source
-        bar.set_postfix_str(f"frames {batch[0].index}-{batch[-1].index}")
+        bar.start_batch(batch[0].index, len(batch))
         outputs = dict(zip([f.index for f in batch], self._denoise_frames(run, batch, bar)))
         propagated = []
         for frame in batch:
@@ -327,6 +331,7 @@ class Translator:
         scales = control_schedule(scales, *control, len(scheduler.timesteps), self.controlnet_names)
         multi = len(images) > 1
         attention = nullcontext() if memory is None else cross_frame_attention(pipe.unet, memory)
+        bar.start_steps(len(scheduler.timesteps) - first)
         with attention:
             for i, t in enumerate(scheduler.timesteps[first:], start=first):
                 if memory is not None:
@@ -352,6 +357,7 @@ class Translator:
                 if fusion is not None and fusion.active(i, len(scheduler.timesteps)):
                     noise = fusion(noise, model_input[:n], t, i, scheduler.alphas_cumprod)
                 latents = scheduler.step(noise, t, latents, return_dict=False)[0]
+                bar.step()  # progress, and Ctrl-C stops here
         return latents
 
     def _encode(self, images: np.ndarray) -> torch.Tensor:
