@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-<<<<<<< HEAD
+from vidreal.cli.common import option, progress_option, status
 from vidreal.cli.options import FiniteFloat
 
 SRC_HELP = ("a folder of <class>/ image or video folders, or a 'relative/path label' list file (VisDA "
@@ -15,11 +15,6 @@ def _one_or_many(paths: tuple[str, ...]):
     if not paths:
         return None
     return paths[0] if len(paths) == 1 else list(paths)
-=======
-from vidreal.cli.common import option, progress_option, status
-
-SRC_HELP = "a folder of <class>/ image folders, or a 'relative/path label' list file (VisDA image_list.txt)"
->>>>>>> firsthour
 
 
 EXAMPLES = """\b
@@ -28,80 +23,31 @@ Examples:
       --config configs/visda/sd_cn.yaml
   vidreal classify eval runs/sd_cn --data visda/test/image_list.txt
   vidreal classify compare runs/no_da runs/sd_cn runs/sd_cn_ti_db
+\b
+Videos (RoCoG-v2, see docs/rocog.md):
+  vidreal classify train --train out/rocog/syn_ground_train.txt --val rocog/annotations/real_ground_val.txt \\
+      -o runs/rocog_translated --config configs/rocog/ground_translated.yaml
+  vidreal classify eval runs/rocog_translated --data rocog/annotations/real_air_test.txt --name real_air
+  vidreal classify compare runs/rocog_syn runs/rocog_translated --by domain
 """
 
 
 @click.group("classify", epilog=EXAMPLES)
 def classify():
-<<<<<<< HEAD
-    """Train and evaluate an image or video classifier (frozen backbone + the report's head).
-
-    \b
-    Examples:
-      vidreal classify train --train out/sd_cn --val visda/validation/image_list.txt -o runs/sd_cn \\
-          --config configs/visda/sd_cn.yaml
-      vidreal classify eval runs/sd_cn --data visda/test/image_list.txt
-      vidreal classify compare runs/no_da runs/sd_cn runs/sd_cn_ti_db
-    \b
-    Videos (RoCoG-v2, see docs/rocog.md):
-      vidreal classify train --train out/rocog/syn_ground_train.txt --val rocog/annotations/real_ground_val.txt \\
-          -o runs/rocog_translated --config configs/rocog/ground_translated.yaml
-      vidreal classify eval runs/rocog_translated --data rocog/annotations/real_air_test.txt --name real_air
-      vidreal classify compare runs/rocog_syn runs/rocog_translated --by domain
-    """
+    """Train and evaluate an image or video classifier (frozen backbone + the report's head)."""
 
 
-@classify.command("train")
+@classify.command("train", epilog=EXAMPLES)
 @click.option("--train", "train_data", required=True, multiple=True, type=click.Path(exists=True), help=f"Training set: {SRC_HELP}.")
 @click.option("--val", "val_data", required=True, multiple=True, type=click.Path(exists=True), help="Validation set (same classes).")
 @click.option("--test", "test_data", multiple=True, type=click.Path(exists=True), help="Optional test set, evaluated after training.")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="YAML file; its 'classify:' section (or the whole file) sets training options.")
-@click.option("--root", type=click.Path(file_okay=False), default=None, help="Folder that list files' paths start from (default: the list's folder).")
-@click.option("--backbone", default=None,
-              help="timm model name, or for videos a torchvision video model: r3d_18, r2plus1d_18, mvit_v2_s, "
-                   "swin3d_t [swin_base_patch4_window7_224].")
-@click.option("--pretrained/--no-pretrained", default=None, help="Load ImageNet weights for the backbone [pretrained].")
-@click.option("--weights", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Local backbone weights (.safetensors/.pth) instead of the hub.")
-@click.option("--img-size", type=click.IntRange(min=16), default=None, help="Backbone input size [the backbone's own].")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs [7].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Training batch size [128].")
-@click.option("--eval-batch-size", type=click.IntRange(min=1), default=None, help="Validation/test batch size [32].")
-@click.option("--lr", type=FiniteFloat(), default=None, help="Head learning rate [1e-3].")
-@click.option("--unfreeze", is_flag=True, default=None, help="Also train the backbone (with --backbone-lr).")
-@click.option("--backbone-lr", type=FiniteFloat(), default=None, help="Backbone learning rate with --unfreeze [1e-5].")
-@click.option("--augment", is_flag=True, default=None,
-              help="Random crops/flips (images) or random clip starts (videos) while training; turns the feature cache off.")
-@click.option("--clip-len", type=click.IntRange(min=1), default=None, help="Videos: frames per clip [16].")
-@click.option("--frame-interval", type=click.IntRange(min=1), default=None, help="Videos: source frames between a clip's frames [5].")
-@click.option("--eval-clips", type=click.IntRange(min=1), default=None,
-              help="Videos: clips spread over each val/test video, scores averaged [5].")
-@click.option("--temporal-head", type=click.Choice(["mean", "transformer", "conv"]), default=None,
-              help="Videos with an image backbone: how frame features are pooled before the report's head [mean].")
-@click.option("--cache/--no-cache", default=None, help="Train the head on features computed once [cache].")
-@click.option("--save-features", is_flag=True, default=None, help="Keep the cached features in RUN_DIR/features/ for reruns.")
-@click.option("--on-bad-image", type=click.Choice(["skip", "fail"]), default=None,
-              help="Unreadable images or videos: leave out (one warning line each) and count, or stop [skip].")
-@click.option("--workers", "num_workers", type=click.IntRange(min=0), default=None, help="Image decoding worker processes [0].")
-@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... [auto].")
-@click.option("--seed", type=int, default=None, help="Seed for head init, data order and dropout [0].")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
-=======
-    """Train and evaluate an image classifier (frozen timm backbone + the report's head)."""
-
-
-@classify.command("train", epilog=EXAMPLES)
-@click.option("--train", "train_data", required=True, type=click.Path(exists=True), help=f"Training set: {SRC_HELP}.")
-@click.option("--val", "val_data", required=True, type=click.Path(exists=True), help="Validation set (same classes).")
-@click.option("--test", "test_data", type=click.Path(exists=True), default=None, help="Optional test set, evaluated after training.")
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="YAML file; its 'classify:' section (or the whole file) sets training options.")
 @option("--root", type=click.Path(file_okay=False), default=None, help="Folder that list files' paths start from.", show_default="the list's folder")
-@option("--backbone", default=None, help="timm model name.", show_default="swin_base_patch4_window7_224")
-@option("--pretrained/--no-pretrained", default=None, help="Load ImageNet weights for the backbone.", show_default="pretrained")
+@option("--backbone", default=None, show_default="swin_base_patch4_window7_224",
+        help="timm model name, or for videos a torchvision video model: r3d_18, r2plus1d_18, mvit_v2_s, swin3d_t.")
+@option("--pretrained/--no-pretrained", default=None, help="Load ImageNet (Kinetics for video models) weights for the backbone.", show_default="pretrained")
 @click.option("--weights", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Local backbone weights (.safetensors/.pth) instead of the hub.")
 @option("--size", "img_size", aliases=("--img-size",), type=click.IntRange(min=16), default=None,
@@ -109,19 +55,26 @@ def classify():
 @option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs.", show_default="7")
 @option("--batch-size", type=click.IntRange(min=1), default=None, help="Training batch size.", show_default="128")
 @option("--eval-batch-size", type=click.IntRange(min=1), default=None, help="Validation/test batch size.", show_default="32")
-@option("--lr", type=float, default=None, help="Head learning rate.", show_default="1e-3")
+@option("--lr", type=FiniteFloat(), default=None, help="Head learning rate.", show_default="1e-3")
 @click.option("--unfreeze", is_flag=True, default=None, help="Also train the backbone (with --backbone-lr).")
-@option("--backbone-lr", type=float, default=None, help="Backbone learning rate with --unfreeze.", show_default="1e-5")
-@click.option("--augment", is_flag=True, default=None, help="Random crops/flips while training (turns the feature cache off).")
+@option("--backbone-lr", type=FiniteFloat(), default=None, help="Backbone learning rate with --unfreeze.", show_default="1e-5")
+@click.option("--augment", is_flag=True, default=None,
+              help="Random crops/flips (images) or random clip starts (videos) while training; turns the feature cache off.")
+@option("--clip-len", type=click.IntRange(min=1), default=None, help="Videos: frames per clip.", show_default="16")
+@option("--frame-interval", type=click.IntRange(min=1), default=None, help="Videos: source frames between a clip's frames.", show_default="5")
+@option("--eval-clips", type=click.IntRange(min=1), default=None,
+        help="Videos: clips spread over each val/test video, scores averaged.", show_default="5")
+@option("--temporal-head", type=click.Choice(["mean", "transformer", "conv"]), default=None, show_default="mean",
+        help="Videos with an image backbone: how frame features are pooled before the report's head.")
 @option("--cache/--no-cache", default=None, help="Train the head on features computed once.", show_default="cache")
 @click.option("--save-features", is_flag=True, default=None, help="Keep the cached features in RUN_DIR/features/ for reruns.")
-@option("--on-bad-image", type=click.Choice(["skip", "fail"]), default=None, help="Unreadable images: leave out and count, or stop.", show_default="skip")
+@option("--on-bad-image", type=click.Choice(["skip", "fail"]), default=None, show_default="skip",
+        help="Unreadable images or videos: leave out (one warning line each) and count, or stop.")
 @option("--decode-workers", "num_workers", aliases=("--workers",), type=click.IntRange(min=0), default=None,
         show_default="0", help="Image decoding worker processes.")
 @option("--device", default=None, help="cpu, cuda, cuda:1 ....", show_default="auto")
 @option("--seed", type=int, default=None, help="Seed for head init, data order and dropout.", show_default="0")
 @progress_option()
->>>>>>> firsthour
 def train_cmd(train_data, val_data, test_data, output, config_file, progress, **options):
     """Train the classifier on --train, validate each epoch on --val; write RUN_DIR.
 
@@ -150,21 +103,13 @@ def train_cmd(train_data, val_data, test_data, output, config_file, progress, **
 @click.option("--name", default=None, help="Test domain name, a column of `compare --by domain` [the list's stem or folder name].")
 @click.option("--root", type=click.Path(file_okay=False), default=None, help="Folder that list files' paths start from.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-<<<<<<< HEAD
 @click.option("--on-bad-image", type=click.Choice(["skip", "fail"]), default="skip", show_default=True,
               help="Unreadable images or videos: leave out (one warning line each) and count, or stop.")
-@click.option("--workers", "num_workers", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--device", default=None, help="cpu, cuda, ... [auto].")
-@click.option("--plot/--no-plot", default=True, show_default=True, help="Write the confusion matrix PNG.")
-@click.option("--progress/--no-progress", default=True, show_default=True)
-=======
-@click.option("--on-bad-image", type=click.Choice(["skip", "fail"]), default="skip", show_default=True)
 @option("--decode-workers", "num_workers", aliases=("--workers",), type=click.IntRange(min=0), default=0,
         show_default=True, help="Image decoding worker processes.")
 @option("--device", default=None, help="cpu, cuda, ....", show_default="auto")
 @click.option("--plot/--no-plot", default=True, show_default=True, help="Write RUN_DIR/confusion.png.")
 @progress_option()
->>>>>>> firsthour
 def eval_cmd(run_dir, data, **options):
     """Per-class accuracy (%) of RUN_DIR's classifier on --data, in the report's table format.
 
@@ -175,15 +120,10 @@ def eval_cmd(run_dir, data, **options):
 
     result = evaluate(run_dir, _one_or_many(data), **options)
     click.echo(result.table)
-<<<<<<< HEAD
     kind = "videos" if "clips_per_video" in result.summary else "images"
     click.echo(f"top-1 accuracy {result.summary['accuracy']:.2f}%, mean class accuracy {result.summary['avg']:.2f}% "
                f"on {result.summary['n_images']} {kind} ({result.summary['name']})")
-    click.echo(f"wrote {result.json_path}" + (f", {result.plot_path}" if result.plot_path else ""))
-=======
-    click.echo(f"overall accuracy {result.summary['accuracy']:.2f}% on {result.summary['n_images']} images")
     status(f"wrote {result.json_path}" + (f", {result.plot_path}" if result.plot_path else ""))
->>>>>>> firsthour
 
 
 @classify.command("compare", epilog=EXAMPLES)
