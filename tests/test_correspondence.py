@@ -144,7 +144,7 @@ def test_refine_repairs_propagated_frames_only(translator, clip):
     frames, conds = clip
     plain = translator(frames, conds, PROMPT, keyframe_every=4, **KW)
     refined = translator(frames, conds, PROMPT, keyframe_every=4, refine=0.7, chunk_size=2, **KW)
-    assert all(diff(plain[i], refined[i]) == 0 for i in (0, 4, 5))
+    assert all(diff(plain[i], refined[i]) <= 1 for i in (0, 4, 5))  # keyframes untouched (other batches: fp32 noise)
     assert diff(plain[1:4], refined[1:4]) > 2
     again = translator(frames, conds, PROMPT, keyframe_every=4, refine=0.7, chunk_size=6, **KW)
     assert diff(again, refined) <= 1  # refine batches do not change the output either
