@@ -113,16 +113,14 @@ def test_split_list_excludes_exactly_the_rejected_items_and_resume_keeps_them(op
     assert [line.split()[0] for line in (out / "split.txt").read_text().splitlines()] == listed
 
 
-def test_structure_scores_pair_chunks_of_any_length():
+def test_structure_scores_of_chunks_equal_the_metrics_of_the_whole_clip():
     rng = np.random.default_rng(0)
     source = rng.integers(0, 255, (5, 32, 32, 3), dtype=np.uint8)
     output = source.copy()
     output[3] = 0
     scores = StructureScores(pose=False)
-    scores.add_source(source[:3])
-    scores.add_output(output[:2])
-    scores.add_source(source[3:])
-    scores.add_output(output[2:])
+    scores.add(source[:2], output[:2])  # translate_file pairs each output chunk with its source frames
+    scores.add(source[2:], output[2:])
     expected = compute_metrics(source, output, flow="dis-fast", pose=False)["edge_f1"]
     assert scores.result() == {"edge_f1": pytest.approx(expected), "pose_pck": None}
 

@@ -23,8 +23,6 @@ Examples:
       --config configs/visda/sd_cn.yaml
   vidreal classify eval runs/sd_cn --data visda/test/image_list.txt
   vidreal classify compare runs/no_da runs/sd_cn runs/sd_cn_ti_db
-\b
-Videos (RoCoG-v2, see docs/rocog.md):
   vidreal classify train --train out/rocog/syn_ground_train.txt --val rocog/annotations/real_ground_val.txt \\
       -o runs/rocog_translated --config configs/rocog/ground_translated.yaml
   vidreal classify eval runs/rocog_translated --data rocog/annotations/real_air_test.txt --name real_air

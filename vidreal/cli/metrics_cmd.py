@@ -12,6 +12,9 @@ from vidreal.metrics import DEFAULT_CLIP_MODEL, FLOW_METHODS, compute_file_metri
 GROUP_NAMES = {"clip": "CLIP", "pose": "pose"}
 
 
+log = logging.getLogger(__name__)
+
+
 @click.command("metrics", epilog="""\b
 Examples:
   vidreal metrics samples/humanoid_walk_ground.mp4 out.mp4 --plot metrics.png
@@ -52,7 +55,7 @@ def metrics(source, translated, output, as_json, plot, flow, clip_model, no_clip
         prompt=prompt, edge_radius=edge_radius, pck_alpha=pck_alpha, device=device, progress=progress,
     )
     for name, reason in result["unavailable"].items():
-        logging.getLogger("vidreal").warning("%s metrics unavailable: %s", GROUP_NAMES.get(name, name), reason)
+        log.warning("%s metrics unavailable: %s", GROUP_NAMES.get(name, name), reason)
     click.echo(json.dumps(result, indent=2) if as_json else format_table(result))
     if output:
         status(f"wrote {save_json(result, output)}", err=as_json)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from vidreal.cli.common import option
+
 
 @click.command("sheet", epilog="""\b
 Examples:
@@ -10,14 +12,14 @@ Examples:
   vidreal sheet out/ground -o worst.png --worst edge_f1 -n 12
 """)
 @click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="The sheet (.png; default OUT_DIR/sheet.png); report.html is written beside it.")
+@option("-o", "--output", type=click.Path(dir_okay=False), default=None, show_default="OUT_DIR/sheet.png",
+        help="The sheet (.png); report.html is written beside it.")
 @click.option("-n", "n", type=int, default=8, show_default=True, help="Items on the sheet.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random choice of items.")
 @click.option("--worst", type=click.Choice(["edge_f1", "pose_pck"]), default=None,
               help="Show the N items with the lowest score instead of a random choice.")
-@click.option("--root", type=click.Path(file_okay=False), default=None,
-              help="Folder of the batch's inputs (default: the one the batch recorded).")
+@option("--root", type=click.Path(file_okay=False), default=None, show_default="the one the batch recorded",
+        help="Folder of the batch's inputs.")
 @click.option("--report/--no-report", default=True, show_default=True, help="Also write report.html.")
 def sheet(out_dir, output, n, seed, worst, root, report):
     """Draw a contact sheet of OUT_DIR's translated items: source | conditions | output, with

@@ -109,7 +109,7 @@ class Translator:
             if cond.dtype != np.uint8 or cond.shape[:1] != frames.shape[:1] or cond.ndim != 4 or cond.shape[-1] != 3:
                 raise InputError(f"condition {name!r} must be uint8 ({len(frames)}, H, W, 3), got {cond.dtype} {cond.shape}")
         if consistency not in CONSISTENCY_MODES:
-            raise ValueError(f"consistency must be one of {CONSISTENCY_MODES}, got {consistency!r}")
+            raise ConfigError(f"consistency must be one of {', '.join(CONSISTENCY_MODES)}, got {consistency!r}")
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
 
