@@ -61,6 +61,9 @@ class TranslateConfig:
     codec: str = "libx264"
     crf: int = 18
     prompts_file: str | None = None  # per-item prompts (vidreal caption output); batch uses it
+    # throughput: sampler choice
+    scheduler: str | None = None  # pndm, ddim, euler, euler-a, dpm++2m(-karras), dpm++sde, unipc, lcm, tcd; None = the model's own
+    eta: float | None = None  # DDIM / TCD eta (None: the scheduler's default)
 
     def __post_init__(self):
         self.validate()
@@ -78,6 +81,11 @@ class TranslateConfig:
         unknown = set(self.controlnet_scale) - set(self.controlnets)
         if unknown:
             raise ConfigError(f"controlnet_scale names {sorted(unknown)} not among controlnets {list(self.controlnets)}")
+        from vidreal.pipeline.schedulers import check_scheduler
+
+        check_scheduler(self.scheduler)
+        if self.eta is not None and (not isinstance(self.eta, (int, float)) or not 0 <= self.eta <= 1):
+            raise ConfigError(f"eta must be a number in [0, 1] or null, got {self.eta!r}")
         if not 0 <= self.canny_low <= self.canny_high <= 255:
             raise ConfigError(f"need 0 <= canny_low <= canny_high <= 255, got {self.canny_low}, {self.canny_high}")
 

@@ -105,6 +105,7 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
             for frames in translator.stream(
                 pieces(), prompt, config.negative_prompt, config.steps, config.guidance, config.controlnet_scale or None,
                 config.seed, config.chunk_size, config.consistency, config.size, progress, n_frames=info.n_frames,
+                scheduler=config.scheduler, eta=config.eta,
             ):
                 if keep:
                     kept["output"].append(_panel(frames))

@@ -10,6 +10,7 @@ import click
 
 from vidreal.config import CONSISTENCY_MODES, TranslateConfig, load_config
 from vidreal.errors import ConfigError
+from vidreal.pipeline.schedulers import SCHEDULER_NAMES
 
 
 def _pairs(values, what: str, cast=str) -> dict | None:
@@ -57,6 +58,9 @@ def translate_options(func):
         click.option("--codec", help="Video codec for outputs (default libx264)."),
         click.option("--crf", type=int, help="Video quality, lower is better (default 18)."),
         click.option("--prompts-file", type=click.Path(dir_okay=False), help="Per-item prompts (from `vidreal caption`)."),
+        click.option("--scheduler", metavar="NAME",
+                     help=f"Sampler: {', '.join(SCHEDULER_NAMES)} (default: the model's own, PNDM for SD 1.5)."),
+        click.option("--eta", type=float, help="DDIM / TCD eta in [0, 1] (default: the scheduler's)."),
     ]
 
     @functools.wraps(func)

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from vidreal.errors import InputError, ModelError
 from vidreal.io import resize_frames
 from vidreal.pipeline.attention import FrameLayout, cross_frame_attention
+from vidreal.pipeline.schedulers import make_scheduler, step_kwargs
 
 log = logging.getLogger("vidreal")
 
@@ -117,19 +118,25 @@ class Translator:
         tensor = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
         return tensor.to(self.device, dtype)
 
-    def _initial_latents(self, shape, seeds, dtype) -> torch.Tensor:
-        """(len(seeds), C, h, w) noise; each latent drawn exactly as diffusers draws one image's latent
-        with ``generator=torch.Generator("cpu").manual_seed(seed)``."""
+    def _initial_latents(self, shape, seeds, dtype) -> tuple[torch.Tensor, list[torch.Generator]]:
+        """(len(seeds), C, h, w) noise and one generator per latent.
+
+        Each latent is drawn exactly as diffusers draws one image's latent with
+        ``generator=torch.Generator("cpu").manual_seed(seed)``; its generator, left where that draw
+        left it, then feeds the scheduler's noise for that frame (as the stock pipeline passes its
+        generator on to ``scheduler.step``), so stochastic schedulers are seeded per frame.
+        """
         from diffusers.utils.torch_utils import randn_tensor
 
-        draws = {s: randn_tensor((1, *shape), generator=torch.Generator("cpu").manual_seed(s), device=self.device,
-                                 dtype=dtype) for s in dict.fromkeys(seeds)}
-        return torch.cat([draws[s] for s in seeds])
+        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        latents = [randn_tensor((1, *shape), generator=g, device=self.device, dtype=dtype) for g in generators]
+        return torch.cat(latents), generators
 
     # ---------------------------------------------------------------- main
     @torch.no_grad()
     def __call__(self, frames, conditions, prompt, negative_prompt=None, num_inference_steps=20, guidance_scale=9.0,
-                 controlnet_scale=None, seed=0, chunk_size=8, consistency="cross-frame", size=None, progress=True):
+                 controlnet_scale=None, seed=0, chunk_size=8, consistency="cross-frame", size=None, progress=True,
+                 scheduler=None, eta=None):
         """Translate a clip held in memory.
 
         Args:
@@ -137,6 +144,8 @@ class Translator:
             conditions: {kind: uint8 (T, H', W', 3)} for every ControlNet kind; resized to the working size.
             controlnet_scale: float, or {kind: float}; default 1.0 each.
             size: working resolution (short side); None denoises at the input size (rounded).
+            scheduler: a name of ``schedulers.SCHEDULERS`` (``euler-a``, ``dpm++2m-karras``, ``lcm``...);
+                None keeps the model's own (PNDM for SD 1.5). eta: DDIM/TCD's eta (None: theirs).
         Returns:
             uint8 (T, H, W, 3) RGB at the input's size.
         """
@@ -145,12 +154,12 @@ class Translator:
                   for i in range(0, len(frames), chunk_size)]
         return np.concatenate(list(self.stream(
             pieces, prompt, negative_prompt, num_inference_steps, guidance_scale, controlnet_scale, seed,
-            chunk_size, consistency, size, progress, n_frames=len(frames))))
+            chunk_size, consistency, size, progress, n_frames=len(frames), scheduler=scheduler, eta=eta)))
 
     @torch.no_grad()
     def stream(self, pieces, prompt, negative_prompt=None, num_inference_steps=20, guidance_scale=9.0,
                controlnet_scale=None, seed=0, chunk_size=8, consistency="cross-frame", size=None, progress=True,
-               n_frames=None):
+               n_frames=None, scheduler=None, eta=None):
         """Translate a clip that arrives in pieces; yields uint8 (n, H, W, 3) outputs in frame order.
 
         ``pieces`` yields ``(frames uint8 (n, H, W, 3), {kind: uint8 (n, H', W', 3)})`` of any
@@ -163,7 +172,9 @@ class Translator:
         scales = _scales(controlnet_scale, self.controlnet_names)
         carry_anchor = consistency == "cross-frame"
         run = dict(pos=None, neg=None, cfg=cfg, guidance_scale=guidance_scale, scales=scales,
-                   steps=num_inference_steps, seed=seed, per_frame=consistency == "per-frame")
+                   steps=num_inference_steps, seed=seed, per_frame=consistency == "per-frame",
+                   scheduler=scheduler, eta=eta)
+        step_kwargs(make_scheduler(scheduler, pipe.scheduler), None, eta)  # a bad name or eta fails here
 
         # 1. Encode the prompt once for the whole clip
         run["pos"], run["neg"] = pipe.encode_prompt(prompt, self.device, 1, cfg, negative_prompt)
@@ -207,20 +218,23 @@ class Translator:
         carried = carry_anchor and batch[0][0] != anchor[0]
         frames = ([anchor] if carried else []) + batch
         seeds = [run["seed"] + i for i, _ in frames] if run["per_frame"] else [run["seed"]] * len(frames)
-        latents = self._initial_latents(run["latent_shape"], seeds, run["pos"].dtype)
+        latents, generators = self._initial_latents(run["latent_shape"], seeds, run["pos"].dtype)
         controls = [torch.cat([c[k] for _, c in frames]) for k in range(len(run["scales"]))]
         bar.set_postfix_str(f"frames {batch[0][0]}-{batch[-1][0]}")
         latents = self._denoise(latents, controls, run["pos"], run["neg"], run["cfg"], run["guidance_scale"],
-                                run["scales"], run["steps"], bar)
+                                run["scales"], run["steps"], bar, run["scheduler"], run["eta"], generators)
         images = resize_frames(self._decode(latents[1:] if carried else latents), *shape)
         bar.update(len(batch))
         return anchor, images
 
-    def _denoise(self, latents, controls, pos, neg, cfg, guidance_scale, scales, steps, bar):
-        """The diffusers ControlNet denoising loop on one chunk of frames (batch = frames)."""
+    def _denoise(self, latents, controls, pos, neg, cfg, guidance_scale, scales, steps, bar, scheduler_name=None,
+                 eta=None, generators=None):
+        """The diffusers ControlNet denoising loop on one chunk of frames (batch = frames);
+        ``generators``: one per latent, for the noise stochastic schedulers draw in ``step``."""
         pipe = self.pipe
         n = latents.shape[0]
-        scheduler = pipe.scheduler.__class__.from_config(pipe.scheduler.config)
+        scheduler = make_scheduler(scheduler_name, pipe.scheduler)
+        step_extra = step_kwargs(scheduler, generators, eta)
         scheduler.set_timesteps(steps, device=self.device)
         latents = latents * scheduler.init_noise_sigma
         embeds = torch.cat([neg.expand(n, -1, -1), pos.expand(n, -1, -1)]) if cfg else pos.expand(n, -1, -1)
@@ -240,7 +254,7 @@ class Translator:
             if cfg:
                 uncond, text = noise.chunk(2)
                 noise = uncond + guidance_scale * (text - uncond)
-            latents = scheduler.step(noise, t, latents, return_dict=False)[0]
+            latents = scheduler.step(noise, t, latents, **step_extra, return_dict=False)[0]
         return latents
 
     def _decode(self, latents) -> np.ndarray:
