@@ -87,6 +87,9 @@ class TranslateConfig:
     refine: float | None = None  # img2img strength over propagated frames, 0..1 (None/0: off)
     flow_band: list[float] = field(default_factory=lambda: list(DEFAULT_FLOW_BAND))  # steps where flow fuses
     kv_cache: str = "device"  # frame memory: device | cpu | off (off: cross-frame re-denoises the anchor)
+    # throughput: sampler choice
+    scheduler: str | None = None  # pndm, ddim, euler, euler-a, dpm++2m(-karras), dpm++sde, unipc, lcm, tcd; None = the model's own
+    eta: float | None = None  # DDIM / TCD eta (None: the scheduler's default)
 
     def __post_init__(self):
         self.validate()
@@ -107,6 +110,11 @@ class TranslateConfig:
         unknown = set(self.controlnet_scale) - set(self.controlnets)
         if unknown:
             raise ConfigError(f"controlnet_scale names {sorted(unknown)} not among controlnets {list(self.controlnets)}")
+        from vidreal.pipeline.schedulers import check_scheduler
+
+        check_scheduler(self.scheduler)
+        if self.eta is not None and (not isinstance(self.eta, (int, float)) or not 0 <= self.eta <= 1):
+            raise ConfigError(f"eta must be a number in [0, 1] or null, got {self.eta!r}")
         from vidreal.conditions import check_options  # kinds and option names, before any model loads
 
         self.conditions = check_options(self.conditions, kinds=self.controlnets)

@@ -154,7 +154,7 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
             config.seed, config.chunk_size, config.consistency, config.size, progress, n_frames=info.n_frames,
             control_start=config.control_start, control_end=config.control_end, guess_mode=config.guess_mode,
             keyframe_every=config.keyframe_every, refine=config.refine, flow_band=config.flow_band,
-            kv_cache=config.kv_cache, stats=stats,
+            kv_cache=config.kv_cache, stats=stats, scheduler=config.scheduler, eta=config.eta,
         ):
             writer.write(frames)
             if waiting is not None:

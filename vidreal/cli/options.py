@@ -14,6 +14,7 @@ import yaml
 from vidreal.cli.common import option, show_default
 from vidreal.config import CONDITION_ALIASES, CONSISTENCY_MODES, KV_CACHE, TranslateConfig, load_config
 from vidreal.errors import ConfigError
+from vidreal.pipeline.schedulers import SCHEDULER_NAMES
 
 
 class FiniteFloat(click.FloatRange):
@@ -138,6 +139,9 @@ def translate_options(func):
                      help="Fraction where they stop: lower = more realism, less structure; per kind with KIND=F."),
         click.option("--guess-mode/--no-guess-mode", "guess_mode", default=None,
                      help="ControlNets see only the conditional half under guidance (diffusers' guess mode)."),
+        click.option("--scheduler", metavar="NAME",
+                     help=f"Sampler: {', '.join(SCHEDULER_NAMES)}; default: the model's own (PNDM for SD 1.5)."),
+        click.option("--eta", type=float, help="DDIM / TCD eta in [0, 1]; default: the scheduler's."),
     ]
 
     wants_path = "config_path" in inspect.signature(func).parameters

@@ -30,6 +30,7 @@ from vidreal.errors import ConfigError, InputError, ModelError
 from vidreal.io import resize_frames
 from vidreal.pipeline.attention import FrameMemory, cross_frame_attention
 from vidreal.pipeline.fusion import FlowFusion, fusion_link
+from vidreal.pipeline.schedulers import make_scheduler, step_kwargs
 from vidreal.propagate import propagate
 from vidreal.runtime import CONSISTENCY_MODES, check_finite, check_frames
 
@@ -121,21 +122,26 @@ class Translator:
         tensor = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().float().div_(255.0)
         return tensor.to(self.device, dtype)
 
-    def _initial_latents(self, shape, seeds, dtype) -> torch.Tensor:
-        """(len(seeds), C, h, w) noise; each latent drawn exactly as diffusers draws one image's latent
-        with ``generator=torch.Generator("cpu").manual_seed(seed)``."""
+    def _initial_latents(self, shape, seeds, dtype) -> tuple[torch.Tensor, list[torch.Generator]]:
+        """(len(seeds), C, h, w) noise and one generator per latent.
+
+        Each latent is drawn exactly as diffusers draws one image's latent with
+        ``generator=torch.Generator("cpu").manual_seed(seed)``; its generator, left where that draw
+        left it, then feeds the scheduler's noise for that frame (as the stock pipeline passes its
+        generator on to ``scheduler.step``), so stochastic schedulers are seeded per frame.
+        """
         from diffusers.utils.torch_utils import randn_tensor
 
-        draws = {s: randn_tensor((1, *shape), generator=torch.Generator("cpu").manual_seed(s), device=self.device,
-                                 dtype=dtype) for s in dict.fromkeys(seeds)}
-        return torch.cat([draws[s] for s in seeds])
+        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        latents = [randn_tensor((1, *shape), generator=g, device=self.device, dtype=dtype) for g in generators]
+        return torch.cat(latents), generators
 
     # ---------------------------------------------------------------- main
     @torch.no_grad()
     def __call__(self, frames, conditions, prompt, negative_prompt=None, num_inference_steps=20, guidance_scale=9.0,
                  controlnet_scale=None, seed=0, chunk_size=8, consistency="cross-frame", size=None, progress=True,
                  keyframe_every=None, refine=None, flow_band=DEFAULT_FLOW_BAND, kv_cache="device", stats=None,
-                 control_start=0.0, control_end=1.0, guess_mode=False):
+                 control_start=0.0, control_end=1.0, guess_mode=False, scheduler=None, eta=None):
         """Translate a clip held in memory.
 
         Args:
@@ -147,6 +153,8 @@ class Translator:
             control_start, control_end: float, or {kind: float}: the fraction of the denoising steps
                 where each ControlNet starts and stops acting (diffusers' ``control_guidance_start/end``).
             guess_mode: the ControlNets see only the conditional half under guidance (diffusers' guess mode).
+            scheduler: a name of ``schedulers.SCHEDULERS`` (``euler-a``, ``dpm++2m-karras``, ``lcm``...);
+                None keeps the model's own (PNDM for SD 1.5). eta: DDIM/TCD's eta (None: theirs).
         Returns:
             uint8 (T, H, W, 3) RGB at the input's size.
         """
@@ -157,13 +165,13 @@ class Translator:
             pieces, prompt, negative_prompt, num_inference_steps, guidance_scale, controlnet_scale, seed,
             chunk_size, consistency, size, progress, n_frames=len(frames), keyframe_every=keyframe_every,
             refine=refine, flow_band=flow_band, kv_cache=kv_cache, stats=stats, control_start=control_start,
-            control_end=control_end, guess_mode=guess_mode)))
+            control_end=control_end, guess_mode=guess_mode, scheduler=scheduler, eta=eta)))
 
     @torch.no_grad()
     def stream(self, pieces, prompt, negative_prompt=None, num_inference_steps=20, guidance_scale=9.0,
                controlnet_scale=None, seed=0, chunk_size=8, consistency="cross-frame", size=None, progress=True,
                n_frames=None, keyframe_every=None, refine=None, flow_band=DEFAULT_FLOW_BAND, kv_cache="device",
-               stats=None, control_start=0.0, control_end=1.0, guess_mode=False):
+               stats=None, control_start=0.0, control_end=1.0, guess_mode=False, scheduler=None, eta=None):
         """Translate a clip that arrives in pieces; yields uint8 (n, H, W, 3) outputs in frame order.
 
         ``pieces`` yields ``(frames uint8 (n, H, W, 3), {kind: uint8 (n, H', W', 3)})`` of any
@@ -191,13 +199,14 @@ class Translator:
         cfg = guidance_scale > 1.0 and pipe.unet.config.time_cond_proj_dim is None
         scales = _scales(controlnet_scale, self.controlnet_names)
         control_schedule(scales, control_start, control_end, 1, self.controlnet_names)  # validates
+        step_kwargs(make_scheduler(scheduler, pipe.scheduler), None, eta)  # a bad name or eta fails here
         attend = {"cross-frame": "anchor", "memory": "anchor+previous", "flow": "anchor+previous"}.get(consistency)
         memory = None if attend is None else FrameMemory(attend, None if kv_cache == "off" else kv_cache,
                                                          groups=2 if cfg else 1)
         if consistency == "flow" and pipe.scheduler.config.get("prediction_type", "epsilon") != "epsilon":
             raise ConfigError("consistency 'flow' needs an epsilon-prediction model")
         run = _Run(cfg=cfg, guidance_scale=guidance_scale, scales=scales, control=(control_start, control_end),
-                   guess=bool(guess_mode) and cfg,
+                   guess=bool(guess_mode) and cfg, scheduler=scheduler, eta=eta,
                    steps=num_inference_steps, seed=seed, per_frame=consistency == "per-frame", chunk_size=chunk_size,
                    every=keyframe_every or 1, refine=refine or 0.0, memory=memory,
                    fusion=FlowFusion(flow_band) if consistency == "flow" else None,
@@ -287,7 +296,7 @@ class Translator:
         carried = run.carry and batch[0].index != run.anchor.index
         frames = ([run.anchor] if carried else []) + batch
         seeds = [run.seed + f.index for f in frames] if run.per_frame else [run.seed] * len(frames)
-        latents = self._initial_latents(run.latent_shape, seeds, run.pos.dtype)
+        latents, generators = self._initial_latents(run.latent_shape, seeds, run.pos.dtype)
         dtype = self.pipe.controlnet.dtype
         controls = [self._to_tensor(np.stack([f.controls[k] for f in frames]), run.work, dtype)
                     for k in range(len(run.scales))]
@@ -301,22 +310,25 @@ class Translator:
             fusion.links = [f.link for f in frames]
         latents = self._denoise(latents, controls, run.pos, run.neg, run.cfg, run.guidance_scale, run.scales,
                                 run.steps, bar, memory=memory, fusion=fusion, start=start, control=run.control,
-                                guess=run.guess)
+                                guess=run.guess, scheduler_name=run.scheduler, eta=run.eta, generators=generators)
         return self._decode(latents[1:] if carried else latents)
 
     def _denoise(self, latents, controls, pos, neg, cfg, guidance_scale, scales, steps, bar, memory=None,
-                 fusion=None, start=None, control=(0.0, 1.0), guess=False):
+                 fusion=None, start=None, control=(0.0, 1.0), guess=False, scheduler_name=None, eta=None,
+                 generators=None):
         """The diffusers ControlNet denoising loop on one batch of frames (batch = frames).
 
         memory: the stream's FrameMemory (cross-frame attention installed for this call only), or None.
         fusion: the stream's FlowFusion, or None. start: (image latents, strength) for img2img, or None.
         control: (start, end) of each ControlNet, turned into per-step scales over the scheduler's
         timesteps (``control_schedule``). guess: the ControlNets run on the conditional half only,
-        the unconditional half gets zero residuals.
+        the unconditional half gets zero residuals. scheduler_name, eta: the sampler (None: the model's
+        own); generators: one per latent, for the noise stochastic schedulers draw in ``step``.
         """
         pipe = self.pipe
         n = latents.shape[0]
-        scheduler = pipe.scheduler.__class__.from_config(pipe.scheduler.config)
+        scheduler = make_scheduler(scheduler_name, pipe.scheduler)
+        step_extra = step_kwargs(scheduler, generators, eta)
         scheduler.set_timesteps(steps, device=self.device)
         first = 0
         if start is None:
@@ -356,7 +368,7 @@ class Translator:
                     noise = uncond + guidance_scale * (text - uncond)
                 if fusion is not None and fusion.active(i, len(scheduler.timesteps)):
                     noise = fusion(noise, model_input[:n], t, i, scheduler.alphas_cumprod)
-                latents = scheduler.step(noise, t, latents, return_dict=False)[0]
+                latents = scheduler.step(noise, t, latents, **step_extra, return_dict=False)[0]
                 bar.step()  # progress, and Ctrl-C stops here
         return latents
 
@@ -441,6 +453,8 @@ class _Run:
     carry: bool  # no frame memory: every batch carries the anchor (cross-frame with kv_cache off)
     control: tuple = (0.0, 1.0)  # (control_start, control_end) as given: a float or {kind: float} each
     guess: bool = False  # guess mode under guidance
+    scheduler: str | None = None  # sampler name (None: the model's own)
+    eta: float | None = None
     pos: torch.Tensor | None = None
     neg: torch.Tensor | None = None
     work: tuple | None = None
