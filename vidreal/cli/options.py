@@ -141,7 +141,7 @@ def translate_options(func):
                      help="ControlNets see only the conditional half under guidance (diffusers' guess mode)."),
         click.option("--scheduler", metavar="NAME",
                      help=f"Sampler: {', '.join(SCHEDULER_NAMES)}; default: the model's own (PNDM for SD 1.5)."),
-        click.option("--eta", type=float, help="DDIM / TCD eta in [0, 1]; default: the scheduler's."),
+        click.option("--eta", type=float, help="DDIM / TCD eta, 0 to 1; default: the scheduler's."),
     ]
 
     wants_path = "config_path" in inspect.signature(func).parameters
