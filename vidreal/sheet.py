@@ -100,8 +100,14 @@ def render_sheet(rows: list) -> np.ndarray:
 
 
 def _png_bytes(image: np.ndarray) -> bytes:
-    ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    return data.tobytes()
+    """uint8 (H, W, 3) RGB -> PNG bytes (Pillow: an encoder failure raises instead of writing an empty file)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _histograms(records: list) -> bytes | None:
