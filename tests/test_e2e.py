@@ -42,7 +42,9 @@ def test_images_to_batch_to_classifier(tiny_models, samples, tmp_path):
                    eval_batch_size=8, device="cpu", progress=False)
     losses = json.loads((run / "metrics.json").read_text())
     assert np.isfinite([e["train_loss"] for e in losses["epochs"]]).all()
-    assert result is not None
+    assert result.run_dir == run and result.classes == ["bicycle", "car", "person", "plant"]
+    assert len(losses["epochs"]) == 2 and result.metrics == losses
+    assert (run / "config.yaml").is_file()
 
     res = CliRunner().invoke(cli, ["classify", "eval", str(run), "--data", str(src), "--no-progress"])
     assert res.exit_code == 0, res.output

@@ -91,6 +91,7 @@ def test_impossible_thresholds_reject_every_item_and_keep_outputs(open_gate, tin
     assert (out / "split.txt").read_text() == ""
 
 
+@pytest.mark.slow
 def test_split_list_excludes_exactly_the_rejected_items_and_resume_keeps_them(open_gate, tiny_models, dataset):
     _, out0 = open_gate
     rels = dataset[2]

@@ -144,6 +144,7 @@ def _env():
     return {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
+@pytest.mark.slow
 def test_redirected_stderr_holds_plain_lines_only(tiny_models, video, tmp_path):
     log = tmp_path / "log.txt"
     with open(log, "w") as err:
@@ -156,6 +157,7 @@ def test_redirected_stderr_holds_plain_lines_only(tiny_models, video, tmp_path):
     assert re.search(r"^translating: +\d+%.*step \d+/3", text, re.M)
 
 
+@pytest.mark.slow
 def test_sigint_stops_within_a_step_exit_130_and_no_output(tiny_models, tmp_path):
     """SIGINT while denoising: exit 130, nothing written. The time to exit is printed for the record
     (not asserted): run with -s to see it."""

@@ -5,9 +5,9 @@ import base64
 import re
 from fractions import Fraction
 
-import cv2
 import numpy as np
 import pytest
+from PIL import Image
 from click.testing import CliRunner
 
 from vidreal.batch import MANIFEST_NAME, read_manifest, run_batch
@@ -17,6 +17,13 @@ from vidreal.config import load_config
 from vidreal.errors import ConfigError, InputError
 from vidreal.io import read_video, write_video
 from vidreal.sheet import LABEL, PANEL, choose_items, write_report
+
+
+def _read_png(path) -> np.ndarray:
+    # Pillow, as the sheet is written: in a full run another extension module's zlib can break
+    # OpenCV's bundled libpng ("bad parameters to zlib"), which is OpenCV's problem, not the sheet's.
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +45,7 @@ def batch(tiny_models, samples, tmp_path_factory):
 def test_batch_sheet_has_one_row_per_item_with_four_panels(batch):
     _, out, result = batch
     assert result.sheet == out / "sheet.png" and result.rejected == 3
-    sheet = cv2.cvtColor(cv2.imread(str(out / "sheet.png")), cv2.COLOR_BGR2RGB)
+    sheet = _read_png(out / "sheet.png")
     # header strip + per item a label strip and a row of panels PANEL px tall
     assert sheet.shape[0] == LABEL + 3 * (LABEL + PANEL)
     # each row: source (256 wide at 256 tall -> 160), canny, pose, output: 4 panels of 160 px for square clips
@@ -84,7 +91,7 @@ def test_sheet_verb_on_a_finished_out_dir(batch, tmp_path):
     result = CliRunner().invoke(cli, ["sheet", str(out), "-o", str(target), "-n", "2", "--worst", "edge_f1"])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [f"sheet: {target}", f"report: {tmp_path / 'report.html'}"]
-    sheet = cv2.imread(str(target))
+    sheet = _read_png(target)
     assert sheet.shape[0] == LABEL + 2 * (LABEL + PANEL)
     latest = read_manifest(out / MANIFEST_NAME)
     worst = sorted(latest.values(), key=lambda r: r["scores"]["edge_f1"])[0]

@@ -347,14 +347,21 @@ def _iter_chunks(path: Path, reader, n_frames: int, chunk_size: int) -> Iterator
             if start == 0 and "must exactly match" in str(exc):
                 yield from _pyav_chunks(path, chunk_size)
                 return
-            bad = _first_bad_frame(reader, indices)
+            bad = _first_bad_frame(path, indices)
             last = f"the last frame read is {bad - 1}" if bad > 0 else "no frame could be read"
             raise InputError(f"cannot decode frame {bad} of {n_frames}; {last} ({first_line(exc)})", path) from exc
         yield chunk
 
 
-def _first_bad_frame(reader, indices: list[int]) -> int:
-    """The first of ``indices`` (a batch that failed) that decord cannot decode on its own."""
+def _first_bad_frame(path: Path, indices: list[int]) -> int:
+    """The first of ``indices`` (a batch that failed) that decord cannot decode on its own.
+
+    A fresh single-threaded reader: the failed one's threads may have read ahead past the corrupt
+    packet, and its error then surfaces on a batch of good frames."""
+    try:
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+    except decord.DECORDError:
+        return indices[0]
     for index in indices:
         try:
             reader.get_batch([index])
