@@ -53,6 +53,7 @@ def test_batch_sheet_has_one_row_per_item_with_four_panels(batch):
     rows = [sheet[LABEL + i * (LABEL + PANEL) + LABEL:LABEL + (i + 1) * (LABEL + PANEL)] for i in range(3)]
     for row in rows:
         assert row.shape[0] == PANEL and row.any()
+        assert row[:, :PANEL].mean() > 20  # the source panel shows the source, not black
     pair_pose = rows[2][:, 2 * 240:3 * 240]  # b/pair.mp4 (384 x 256 -> 240 x 160 panels): both skeletons
     assert pair_pose[:, :120].any() and pair_pose[:, 120:].any()
     # rejected labels are drawn in red
@@ -107,3 +108,24 @@ def test_sheet_errors_are_one_line_and_write_nothing(tmp_path):
     with pytest.raises(InputError, match="no translated items"):
         write_report(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST_NAME]
+
+
+def test_missing_sources_are_said_not_drawn_silently(batch, tmp_path, caplog):
+    _, out, _ = batch
+    with caplog.at_level("WARNING", logger="vidreal.sheet"):
+        write_report(out, tmp_path / "s.png", root=tmp_path / "nowhere", n=1, report=False)
+    assert "source of" in caplog.text and "not found" in caplog.text
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_batch_record_names_the_input_root(tiny_models, tmp_path):
+    import yaml
+
+    write_video(tmp_path / "in" / "x.mp4", np.zeros((1, 32, 32, 3), np.uint8), fps=Fraction(12))
+    config = load_config(model=str(tiny_models["sd"]), controlnets={"canny": str(tiny_models["canny"])},
+                         size=32, steps=1, device="cpu")
+    # (written when the batch starts and again in its summary; `vidreal sheet` finds the sources there)
+    (tmp_path / "list.txt").write_text("missing.mp4 0\n")
+    run_batch(tmp_path / "in", tmp_path / "out", config, list_file=tmp_path / "list.txt", progress=False)
+    data = yaml.safe_load((tmp_path / "out" / "batch.vidreal.yaml").read_text())
+    assert data["result"]["root"] == str((tmp_path / "in").resolve())

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import html
 import io as _io
+import logging
 import random
 from pathlib import Path
 
@@ -28,6 +29,8 @@ PANEL = 160  # panel height in px
 LABEL = 22  # label strip height in px
 SCORE_KEYS = ("edge_f1", "pose_pck")
 KINDS = ("canny", "pose")
+
+log = logging.getLogger(__name__)
 
 
 def check_sheet_path(path) -> Path:
@@ -182,13 +185,17 @@ def write_report(out_dir, sheet=None, root=None, n: int = 8, seed: int = 0, wors
     for record in chosen:
         output = middle_frame(out_dir / record["output"])
         source_path = root / record["input"] if root is not None else None
-        source = middle_frame(source_path) if source_path is not None and source_path.is_file() \
-            else np.zeros_like(output)
+        found = source_path is not None and source_path.is_file()
+        if found:
+            source = middle_frame(source_path)
+        else:  # black source and condition panels, said in the label and the log
+            log.warning("sheet: source of %s not found (%s); pass root=IN_DIR", record["input"], source_path)
+            source = np.zeros_like(output)
         with DetectorSet(KINDS) as detectors:  # a fresh one per item: pose tracks one clip
             maps = detectors(source[None])
         scores = item_scores(record)
         label = f"{record['input']}  {record['status']}  edge F1 {_fmt(scores['edge_f1'])}  " \
-                f"pose PCK {_fmt(scores['pose_pck'])}"
+                f"pose PCK {_fmt(scores['pose_pck'])}" + ("" if found else "  (source not found)")
         rows.append((label, record["status"], [source, maps["canny"][0], maps["pose"][0], output]))
     png = _png_bytes(render_sheet(rows))
     with atomic_output(sheet) as tmp:

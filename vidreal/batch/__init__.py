@@ -181,7 +181,8 @@ def run_batch(in_dir, out_dir, config: TranslateConfig | None = None, *, pattern
         removed = clean_temp_files(out_dir)
         if removed:
             log.info("removed %d temporary file(s) left by an interrupted run", len(removed))
-        write_config(out_dir / CONFIG_NAME, config)
+        # the input root from the start: `vidreal sheet` finds the sources of an interrupted batch too
+        write_config(out_dir / CONFIG_NAME, config, extra={"root": str(in_root.resolve())})
         fingerprint = config.fingerprint()
         in_res, out_res = in_root.resolve(), out_dir.resolve()
 
