@@ -12,6 +12,7 @@ import contextlib
 import functools
 import os
 import sys
+import threading
 
 import cv2
 import numpy as np
@@ -105,6 +106,7 @@ class PoseDetector(Detector):
         self._people = None if mode == "single" else make_person_detector(
             detector, person_threshold, tiles, detector_config, person_class)
         self._pose = None
+        self._pool = None  # threads for the tracks' pose graphs (several people)
         self.tracks: list = []
         try:
             self._pose = _PoseGraph(self.min_detection_confidence, self.min_tracking_confidence)
@@ -222,9 +224,12 @@ class PoseDetector(Detector):
         from vidreal.conditions.people import cover, crop, square_box
 
         people, spans = [], {}
-        for track in self.tracks:
-            image, _ = crop(frame, track.box, CROP_MIN_SIDE)
-            landmarks = track.pose.process(image)
+        crops = [crop(frame, track.box, CROP_MIN_SIDE)[0] for track in self.tracks]
+        if len(self.tracks) > 1:  # each track has its own graph; mediapipe runs without the GIL
+            found = list(self._workers().map(lambda tc: tc[0].pose.process(tc[1]), zip(self.tracks, crops)))
+        else:
+            found = [track.pose.process(image) for track, image in zip(self.tracks, crops)]
+        for track, landmarks in zip(self.tracks, found):
             if landmarks is None:
                 track.misses += 1
                 track.keypoints = track.span = None
@@ -250,6 +255,13 @@ class PoseDetector(Detector):
             self.tracks.remove(track)
         return [(tid, kp) for tid, kp in people if tid not in ended]
 
+    def _workers(self):
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(min(self.max_people, os.cpu_count() or 1), "vidreal-pose")
+        return self._pool
+
     # ------------------------------------------------------------------ maps
     def draw(self, keypoints, height: int, width: int) -> np.ndarray:
         """Draw keypoints as uint8 ``(T, height, width, 3)`` maps: float32 ``(T, 18, 3)`` (one
@@ -271,6 +283,9 @@ class PoseDetector(Detector):
         return f"pose: no person found in {self.n_missing}/{self.n_frames} frames"
 
     def close(self) -> None:
+        if getattr(self, "_pool", None) is not None:
+            self._pool.shutdown()
+            self._pool = None
         for track in self.tracks:
             track.pose.close()
         self.tracks = []
@@ -325,17 +340,32 @@ class _PoseGraph:
 
 @contextlib.contextmanager
 def _native_stderr_silenced():
-    """Send file descriptor 2 to /dev/null for the block (native libraries log there directly)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
+    """Send file descriptor 2 to /dev/null for the block (native libraries log there directly).
+
+    Safe across threads (the tracks' graphs run in parallel): the first block to enter redirects,
+    the last to leave restores."""
+    global _silenced_depth, _saved_stderr
+    with _silence_lock:
+        if _silenced_depth == 0:
+            sys.stderr.flush()
+            _saved_stderr = os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        _silenced_depth += 1
     try:
         yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+        with _silence_lock:
+            _silenced_depth -= 1
+            if _silenced_depth == 0:
+                os.dup2(_saved_stderr, 2)
+                os.close(_saved_stderr)
+
+
+_silence_lock = threading.Lock()
+_silenced_depth = 0
+_saved_stderr = -1
 
 
 @functools.lru_cache(maxsize=None)
