@@ -70,12 +70,15 @@ def _bad_position(name, value) -> str:
 
 def normalize(start=None, end=None, every=1, max_frames=None) -> dict:
     """The four settings checked (:func:`check`) and written one way: frame indices as ints,
-    seconds as ``"2.5s"`` strings (so "12" and 12, "2.50s" and "2.5s" hash alike)."""
+    seconds as ``"2.5s"`` strings, a start at 0 as None (so "12" and 12, "2.50s" and "2.5s",
+    0 and None hash alike)."""
     check(start, end, every, max_frames)
     out = {}
     for name, value in (("start", start), ("end", end)):
         parsed = parse_position(value, name)
         out[name] = _seconds_text(parsed) if isinstance(parsed, Fraction) else parsed
+    if out["start"] in (0, "0s"):
+        out["start"] = None  # the first frame either way
     out["every"], out["max_frames"] = int(every), None if max_frames is None else int(max_frames)
     return out
 
