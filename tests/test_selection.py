@@ -307,6 +307,9 @@ def canny_translator(tiny_models):
 
 
 def test_batch_selection_frames_resume_and_progress(tiny_models, canny_translator, tmp_path, capsys):
+    from vidreal import progress
+
+    progress.configure(enabled=True)  # an earlier CLI test's --no-progress turned the bars off
     square_clips(tmp_path / "in")
     out = tmp_path / "out"
     config = tiny_config(tiny_models, every=3)
