@@ -197,6 +197,6 @@ def test_batch_shows_items_and_frames_for_the_dataset(translator, tmp_path, caps
     err = capsys.readouterr().err
     assert "\r" not in err and not ESCAPE.search(err)
     batch = [line for line in err.splitlines() if line.startswith("batch:")]
-    assert re.search(r"2/2 .*frames=4", batch[-1]), batch[-1]
-    assert any("1/2" in line and "frames=2" in line for line in batch)
+    assert re.search(r"2/2 items .*, 4 frames, \d+\.\d\d frames/s, ETA 00:00, 0 failed", batch[-1]), batch[-1]
+    assert any(re.search(r"1/2 items .*, 2 frames, \d+\.\d\d frames/s, ETA \d\d:\d\d", line) for line in batch)
     assert any(re.search(r"^translating: .*step 1/3", line) for line in err.splitlines())  # each item's steps

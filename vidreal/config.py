@@ -90,6 +90,11 @@ class TranslateConfig:
     # throughput: sampler choice
     scheduler: str | None = None  # pndm, ddim, euler, euler-a, dpm++2m(-karras), dpm++sde, unipc, lcm, tcd; None = the model's own
     eta: float | None = None  # DDIM / TCD eta (None: the scheduler's default)
+    # frame selection (vidreal/selection.py): which frames are read, translated and written
+    start: int | str | None = None  # first frame kept: a frame index or seconds ("2.5s"); None = 0
+    end: int | str | None = None  # EXCLUSIVE end: a frame index or seconds; None = the clip's end
+    every: int = 1  # keep every N-th frame from start; output fps = input fps / N
+    max_frames: int | None = None  # keep at most this many frames
 
     def __post_init__(self):
         self.validate()
@@ -110,6 +115,10 @@ class TranslateConfig:
         unknown = set(self.controlnet_scale) - set(self.controlnets)
         if unknown:
             raise ConfigError(f"controlnet_scale names {sorted(unknown)} not among controlnets {list(self.controlnets)}")
+        from vidreal import selection
+
+        for key, value in selection.normalize(self.start, self.end, self.every, self.max_frames).items():
+            setattr(self, key, value)
         from vidreal.pipeline.schedulers import check_scheduler
 
         check_scheduler(self.scheduler)
@@ -151,6 +160,11 @@ class TranslateConfig:
         data.pop("device")
         data.pop("compile")
         data.pop("kv_cache")  # where the frame memory lives does not change the output
+        from vidreal.selection import KEYS, is_active
+
+        if not is_active(*(data[key] for key in KEYS)):  # every frame: the hash of configs before selection existed
+            for key in KEYS:
+                data.pop(key)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def prompt_for(self, path: str | Path) -> str:

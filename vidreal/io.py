@@ -30,7 +30,8 @@ Writing
       (mp4/mkv), ``"ffv1"`` (mkv), ``"png"`` (mov).
     * ``audio_from=`` copies the audio stream of another file (packets remuxed when the container
       accepts the codec, otherwise transcoded to AAC - Opus for .webm - in mono or stereo). It is
-      not trimmed to the video's length.
+      not trimmed to the video's length, unless ``audio_span=`` names the stretch to keep (a
+      frame selection's, see :mod:`vidreal.selection`).
     * A path with an image extension writes a still with Pillow (exactly one frame).
     * All writes go through :func:`atomic_output`: nothing partial ever lies at the output path.
 """
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import numbers
 import os
 import secrets
@@ -136,14 +138,24 @@ class Media:
         else:
             self.info, self._reader = _open_video(path)
 
-    def chunks(self, chunk_size: int = 16) -> Iterator[np.ndarray]:
+    def chunks(self, chunk_size: int = 16, indices=None) -> Iterator[np.ndarray]:
         """Yield uint8 (n, H, W, 3) RGB chunks of ``chunk_size`` frames (the last may be shorter);
-        an image yields one (1, H, W, 3) chunk. Decodes one chunk at a time."""
+        an image yields one (1, H, W, 3) chunk. Decodes one chunk at a time.
+
+        indices: only these frames (increasing frame numbers in ``[0, n_frames)``, e.g. a
+        ``vidreal.selection.Plan``'s), ``chunk_size`` of them per decord ``get_batch``; the
+        others are never decoded into frames. None: every frame."""
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        if indices is not None:
+            indices = np.asarray(indices, dtype=np.int64)
+            if indices.ndim != 1 or indices.size == 0 or np.any(np.diff(indices) <= 0) \
+                    or indices[0] < 0 or indices[-1] >= self.info.n_frames:
+                raise ValueError(f"indices must be increasing frame numbers in [0, {self.info.n_frames}), "
+                                 f"got {indices!r}")
         if self._image is not None:
             return iter([self._image[None]])
-        return _iter_chunks(self.path, self._reader, self.info.n_frames, int(chunk_size))
+        return _iter_chunks(self.path, self._reader, self.info.n_frames, int(chunk_size), indices)
 
 
 def open_media(path) -> Media:
@@ -164,16 +176,43 @@ def read_video(path) -> Clip:
     return Clip(frames, media.info.fps, media.path, media.info.has_audio)
 
 
-def iter_video(path, chunk_size: int = 16) -> Iterator[np.ndarray]:
+def iter_video(path, chunk_size: int = 16, indices=None) -> Iterator[np.ndarray]:
     """Yield uint8 (n, H, W, 3) RGB chunks of ``chunk_size`` frames (the last may be shorter).
 
-    Decodes one chunk at a time; the chunks concatenated equal ``read_video(path).frames``.
-    The file is validated when this is called, not at the first ``next()``.
-    An image yields one (1, H, W, 3) chunk.
+    Decodes one chunk at a time; the chunks concatenated equal ``read_video(path).frames``
+    (``read_video(path).frames[indices]`` with ``indices``: increasing frame numbers, only those
+    decoded; see ``vidreal.selection``). The file is validated when this is called, not at the
+    first ``next()``. An image yields one (1, H, W, 3) chunk.
     """
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    return open_media(path).chunks(chunk_size)
+    return open_media(path).chunks(chunk_size, indices)
+
+
+def quick_probe(path) -> VideoInfo:
+    """Frame count and rate from the container alone (PyAV; no decoder opened, no frame times):
+    about 4x faster than :func:`probe`, for counting the frames of a whole dataset
+    (``vidreal batch --estimate``). The count is the container's, which decord's may rarely differ
+    from. Raises InputError as :func:`probe` does for a file that cannot be opened."""
+    path = _check_input(path)
+    if is_image_path(path):
+        return _probe_image(path)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise InputError("no video stream with frames in the file", path)
+            stream = container.streams.video[0]
+            fps = stream.average_rate or stream.guessed_rate or stream.base_rate
+            n_frames = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
+            info = VideoInfo(path, n_frames, Fraction(fps) if fps else None, stream.codec_context.width,
+                             stream.codec_context.height, len(container.streams.audio) > 0, False)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"corrupt, truncated or not a video ({first_line(exc)})", path) from exc
+    if info.n_frames == 0 or info.fps is None:
+        raise InputError("video has no frames" if info.n_frames == 0 else "video has no frame rate", path)
+    return info
 
 
 def read_frames(path, indices) -> np.ndarray:
@@ -337,15 +376,17 @@ def _variable_timestamps(reader, fps: Fraction) -> np.ndarray | None:
     return starts
 
 
-def _iter_chunks(path: Path, reader, n_frames: int, chunk_size: int) -> Iterator[np.ndarray]:
-    """Sequential decord batches; PyAV takes over if decord fails (its tiny-width bug)."""
-    for start in range(0, n_frames, chunk_size):
-        indices = list(range(start, min(start + chunk_size, n_frames)))
+def _iter_chunks(path: Path, reader, n_frames: int, chunk_size: int, keep=None) -> Iterator[np.ndarray]:
+    """decord batches of ``chunk_size`` frames (of ``keep``, increasing frame numbers, when given);
+    PyAV takes over if decord fails (its tiny-width bug)."""
+    keep = np.arange(n_frames) if keep is None else keep
+    for start in range(0, len(keep), chunk_size):
+        indices = keep[start:start + chunk_size].tolist()
         try:
             chunk = reader.get_batch(indices).asnumpy()
         except decord.DECORDError as exc:
             if start == 0 and "must exactly match" in str(exc):
-                yield from _pyav_chunks(path, chunk_size)
+                yield from _pyav_chunks(path, chunk_size, keep)
                 return
             bad = _first_bad_frame(path, indices)
             last = f"the last frame read is {bad - 1}" if bad > 0 else "no frame could be read"
@@ -370,13 +411,23 @@ def _first_bad_frame(path: Path, indices: list[int]) -> int:
     return indices[0]
 
 
-def _pyav_chunks(path: Path, chunk_size: int) -> Iterator[np.ndarray]:
+def _pyav_chunks(path: Path, chunk_size: int, keep=None) -> Iterator[np.ndarray]:
+    """Frames decoded in order by PyAV, in chunks; only the frame numbers in ``keep`` (increasing)
+    when given (PyAV decodes the others too, but they are not converted)."""
     buffer, read = [], 0
+    wanted = None if keep is None else iter(np.asarray(keep).tolist())
+    target = None if wanted is None else next(wanted, None)
     try:
         with av.open(str(path)) as container:
             for frame in container.decode(video=0):
-                buffer.append(frame.to_ndarray(format="rgb24"))
                 read += 1
+                if wanted is not None:
+                    if target is None:
+                        break
+                    if read - 1 != target:
+                        continue
+                    target = next(wanted, None)
+                buffer.append(frame.to_ndarray(format="rgb24"))
                 if len(buffer) == chunk_size:
                     yield np.stack(buffer)
                     buffer = []
@@ -425,7 +476,7 @@ def atomic_output(path) -> Iterator[Path]:
 
 
 def write_video(path, frames, fps=None, audio_from=None, codec: str = "libx264", crf: int = 18,
-                timestamps=None) -> Path:
+                timestamps=None, audio_span=None) -> Path:
     """Encode frames to ``path`` atomically and return ``path``.
 
     frames: uint8 (T, H, W, 3) RGB array, or an iterable of uint8 (H, W, 3) frames / (n, H, W, 3)
@@ -439,6 +490,10 @@ def write_video(path, frames, fps=None, audio_from=None, codec: str = "libx264",
         without crf).
     timestamps: optional float seconds of each frame (a variable-frame-rate source's
         ``VideoInfo.timestamps``): frames keep these times; ``fps`` is then only the nominal rate.
+    audio_span: optional ``(t0, t1)`` seconds of ``audio_from``'s audio to keep, counted from
+        its first video frame (a frame selection's ``vidreal.selection.Plan.audio_span``); the
+        kept audio starts at 0 in the output. Cut at packet boundaries (a few tens of ms) when
+        the audio is copied as it is, at decoded-frame boundaries when it is transcoded.
     Odd sizes are kept (libx264 switches to yuv444p); other yuv420p codecs pad them by one
     edge-replicated pixel (right/bottom) and log a warning.
     An image extension writes a still with Pillow; it needs exactly one frame (fps and
@@ -451,7 +506,8 @@ def write_video(path, frames, fps=None, audio_from=None, codec: str = "libx264",
     elif not isinstance(frames, Iterable):
         raise InputError("frames must be a uint8 (T, H, W, 3) array or an iterable of frames, "
                          f"got {type(frames).__name__}")
-    with VideoWriter(path, fps, audio_from=audio_from, codec=codec, crf=crf, timestamps=timestamps) as writer:
+    with VideoWriter(path, fps, audio_from=audio_from, codec=codec, crf=crf, timestamps=timestamps,
+                     audio_span=audio_span) as writer:
         for item in [frames] if isinstance(frames, np.ndarray) else frames:
             writer.write(item)
     return writer.path
@@ -471,7 +527,8 @@ class VideoWriter:
     :func:`write_video` and are checked here (ValueError, InputError, OutputError).
     """
 
-    def __init__(self, path, fps=None, audio_from=None, codec: str = "libx264", crf: int = 18, timestamps=None):
+    def __init__(self, path, fps=None, audio_from=None, codec: str = "libx264", crf: int = 18, timestamps=None,
+                 audio_span=None):
         self.path = Path(path)
         ext = self.path.suffix.lower()
         if ext not in IMAGE_EXTS and ext not in VIDEO_EXTS:
@@ -485,6 +542,12 @@ class VideoWriter:
         self.audio_from = None if audio_from is None or self.is_image else Path(audio_from)
         if self.audio_from is not None and not self.audio_from.is_file():
             raise InputError("audio source not found", self.audio_from)
+        self.audio_span = None
+        if audio_span is not None:
+            t0, t1 = (float(t) for t in audio_span)
+            if not (math.isfinite(t0) and math.isfinite(t1) and 0 <= t0 < t1):
+                raise ValueError(f"audio_span must be (t0, t1) seconds with 0 <= t0 < t1, got {audio_span!r}")
+            self.audio_span = (t0, t1)
         self.timestamps = None
         if timestamps is not None and not self.is_image:
             self.timestamps = np.asarray(timestamps, dtype=np.float64)
@@ -583,7 +646,7 @@ class VideoWriter:
                 try:
                     self._container.mux(self._stream.encode())
                     if self._audio is not None:
-                        self._audio.copy(self._container)
+                        self._audio.copy(self._container, self.audio_span)
                     self._container.close()
                 except (av.FFmpegError, OSError) as exc:
                     raise OutputError(f"encoding failed ({first_line(exc)})", self.path) from exc
@@ -741,6 +804,7 @@ class _AudioCopy:
     stream: av.audio.AudioStream | None  # None: the source has no audio
     out: av.audio.AudioStream | None
     remux: bool  # copy packets as they are; otherwise decode and re-encode
+    video_start: float = 0.0  # seconds of the source's first video frame (audio spans count from it)
 
     @classmethod
     def open(cls, audio_from: Path, container, path: Path) -> _AudioCopy:
@@ -753,9 +817,11 @@ class _AudioCopy:
         if not source.streams.audio:
             return cls(source, None, None, False)
         audio = source.streams.audio[0]
+        video = source.streams.video[0] if source.streams.video else None
+        start = 0.0 if video is None or video.start_time is None else float(video.start_time * video.time_base)
         if path.suffix.lower() not in (".mp4", ".m4v") or audio.codec_context.name in _MP4_AUDIO:
             try:
-                return cls(source, audio, container.add_stream_from_template(audio), True)
+                return cls(source, audio, container.add_stream_from_template(audio), True, start)
             except ValueError:  # the container does not take this codec: transcode
                 pass
         target = "libopus" if container.format.name == "webm" else "aac"
@@ -767,21 +833,41 @@ class _AudioCopy:
         except (av.FFmpegError, ValueError) as exc:
             source.close()
             raise OutputError(f"cannot add audio to this container ({first_line(exc)})", path) from exc
-        return cls(source, audio, out, False)
+        return cls(source, audio, out, False, start)
 
-    def copy(self, container) -> None:
+    def copy(self, container, span: tuple[float, float] | None = None) -> None:
+        """Copy the audio; with ``span`` (t0, t1) only the packets (frames, when transcoding) that
+        start in [t0, t1) seconds from the first video frame, shifted to start at 0. A span from
+        0 keeps what lies before the first frame too (the encoder's priming)."""
         if self.stream is None:
             return
-        if self.remux:
-            for packet in self.source.demux(self.stream):
-                if packet.dts is None:  # the demuxer's final flush packet
+        lo = hi = None
+        if span is not None:
+            lo = -math.inf if span[0] <= 0 else self.video_start + span[0] - 1e-6
+            hi = self.video_start + span[1] - 1e-6
+        shift = None
+        items = self.source.demux(self.stream) if self.remux else self.source.decode(self.stream)
+        for item in items:
+            if self.remux and item.dts is None:  # the demuxer's final flush packet
+                continue
+            if span is not None and item.pts is not None:
+                t = float(item.pts * item.time_base)
+                if t < lo:
                     continue
-                packet.stream = self.out
-                container.mux(packet)
-            return
-        for frame in self.source.decode(self.stream):
-            container.mux(self.out.encode(frame))
-        container.mux(self.out.encode())
+                if t >= hi:
+                    break
+                if shift is None:
+                    shift = item.pts if span[0] > 0 else 0
+                item.pts -= shift
+                if self.remux and item.dts is not None:
+                    item.dts -= shift
+            if self.remux:
+                item.stream = self.out
+                container.mux(item)
+            else:
+                container.mux(self.out.encode(item))
+        if not self.remux:
+            container.mux(self.out.encode())
 
 
 def _close_quietly(container) -> None:

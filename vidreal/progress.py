@@ -5,6 +5,8 @@
   log file, CI); nothing when progress is off (``--no-progress``, ``-q``: see :func:`configure`).
 * :class:`DenoiseProgress` is the translation bar: it counts frames and moves at every denoising
   step of every batch (so the ETA comes from the first steps, not from the first chunk).
+* :class:`DatasetRate` is what the batch bar says about the whole dataset: frames/s over the
+  wall time of the run (all workers together) and the ETA of the items left.
 * :func:`configure` also switches the libraries' own bars (diffusers' "Loading pipeline
   components", transformers' "Loading weights", huggingface_hub's downloads): they show only
   where vidreal's bars would be tqdm bars. :func:`sync_libraries` applies that to a library
@@ -184,6 +186,46 @@ class DenoiseProgress:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class DatasetRate:
+    """A batch's dataset-level throughput: frames/s over the wall time since its first item
+    started translating (model loading left out; several workers together), and the ETA of the
+    items left, their frames guessed from the mean of the items finished.
+
+    ``items``: how many items the run translates; :meth:`add` each finished one (frames, and the
+    seconds it took, from which the start of the first item is known); :meth:`text` for the bar.
+    """
+
+    def __init__(self, items: int, clock=time.monotonic):
+        self.items = items
+        self.done = self.frames = 0
+        self._clock = clock
+        self._start: float | None = None
+
+    def add(self, frames: int, seconds: float = 0.0) -> None:
+        now = self._clock()
+        if self._start is None:
+            self._start = now - max(float(seconds), 0.0)
+        self.done += 1
+        self.frames += frames
+
+    def frames_per_second(self) -> float:
+        elapsed = 0.0 if self._start is None else self._clock() - self._start
+        return self.frames / elapsed if elapsed > 0 else 0.0
+
+    def eta(self) -> float | None:
+        """Seconds until the last item is done; None before a frame is done."""
+        rate = self.frames_per_second()
+        if not self.frames or rate <= 0:
+            return None
+        return max(self.items - self.done, 0) * (self.frames / self.done) / rate
+
+    def text(self) -> str:
+        """``"480 frames, 3.80 frames/s, ETA 00:12"`` (tqdm's time format)."""
+        eta = self.eta()
+        return (f"{self.frames} frames, {self.frames_per_second():.2f} frames/s, "
+                f"ETA {'?' if eta is None else tqdm.format_interval(eta)}")
 
 
 def check_interrupt() -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vidreal import selection
 from vidreal.config import TranslateConfig, write_config
 from vidreal.io import OutputFiles, check_output, open_media, resize_frames
 
@@ -70,7 +71,9 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
     Args:
         input, output: paths; the output keeps the input's fps, frame count, size and audio stream
             (and each frame's time for a variable-frame-rate input). An image input gives an
-            image (an image output path).
+            image (an image output path). The config's frame selection (``start``, ``end``,
+            ``every``, ``max_frames``; ``vidreal.selection``) keeps only some frames: only those
+            are decoded, the output runs at fps / every, its audio covers the kept span.
         config: a TranslateConfig (defaults when None).
         translator: a loaded ``Translator`` (loaded from ``config`` when None; pass one to reuse it).
         preview: optional path of a side-by-side video/image (source | conditions | output).
@@ -99,7 +102,8 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
     config = config or TranslateConfig()
     input, output = Path(input), Path(output)
     media = open_media(input)  # the only time the input is opened
-    info = media.info
+    plan = selection.select(media.info, **selection.of(config))  # before any model loads
+    info = plan.info  # what is written: the kept frames, at fps / every
     check_output(output, info)
     if preview is not None:
         check_output(preview, info)
@@ -122,7 +126,8 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
                  config.consistency, prompt)
         files = stack.enter_context(OutputFiles())
         video = dict(codec=config.codec, crf=config.crf, timestamps=info.timestamps)
-        writer = files.video(output, info.fps, audio_from=input if info.has_audio else None, **video)
+        writer = files.video(output, info.fps, audio_from=input if info.has_audio else None,
+                             audio_span=plan.audio_span, **video)
         preview_writer = None if preview is None else files.video(preview, info.fps, **video)
         condition_writers = {kind: files.video(path, info.fps, **video) for kind, path in condition_paths.items()}
         scores = None if not metrics else stack.enter_context(MetricsStream())
@@ -135,7 +140,7 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
         stats: dict = {}  # keyframes, propagated frames, frame memory size (Translator.stream)
 
         def pieces():  # may run in a prefetch thread (batch overlap): it only touches its own writers
-            for chunk in media.chunks(config.chunk_size):
+            for chunk in media.chunks(config.chunk_size, plan.indices if plan.active else None):
                 small = resize_frames(chunk, *work)  # conditions are extracted at the working size
                 maps = detectors(small)
                 for kind, condition_writer in condition_writers.items():
@@ -183,6 +188,7 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
                 "input": str(input), "prompt": prompt, "frames": info.n_frames,
                 "fps": None if info.fps is None else str(info.fps),
                 "timestamps": "kept (variable frame rate)" if info.timestamps is not None else None,
+                **({"selection": plan.summary()} if plan.active else {}),
                 "seconds": round(result.seconds, 3),
                 "device": str(translator.device), "dtype": str(translator.pipe.unet.dtype).replace("torch.", ""),
                 "reports": reports, "metrics": result.metrics, "correspondence": _summary(stats, config),

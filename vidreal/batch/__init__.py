@@ -41,6 +41,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vidreal.progress import DatasetRate
 from vidreal.progress import bar as tqdm  # tqdm on a terminal, plain lines in a log, off under -q
 
 from vidreal.batch.executors import LocalExecutor, RayExecutor, Worker, import_ray, keypoints_path, one_line
@@ -138,6 +139,125 @@ def run_batch(in_dir, out_dir, config: TranslateConfig | None = None, *, pattern
     """
     started = time.perf_counter()
     config = config if config is not None else load_config()
+    in_root, out_dir, entries, gate = check_batch(
+        in_dir, out_dir, config, pattern=pattern, extensions=extensions, list_file=list_file, root=root,
+        executor=executor, workers=workers, gpus_per_worker=gpus_per_worker, min_edge_f1=min_edge_f1,
+        min_pose_pck=min_pose_pck, keypoints=keypoints, sheet=sheet)
+    prompts = Prompts(config, in_root)
+    if executor == "ray":
+        import_ray()  # fail before touching OUT_DIR
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = BatchResult(out_dir=out_dir, manifest=out_dir / MANIFEST_NAME)
+    with Manifest(result.manifest) as manifest:
+        removed = clean_temp_files(out_dir)
+        if removed:
+            log.info("removed %d temporary file(s) left by an interrupted run", len(removed))
+        # the input root from the start: `vidreal sheet` finds the sources of an interrupted batch too
+        write_config(out_dir / CONFIG_NAME, config, extra={"root": str(in_root.resolve())})
+        fingerprint = config.fingerprint()
+        in_res, out_res = in_root.resolve(), out_dir.resolve()
+
+        def record(job_or_rel, res: dict) -> dict:
+            rec = {"input": res["input"], "output": job_or_rel.get("output"), "status": res["status"],
+                   "error": res["error"], "frames": res["frames"], "seconds": res["seconds"],
+                   "config": fingerprint, "prompt": job_or_rel.get("prompt"), "time": now()}
+            if "metrics" in res:
+                rec["metrics"] = res["metrics"]
+            if gate.active:
+                rec["gate"] = gate.to_dict()
+            if "scores" in res:
+                rec["scores"] = res["scores"]
+                reasons = gate.failures(res["scores"]) if res["status"] == "done" else []
+                if reasons:
+                    rec["status"], rec["rejected"] = "rejected", "; ".join(reasons)
+            manifest.append(rec)
+            return rec
+
+        jobs, claimed = [], {}
+        rate = DatasetRate(0)  # frames/s and ETA of the dataset, shown on the items bar
+        with tqdm(total=len(entries), unit="item", desc="batch", disable=not progress,
+                  bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} items [{elapsed}{postfix}]") as bar:
+
+            def account(rec: dict) -> None:
+                if rec["status"] in ("done", "rejected"):
+                    result.done += rec["status"] == "done"
+                    result.frames += rec["frames"] or 0
+                    if rec["status"] == "rejected":
+                        result.rejected += 1
+                        result.rejections.append((rec["input"], rec["rejected"]))
+                else:
+                    result.failed += 1
+                    result.failures.append((rec["input"], rec["error"]))
+                bar.set_postfix_str(f"{rate.text()}, {result.failed} failed", refresh=False)
+                bar.update(1)
+
+            # 1. Plan: safety, output names, prompts, skip decisions.
+            for entry in entries:
+                info = {"output": output_rel(entry.rel), "prompt": None}
+                try:
+                    src, dst, info["output"] = safe_paths(in_res, out_res, entry.rel)
+                    if info["output"] in claimed:
+                        raise InputError(f"output {info['output']!r} is also the output of {claimed[info['output']]!r}")
+                    claimed[info["output"]] = entry.rel
+                    info["prompt"] = prompts(entry.rel)
+                except VidrealError as exc:
+                    account(record(info, {"input": entry.rel, "status": "failed", "error": one_line(exc),
+                                          "frames": 0, "seconds": 0.0}))
+                    continue
+                last = manifest.latest.get(entry.rel)
+                if not overwrite and is_current(last, fingerprint, info["prompt"], info["output"], dst, gate, keypoints):
+                    if last["status"] == "rejected":  # counted as rejected, not translated again
+                        result.rejected += 1
+                        result.rejections.append((entry.rel, last.get("rejected", "")))
+                    else:
+                        result.skipped += 1
+                        result.skipped_frames += last.get("frames") or 0
+                    bar.update(1)
+                    continue
+                jobs.append({"input": entry.rel, "src": str(src), "dst": str(dst), **info})
+
+            # 2. Translate what is left; the driver records every result as it arrives.
+            if jobs:
+                structure = (True if gate.needs_pose else "edges") if gate.active else False
+                runner = (LocalExecutor(config, translator, overlap, progress, metrics, structure, keypoints)
+                          if executor == "local"
+                          else RayExecutor(config, workers, gpus_per_worker, ray_address, overlap, metrics=metrics,
+                                           structure=structure, keypoints=keypoints))
+                by_rel = {job["input"]: job for job in jobs}
+                rate.items = len(jobs)
+                for res in runner.run(jobs):
+                    rate.add(res["frames"] or 0, res["seconds"] or 0.0)
+                    account(record(by_rel[res["input"]], res))
+
+        # 3. The split list of what was translated; metric means over the dataset.
+        if list_file is not None:
+            result.list_file = _write_list(out_dir / Path(list_file).name, entries, manifest.latest, fingerprint)
+        if metrics:
+            result.metrics, result.metrics_items = _mean_metrics(
+                [manifest.latest.get(entry.rel) for entry in entries], fingerprint)
+        if sheet is not None:
+            from vidreal.sheet import write_report
+
+            result.sheet = write_report(out_dir, sheet, root=in_root)
+    result.seconds = time.perf_counter() - started
+    summary = {"done": result.done, "skipped": result.skipped, "failed": result.failed,
+               "root": str(in_root.resolve())}
+    if gate.active:
+        summary["rejected"] = result.rejected
+        summary["gate"] = gate.to_dict()
+    if result.metrics:
+        summary["metrics_mean"] = result.metrics
+        summary["metrics_items"] = result.metrics_items
+    write_config(out_dir / CONFIG_NAME, config, extra=summary)
+    return result
+
+
+def check_batch(in_dir, out_dir, config: TranslateConfig, *, pattern=None, extensions=None, list_file=None,
+                root=None, executor="local", workers=None, gpus_per_worker=None, min_edge_f1=None,
+                min_pose_pck=None, keypoints=False, sheet=None):
+    """Every check of a batch that needs no model and writes nothing (``run_batch``'s arguments):
+    returns (input root, OUT_DIR, entries, Gate). Raises VidrealError naming the problem."""
     if executor not in EXECUTORS:
         raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     if workers is not None and (not isinstance(workers, int) or workers < 1):
@@ -171,114 +291,17 @@ def run_batch(in_dir, out_dir, config: TranslateConfig | None = None, *, pattern
     if not entries:
         raise InputError(f"no input files found (pattern {pattern!r}, extensions {extensions or 'all'})",
                          list_file or in_root)
-    prompts = Prompts(config, in_root)
-    if executor == "ray":
-        import_ray()  # fail before touching OUT_DIR
+    return in_root, out_dir, entries, gate
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result = BatchResult(out_dir=out_dir, manifest=out_dir / MANIFEST_NAME)
-    with Manifest(result.manifest) as manifest:
-        removed = clean_temp_files(out_dir)
-        if removed:
-            log.info("removed %d temporary file(s) left by an interrupted run", len(removed))
-        # the input root from the start: `vidreal sheet` finds the sources of an interrupted batch too
-        write_config(out_dir / CONFIG_NAME, config, extra={"root": str(in_root.resolve())})
-        fingerprint = config.fingerprint()
-        in_res, out_res = in_root.resolve(), out_dir.resolve()
 
-        def record(job_or_rel, res: dict) -> dict:
-            rec = {"input": res["input"], "output": job_or_rel.get("output"), "status": res["status"],
-                   "error": res["error"], "frames": res["frames"], "seconds": res["seconds"],
-                   "config": fingerprint, "prompt": job_or_rel.get("prompt"), "time": now()}
-            if "metrics" in res:
-                rec["metrics"] = res["metrics"]
-            if gate.active:
-                rec["gate"] = gate.to_dict()
-            if "scores" in res:
-                rec["scores"] = res["scores"]
-                reasons = gate.failures(res["scores"]) if res["status"] == "done" else []
-                if reasons:
-                    rec["status"], rec["rejected"] = "rejected", "; ".join(reasons)
-            manifest.append(rec)
-            return rec
-
-        jobs, claimed = [], {}
-        with tqdm(total=len(entries), unit="item", desc="batch", disable=not progress) as bar:
-
-            def account(rec: dict) -> None:
-                if rec["status"] in ("done", "rejected"):
-                    result.done += rec["status"] == "done"
-                    result.frames += rec["frames"] or 0
-                    if rec["status"] == "rejected":
-                        result.rejected += 1
-                        result.rejections.append((rec["input"], rec["rejected"]))
-                else:
-                    result.failed += 1
-                    result.failures.append((rec["input"], rec["error"]))
-                bar.set_postfix(failed=result.failed, frames=result.frames, refresh=False)
-                bar.update(1)
-
-            # 1. Plan: safety, output names, prompts, skip decisions.
-            for entry in entries:
-                info = {"output": output_rel(entry.rel), "prompt": None}
-                try:
-                    src, dst, info["output"] = safe_paths(in_res, out_res, entry.rel)
-                    if info["output"] in claimed:
-                        raise InputError(f"output {info['output']!r} is also the output of {claimed[info['output']]!r}")
-                    claimed[info["output"]] = entry.rel
-                    info["prompt"] = prompts(entry.rel)
-                except VidrealError as exc:
-                    account(record(info, {"input": entry.rel, "status": "failed", "error": one_line(exc),
-                                          "frames": 0, "seconds": 0.0}))
-                    continue
-                last = manifest.latest.get(entry.rel)
-                if (not overwrite and last is not None and last.get("status") in ("done", "rejected")
-                        and last.get("config") == fingerprint and last.get("prompt") == info["prompt"]
-                        and last.get("output") == info["output"] and dst.is_file()
-                        and last.get("gate") == gate.to_dict()
-                        and (not keypoints or Path(keypoints_path(dst)).is_file())):
-                    if last["status"] == "rejected":  # counted as rejected, not translated again
-                        result.rejected += 1
-                        result.rejections.append((entry.rel, last.get("rejected", "")))
-                    else:
-                        result.skipped += 1
-                        result.skipped_frames += last.get("frames") or 0
-                    bar.update(1)
-                    continue
-                jobs.append({"input": entry.rel, "src": str(src), "dst": str(dst), **info})
-
-            # 2. Translate what is left; the driver records every result as it arrives.
-            if jobs:
-                structure = (True if gate.needs_pose else "edges") if gate.active else False
-                runner = (LocalExecutor(config, translator, overlap, progress, metrics, structure, keypoints)
-                          if executor == "local"
-                          else RayExecutor(config, workers, gpus_per_worker, ray_address, overlap, metrics=metrics,
-                                           structure=structure, keypoints=keypoints))
-                by_rel = {job["input"]: job for job in jobs}
-                for res in runner.run(jobs):
-                    account(record(by_rel[res["input"]], res))
-
-        # 3. The split list of what was translated; metric means over the dataset.
-        if list_file is not None:
-            result.list_file = _write_list(out_dir / Path(list_file).name, entries, manifest.latest, fingerprint)
-        if metrics:
-            result.metrics, result.metrics_items = _mean_metrics(
-                [manifest.latest.get(entry.rel) for entry in entries], fingerprint)
-        if sheet is not None:
-            from vidreal.sheet import write_report
-
-            result.sheet = write_report(out_dir, sheet, root=in_root)
-    result.seconds = time.perf_counter() - started
-    summary = {"done": result.done, "skipped": result.skipped, "failed": result.failed,
-               "root": str(in_root.resolve())}
-    if gate.active:
-        summary["rejected"] = result.rejected
-        summary["gate"] = gate.to_dict()
-    if result.metrics:
-        summary["metrics_mean"] = result.metrics
-        summary["metrics_items"] = result.metrics_items
-    write_config(out_dir / CONFIG_NAME, config, extra=summary)
-    return result
+def is_current(last: dict | None, fingerprint: str, prompt, output: str, dst: Path, gate, keypoints: bool) -> bool:
+    """Whether an item's latest manifest record stands for this run (a rerun skips it): done or
+    rejected with the same config hash (frame selection included), prompt, output and gate, and
+    its output file (and keypoints file) still there."""
+    return (last is not None and last.get("status") in ("done", "rejected")
+            and last.get("config") == fingerprint and last.get("prompt") == prompt
+            and last.get("output") == output and dst.is_file() and last.get("gate") == gate.to_dict()
+            and (not keypoints or Path(keypoints_path(dst)).is_file()))
 
 
 def _check_list_target(list_file: Path, target: Path) -> None:

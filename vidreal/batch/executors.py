@@ -299,16 +299,8 @@ class RayExecutor:
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
         resources = ray.cluster_resources()
         gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
-        if self.gpus_per_worker is None:
-            self.gpus_per_worker = 1 if gpus else 0
-        if self.workers is None:
-            self.workers = max(1, int(gpus // self.gpus_per_worker)) if self.gpus_per_worker else 1
-        if self.cpus_per_worker is None:
-            self.cpus_per_worker = 1 if self.gpus_per_worker else max(1, int(cpus // self.workers))
-        for name, each, have in (("GPU", self.gpus_per_worker, gpus), ("CPU", self.cpus_per_worker, cpus)):
-            if self.workers * each > have:
-                raise ConfigError(f"{self.workers} worker(s) x {each:g} {name}(s) need {self.workers * each:g} "
-                                  f"{name}s; the Ray cluster has {have:g}")
+        self.workers, self.gpus_per_worker, self.cpus_per_worker = plan_workers(
+            resources, self.workers, self.gpus_per_worker, self.cpus_per_worker)
         log.info("ray: %d worker(s), %g GPU(s) and %g CPU(s) each; cluster has %g GPUs, %g CPUs",
                     self.workers, self.gpus_per_worker, self.cpus_per_worker, gpus, cpus)
         self._actor_cls = ray.remote(RayActor).options(
@@ -396,6 +388,38 @@ class RayExecutor:
             fill(slot)
         if next(jobs, None) is not None:
             raise VidrealError("every Ray worker crashed; rerun the batch to resume where it stopped")
+
+
+def plan_workers(resources: dict, workers=None, gpus_per_worker=None, cpus_per_worker=None) -> tuple:
+    """(workers, GPUs per worker, CPUs per worker) on a Ray cluster with ``resources``
+    (``ray.cluster_resources()``), the defaults filled in as :class:`RayExecutor` says; ConfigError
+    when the cluster cannot hold them."""
+    gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
+    if gpus_per_worker is None:
+        gpus_per_worker = 1 if gpus else 0
+    if workers is None:
+        workers = max(1, int(gpus // gpus_per_worker)) if gpus_per_worker else 1
+    if cpus_per_worker is None:
+        cpus_per_worker = 1 if gpus_per_worker else max(1, int(cpus // workers))
+    for name, each, have in (("GPU", gpus_per_worker, gpus), ("CPU", cpus_per_worker, cpus)):
+        if workers * each > have:
+            raise ConfigError(f"{workers} worker(s) x {each:g} {name}(s) need {workers * each:g} "
+                              f"{name}s; the Ray cluster has {have:g}")
+    return workers, gpus_per_worker, cpus_per_worker
+
+
+def ray_workers(address=None, workers=None, gpus_per_worker=None) -> int:
+    """How many workers the ray executor would start (connects to the cluster as it would, and
+    disconnects again when it was not connected before). ConfigError as :func:`plan_workers`."""
+    ray = import_ray()
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        return plan_workers(ray.cluster_resources(), workers, gpus_per_worker)[0]
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def _failed(job: dict, error: str) -> dict:

@@ -16,6 +16,7 @@ Examples:
   vidreal batch visda/train out/train --config configs/visda.yaml --pattern '*.png'
   vidreal batch syn out --executor ray --ray-address auto --gpus-per-worker 1
   vidreal batch syn out --min-edge-f1 0.3 --min-pose-pck 0.5 --sheet out/sheet.png
+  vidreal batch syn out --config configs/rocog.yaml --every 5 --max-frames 16 --estimate
 """)
 @click.argument("in_dir", type=click.Path(file_okay=False))
 @click.argument("out_dir", type=click.Path(file_okay=False))
@@ -42,19 +43,31 @@ Examples:
 @click.option("--keypoints", is_flag=True, default=None, help="Write each output's source pose keypoints beside it (OUTPUT.keypoints.json).")
 @click.option("--sheet", type=click.Path(dir_okay=False), default=None,
               help="Write a contact sheet (.png: source | conditions | output of 8 items) and report.html beside it.")
-@progress_option(help="Show progress bars: items and frames of the dataset, and the current item's denoising steps.")
-def batch(in_dir, out_dir, config, config_path, progress, **options):
+@click.option("--estimate", is_flag=True,
+              help="Print the items and frames to translate and a projected time from a short timed warm-up; write nothing.")
+@progress_option(help="Show progress bars: items, frames/s and ETA of the dataset, and the current item's denoising steps.")
+def batch(in_dir, out_dir, config, config_path, progress, estimate, **options):
     """Translate every video and image under IN_DIR into OUT_DIR, mirroring the folder layout.
 
     OUT_DIR/manifest.jsonl records each item; rerunning skips items already done with the same
     config, so an interrupted batch resumes. A bad item is recorded and the batch goes on; the
     exit code is 1 when any item failed. The --config file's `batch:` section may set the options
     below (keys with underscores, e.g. list_file, gpus_per_worker); flags override it.
+    --start/--end/--every/--max-frames select the frames of every clip (part of the config hash:
+    changing them redoes the items). --estimate says how long the batch would take.
     """
     from vidreal.batch import run_batch
     from vidreal.config import BATCH_KEYS, merge_settings, read_section
 
     settings = merge_settings(read_section(config_path, "batch", BATCH_KEYS), **options)
+    if estimate:
+        from vidreal.batch.estimate import estimate_batch
+
+        estimated = estimate_batch(in_dir, out_dir, config, progress=progress, **settings)
+        click.echo(estimated.table())
+        if estimated.failing:  # as the batch itself would exit
+            sys.exit(1)
+        return
     result = run_batch(in_dir, out_dir, config, progress=progress, **settings)
     click.echo(result.table())
     if result.sheet is not None:

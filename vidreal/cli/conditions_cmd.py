@@ -6,7 +6,7 @@ import logging
 import click
 
 from vidreal.cli.common import option, progress_option, status
-from vidreal.cli.options import canny_options, condition_options
+from vidreal.cli.options import canny_options, condition_options, selection_options
 from vidreal.conditions import available_kinds, extract_file
 
 log = logging.getLogger(__name__)
@@ -17,6 +17,7 @@ Examples:
   vidreal conditions samples/humanoid_walk_ground.mp4 -o pose.mp4 --kind pose
   vidreal conditions clip.mp4 -o maps.mp4 --kind canny --kind pose --canny-low 50
   vidreal conditions street.mp4 -o pose.mp4 --kind pose --pose-mode multi --keypoints pose.json
+  vidreal conditions clip.mp4 -o edges.mp4 --kind canny --start 2.5s --every 5 --max-frames 16
 """)
 @click.argument("input", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
@@ -39,11 +40,13 @@ Examples:
 @click.option("--chunk-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Frames decoded and processed at a time (memory, not results).")
 @click.option("--allow-pickle", is_flag=True, help="Let the openpose annotator load its .pth weights (runs pickled code).")
+@selection_options
 @progress_option()
 def conditions(input, output, kinds, condition, canny_low, canny_high, pose_mode, max_people, pose_detector,
-               keypoints, chunk_size, allow_pickle, progress):
+               keypoints, chunk_size, allow_pickle, start, end, every, max_frames, progress):
     """Extract condition maps from INPUT and write them to OUTPUT, same size, fps and frame count
-    (odd sizes too: libx264 then encodes yuv444p) and, for a variable frame rate, the same frame times."""
+    (odd sizes too: libx264 then encodes yuv444p) and, for a variable frame rate, the same frame times.
+    With --start/--end/--every/--max-frames only the kept frames are decoded and written (fps / every)."""
     options = condition_options(condition) or {}
     for option, value in (("low_threshold", canny_low), ("high_threshold", canny_high)):
         if value is not None:
@@ -55,7 +58,9 @@ def conditions(input, output, kinds, condition, canny_low, canny_high, pose_mode
         options.setdefault("openpose", {})["allow_pickle"] = True
     options = options or None
     result = extract_file(input, output, kinds=kinds or ("canny", "pose"), options=options,
-                          chunk_size=chunk_size, progress=progress, keypoints=keypoints)
+                          chunk_size=chunk_size, progress=progress, keypoints=keypoints,
+                          selection={"start": start, "end": end, "every": 1 if every is None else every,
+                                     "max_frames": max_frames})
     for kind, path in result.paths.items():
         status(f"{kind}: {path}")
     for report in result.reports.values():

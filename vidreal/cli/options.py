@@ -85,6 +85,26 @@ CANNY_OPTIONS = [
 ]
 
 
+SELECTION_OPTIONS = [
+    option("--start", metavar="FRAME|SECONDS", show_default="0",
+           help="First frame kept: a frame index (0 is the first) or seconds, e.g. 2.5s."),
+    option("--end", metavar="FRAME|SECONDS", show_default="the clip's end",
+           help="Stop before this frame or time (exclusive: --start 0 --end 24 keeps frames 0 to 23)."),
+    option("--every", type=int, metavar="N", show_default="1",
+           help="Keep every N-th frame from --start; output fps = input fps / N (audio kept for the span)."),
+    option("--max-frames", type=int, metavar="N", show_default="all",
+           help="Keep at most N frames (after --start, --end, --every)."),
+]
+
+
+def selection_options(func):
+    """``--start``/``--end``/``--every``/``--max-frames`` (``vidreal.selection``), the same in every
+    verb that reads clips; the command receives ``start``, ``end``, ``every``, ``max_frames``."""
+    for opt in reversed(SELECTION_OPTIONS):
+        func = opt(func)
+    return func
+
+
 def canny_options(func):
     """``--canny-low``/``--canny-high`` (INTEGER 0-255), the same in every verb that has them."""
     for opt in reversed(CANNY_OPTIONS):
@@ -130,6 +150,7 @@ def translate_options(func):
                      help="A condition detector's option (repeatable), e.g. canny.low_threshold=50, "
                           "openpose.model=./annotators; merged over the preset's conditions: section."),
         *CANNY_OPTIONS,
+        *SELECTION_OPTIONS,
         click.option("--codec", help="Video codec for outputs."),
         click.option("--crf", type=int, help="Video quality, lower is better."),
         click.option("--prompts-file", type=click.Path(dir_okay=False), help="Per-item prompts (from `vidreal caption`)."),

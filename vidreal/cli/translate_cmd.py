@@ -14,6 +14,7 @@ Examples:
   vidreal translate long.mp4 -o out.mp4 --keyframe-every 4 --refine 0.3     # ~3x faster, steadier
   vidreal translate clip.mp4 -o out.mp4 --consistency flow --flow-band 0.2 0.8   # steadiest
   vidreal translate car.png -o car_real.png --config configs/visda.yaml --controlnet canny=./cn-canny
+  vidreal translate clip.mp4 -o out.mp4 --start 2.5s --end 10s --every 5   # 24 fps: frames 60, 65, ..., 235
 """)
 @click.argument("input", type=click.Path(dir_okay=True))
 @click.option("-o", "--output", required=True, type=click.Path(), help="Output video or image file.")

@@ -206,7 +206,7 @@ class ConditionsResult:
 
 
 def extract_file(input, output, kinds=("canny", "pose"), options: dict | None = None,
-                 chunk_size: int = 16, progress: bool = True, keypoints=None) -> ConditionsResult:
+                 chunk_size: int = 16, progress: bool = True, keypoints=None, selection=None) -> ConditionsResult:
     """Extract condition maps from a video or image file and write them as files.
 
     The input is opened once and decoded in chunks of ``chunk_size`` frames; each kind's maps
@@ -217,8 +217,11 @@ def extract_file(input, output, kinds=("canny", "pose"), options: dict | None = 
     are moved into place together when all are complete; on any failure none is.
     ``keypoints``: a ``.json`` path for the pose keypoints of every person in every frame
     (``vidreal.conditions.keypoints``; needs the ``pose`` kind), written once the maps are.
+    ``selection``: ``{start, end, every, max_frames}`` (``vidreal.selection``): only those frames
+    are decoded and written, at fps / every.
     """
     from vidreal import io
+    from vidreal import selection as frame_selection
     from vidreal.conditions.keypoints import KeypointsLog, check_keypoints_path
 
     kinds, options = _check_kinds(kinds, options)
@@ -227,8 +230,10 @@ def extract_file(input, output, kinds=("canny", "pose"), options: dict | None = 
         keypoints = check_keypoints_path(keypoints)
         if "pose" not in kinds:
             raise ConfigError(f"keypoints come from the pose condition: add the pose kind (kinds are {', '.join(kinds)})")
+    selection = frame_selection.normalize(**(selection or {}))
     media = io.open_media(input)
-    info = media.info
+    plan = frame_selection.select(media.info, **selection)
+    info = plan.info
     paths = output_paths(output, kinds)
     for path in paths.values():
         io.check_output(path, info)
@@ -238,7 +243,7 @@ def extract_file(input, output, kinds=("canny", "pose"), options: dict | None = 
     with DetectorSet(kinds, options) as detectors, io.OutputFiles() as files, \
             tqdm(total=info.n_frames, unit="frame", desc="conditions", disable=not progress) as bar:
         writers = {kind: files.video(paths[kind], info.fps, timestamps=info.timestamps) for kind in kinds}
-        for chunk in media.chunks(chunk_size):
+        for chunk in media.chunks(chunk_size, plan.indices if plan.active else None):
             for kind, maps in detectors(chunk).items():
                 writers[kind].write(maps)
             if people is not None:
