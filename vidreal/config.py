@@ -70,8 +70,8 @@ class TranslateConfig:
     dtype: str | None = None  # None = auto (fp16 on GPU, fp32 on CPU)
     compile: bool = False  # torch.compile the UNet and ControlNets: faster on GPU after a slow first call
     embeddings: list[str] = field(default_factory=list)  # Textual Inversion files, FILE[:TOKEN]
-    lora: str | None = None
-    lora_scale: float = 1.0
+    lora: str | list | None = None  # LoRA(s): FILE[:SCALE], or a list of FILE[:SCALE] / {path: FILE, scale: S}
+    lora_scale: float = 1.0  # scale of every LoRA that names none
     allow_pickle: bool = False  # load .ckpt/.bin/.pt weights (runs pickle code: trusted files only)
     conditions: dict[str, dict] = field(default_factory=dict)  # kind -> detector options, e.g. {canny: {low_threshold: 50}}
     codec: str = "libx264"
@@ -95,6 +95,10 @@ class TranslateConfig:
     end: int | str | None = None  # EXCLUSIVE end: a frame index or seconds; None = the clip's end
     every: int = 1  # keep every N-th frame from start; output fps = input fps / N
     max_frames: int | None = None  # keep at most this many frames
+    # throughput: exact-path levers (speed only) and opt-in approximations (change the output)
+    levers: list[str] = field(default_factory=list)  # fused-qkv, channels-last (see LEVERS)
+    deepcache_interval: int = 0  # N: the full UNet every N steps, only its shallow blocks between (0/1: off)
+    tome_ratio: float = 0.0  # fraction of self-attention key/value tokens merged (ToMe), 0..0.75 (0: off)
 
     def __post_init__(self):
         self.validate()
@@ -124,6 +128,9 @@ class TranslateConfig:
         check_scheduler(self.scheduler)
         if self.eta is not None and (not isinstance(self.eta, (int, float)) or not 0 <= self.eta <= 1):
             raise ConfigError(f"eta must be a number in [0, 1] or null, got {self.eta!r}")
+        lora_list(self.lora, self.lora_scale)
+        check_levers(self.levers)
+        check_approximations(self.deepcache_interval, self.tome_ratio)
         from vidreal.conditions import check_options  # kinds and option names, before any model loads
 
         self.conditions = check_options(self.conditions, kinds=self.controlnets)
@@ -165,6 +172,10 @@ class TranslateConfig:
         if not is_active(*(data[key] for key in KEYS)):  # every frame: the hash of configs before selection existed
             for key in KEYS:
                 data.pop(key)
+        data.pop("levers")  # exact-path levers change speed, not the output (up to rounding)
+        for key, off in (("deepcache_interval", (0, 1)), ("tome_ratio", (0.0,))):
+            if data[key] in off:  # approximations off: the hash of configs before they existed
+                data.pop(key)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def prompt_for(self, path: str | Path) -> str:
@@ -200,6 +211,68 @@ def check_correspondence(consistency, keyframe_every=None, refine=None, flow_ban
     if kv_cache == "off" and (consistency in ("memory", "flow") or (refine and consistency == "cross-frame")):
         raise ConfigError(f"kv_cache off works with cross-frame without refine only; {consistency!r}"
                           f"{' with refine' if refine else ''} needs the frame memory (kv_cache device or cpu)")
+
+
+LEVERS = ("fused-qkv", "channels-last")  # exact-path speed levers (Translator.use_levers)
+TOME_MAX = 0.75  # ToMe merges source tokens of 2x2 blocks into their block's first token: at most 3/4
+
+
+def check_levers(levers) -> list[str]:
+    """``levers`` as a list of names of :data:`LEVERS`; ConfigError naming a bad one."""
+    if isinstance(levers, str) or not isinstance(levers, (list, tuple)):
+        raise ConfigError(f"levers must be a list of {', '.join(LEVERS)}, got {levers!r}")
+    for name in levers:
+        if name not in LEVERS:
+            raise ConfigError(f"unknown lever {name!r}; valid: {', '.join(LEVERS)}")
+    return list(levers)
+
+
+def check_approximations(deepcache_interval=0, tome_ratio=0.0) -> None:
+    """ConfigError unless deepcache_interval is an integer >= 0 and 0 <= tome_ratio <= TOME_MAX."""
+    if isinstance(deepcache_interval, bool) or not isinstance(deepcache_interval, int) or deepcache_interval < 0:
+        raise ConfigError(f"deepcache_interval must be an integer >= 0 (0 or 1: off), got {deepcache_interval!r}")
+    if isinstance(tome_ratio, bool) or not isinstance(tome_ratio, (int, float)) or not 0 <= tome_ratio <= TOME_MAX:
+        raise ConfigError(f"tome_ratio must be a number in [0, {TOME_MAX}] (0: off), got {tome_ratio!r}")
+
+
+def parse_lora(spec, default_scale: float = 1.0) -> tuple[str, float]:
+    """One LoRA spec -> (source, scale): ``"FILE[:SCALE]"`` (a file, folder or hub id), ``{path:, scale:}``
+    or ``(path, scale)``. The split is on the last ``:`` when what follows is no path and the whole
+    is not an existing file; SCALE must then be a finite number. ConfigError otherwise."""
+    if isinstance(spec, dict):
+        unknown = set(spec) - {"path", "scale"}
+        if unknown or "path" not in spec:
+            raise ConfigError(f"a LoRA entry must look like {{path: FILE, scale: S}}, got {spec!r}")
+        path, scale = spec["path"], spec.get("scale", default_scale)
+    elif isinstance(spec, (tuple, list)) and len(spec) == 2:
+        path, scale = spec
+    elif isinstance(spec, (str, Path)):
+        path, scale = str(spec).strip(), default_scale
+        if ":" in path and not Path(path).expanduser().exists():
+            head, tail = path.rsplit(":", 1)
+            if "/" not in tail and "\\" not in tail:
+                try:
+                    path, scale = head, float(tail)
+                except ValueError:
+                    raise ConfigError(f"bad scale {tail!r} in LoRA spec {spec!r}; expected FILE[:SCALE]") from None
+    else:
+        raise ConfigError(f"a LoRA must be FILE[:SCALE] or {{path: FILE, scale: S}}, got {spec!r}")
+    if not isinstance(path, (str, Path)) or not str(path).strip():
+        raise ConfigError(f"LoRA spec {spec!r} names no file; expected FILE[:SCALE]")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        raise ConfigError(f"LoRA scale must be a finite number, got {scale!r} in {spec!r}")
+    return str(path).strip(), float(scale)
+
+
+def lora_list(lora, lora_scale: float = 1.0) -> list[tuple[str, float]]:
+    """The LoRAs a config names, in order, as (source, scale): ``lora`` is None, one spec or a list
+    of specs (see :func:`parse_lora`); ``lora_scale`` is the scale of every spec that gives none."""
+    if isinstance(lora_scale, bool) or not isinstance(lora_scale, (int, float)) or not math.isfinite(lora_scale):
+        raise ConfigError(f"lora_scale must be a finite number, got {lora_scale!r}")
+    if lora is None:
+        return []
+    specs = lora if isinstance(lora, list) else [lora]
+    return [parse_lora(spec, lora_scale) for spec in specs]
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TranslateConfig)}

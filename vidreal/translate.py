@@ -52,6 +52,7 @@ def load_translator(config: TranslateConfig):
         lora=config.lora, lora_scale=config.lora_scale, allow_pickle=config.allow_pickle,
         model_config=config.model_config,
     )
+    translator.use_levers(config.levers)
     if config.compile:
         translator.compile()
     return translator
@@ -160,6 +161,7 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
             control_start=config.control_start, control_end=config.control_end, guess_mode=config.guess_mode,
             keyframe_every=config.keyframe_every, refine=config.refine, flow_band=config.flow_band,
             kv_cache=config.kv_cache, stats=stats, scheduler=config.scheduler, eta=config.eta,
+            deepcache_interval=config.deepcache_interval, tome_ratio=config.tome_ratio,
         ):
             writer.write(frames)
             if waiting is not None:

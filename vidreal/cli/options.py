@@ -12,7 +12,8 @@ import click
 import yaml
 
 from vidreal.cli.common import option, show_default
-from vidreal.config import CONDITION_ALIASES, CONSISTENCY_MODES, KV_CACHE, TranslateConfig, load_config
+from vidreal.config import (CONDITION_ALIASES, CONSISTENCY_MODES, KV_CACHE, LEVERS, TOME_MAX, TranslateConfig,
+                            load_config)
 from vidreal.errors import ConfigError
 from vidreal.pipeline.schedulers import SCHEDULER_NAMES
 
@@ -75,6 +76,21 @@ def _timing(values, what: str):
         except ValueError:
             raise ConfigError(f"{what} must be a number or KIND=NUMBER, got {values[0]!r}") from None
     return _pairs(values, what, float)
+
+
+def _loras(values):
+    """``--lora`` values -> the config's ``lora``: None (not given), one spec as typed, or a list."""
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else list(values)
+
+
+def _levers(value):
+    """``"fused-qkv,channels-last"`` -> ["fused-qkv", "channels-last"]; ``none`` -> []; None -> None."""
+    if value is None:
+        return None
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    return [] if names == ["none"] else names
 
 
 SHOWN_DEFAULTS = {"device": "auto", "dtype": "auto"}  # config None means auto-detect
@@ -143,8 +159,10 @@ def translate_options(func):
         click.option("--compile/--no-compile", "compile", default=None,
                      help="torch.compile the UNet and ControlNets: faster on GPU after a 1-2 min first call (long clips, batches)."),
         click.option("--embedding", "embeddings", multiple=True, metavar="FILE[:TOKEN]", help="Textual Inversion embedding (repeatable)."),
-        click.option("--lora", help="LoRA weights (file or folder)."),
-        click.option("--lora-scale", type=float, help="LoRA strength."),
+        click.option("--lora", "lora", multiple=True, metavar="FILE[:SCALE]",
+                     help="LoRA weights (file, folder or hub id), fused at SCALE (repeatable: several LoRAs, "
+                          "each its own scale), e.g. latent-consistency/lcm-lora-sdv1-5 (configs/fast.yaml)."),
+        click.option("--lora-scale", type=FiniteFloat(), help="Scale of every --lora given without :SCALE."),
         click.option("--allow-pickle", is_flag=True, default=None, help="Allow .ckpt/.bin/.pt weights (runs pickled code)."),
         click.option("--condition", "conditions", multiple=True, metavar="KIND.OPTION=VALUE",
                      help="A condition detector's option (repeatable), e.g. canny.low_threshold=50, "
@@ -163,6 +181,13 @@ def translate_options(func):
         click.option("--scheduler", metavar="NAME",
                      help=f"Sampler: {', '.join(SCHEDULER_NAMES)}; default: the model's own (PNDM for SD 1.5)."),
         click.option("--eta", type=float, help="DDIM / TCD eta, 0 to 1; default: the scheduler's."),
+        click.option("--levers", metavar="NAME,...",
+                     help=f"Exact-path speed levers, comma-separated: {', '.join(LEVERS)} (or none); "
+                          "outputs unchanged up to rounding."),
+        click.option("--deepcache-interval", type=click.IntRange(min=0), metavar="N",
+                     help="Approximation: the full UNet every N steps, its deep blocks reused between (0/1: off)."),
+        click.option("--tome-ratio", type=FiniteFloat(0.0, TOME_MAX), metavar="R",
+                     help=f"Approximation: merge a fraction R (0-{TOME_MAX}) of self-attention key/value tokens (0: off)."),
     ]
 
     wants_path = "config_path" in inspect.signature(func).parameters
@@ -174,6 +199,8 @@ def translate_options(func):
         given["controlnets"] = _pairs(given.get("controlnets"), "--controlnet")
         given["controlnet_scale"] = _pairs(given.get("controlnet_scale"), "--controlnet-scale", float)
         given["embeddings"] = list(given["embeddings"]) or None
+        given["lora"] = _loras(given.get("lora"))
+        given["levers"] = _levers(given.get("levers"))
         given["conditions"] = condition_options(given.get("conditions"))
         for name in ("control_start", "control_end"):
             given[name] = _timing(given.get(name), "--" + name.replace("_", "-"))

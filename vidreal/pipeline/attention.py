@@ -20,6 +20,11 @@ from the memory: the output does not depend on how frames are batched.
 Size, per cached frame: steps x groups x sum over self-attention layers of tokens x channels values;
 SD 1.5 at 512x512, 20 steps, guidance: 462 M values, 0.92 GB in fp16 (anchor), twice that with the
 previous frame. ``store="cpu"`` keeps it in host memory (moved to the device one layer at a time).
+
+Two more things the processors handle: fused projections (``fused-qkv`` lever: the keys and values
+come from one matrix product with the key and value rows of ``attn.to_qkv``, the same weights) and
+token merging (``tome_ratio``: keys and values from merged tokens, ``approx.TokenMerge``); without
+frame attention, ``SelfAttnProcessor`` does the latter for per-frame self-attention.
 """
 from __future__ import annotations
 
@@ -73,10 +78,11 @@ class FrameMemory:
 class CrossFrameAttnProcessor:
     """Self-attention whose keys/values come from the anchor (and the previous frame), see the module."""
 
-    def __init__(self, memory: FrameMemory, name: str, fallback):
+    def __init__(self, memory: FrameMemory, name: str, fallback, merge=None):
         self.memory = memory
         self.name = name  # the layer's key in the frame memory
         self.fallback = fallback  # the original processor, used for cross-attention calls
+        self.merge = merge or (lambda x: x)  # approx.TokenMerge for ToMe: merges the key/value tokens
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
         if encoder_hidden_states is not None or attention_mask is not None:
@@ -110,23 +116,26 @@ class CrossFrameAttnProcessor:
         heads = attn.heads
         head_dim = query.shape[-1] // heads
         if memory.attend == "anchor":
-            key, value = attn.to_k(anchors), attn.to_v(anchors)
-            # (groups, heads, frames * tokens, d) queries against (groups, heads, tokens, d) keys/values
+            key, value = keys_values(attn, self.merge(anchors))
+            kv_tokens = key.shape[1]
+            # (groups, heads, frames * tokens, d) queries against (groups, heads, kv tokens, d) keys/values
             query = query.view(groups, frames * tokens, heads, head_dim).transpose(1, 2)
-            key = key.view(groups, tokens, heads, head_dim).transpose(1, 2)
-            value = value.view(groups, tokens, heads, head_dim).transpose(1, 2)
+            key = key.view(groups, kv_tokens, heads, head_dim).transpose(1, 2)
+            value = value.view(groups, kv_tokens, heads, head_dim).transpose(1, 2)
         else:
             first_prev = anchors[:, None] if memory.anchor_in_batch else memory.get(memory.last, self.name,
                                                                                    hidden_states)[:, None]
             previous = torch.cat([first_prev, by_frame[:, :-1]], dim=1)  # (groups, frames, tokens, C)
             memory.put(memory.last, self.name, by_frame[:, -1])
+            previous = self.merge(previous.reshape(batch, tokens, -1))  # (batch, previous tokens, C)
+            own_k, own_v = keys_values(attn, self.merge(anchors))  # (groups, anchor tokens, C)
+            prev_k, prev_v = keys_values(attn, previous)
 
-            def keys_values(project):  # (batch, heads, 2 * tokens, d): the anchor's tokens, then the previous frame's
-                own = project(anchors)[:, None].expand(groups, frames, tokens, -1)
-                both = torch.cat([own, project(previous)], dim=2).reshape(batch, 2 * tokens, heads, head_dim)
-                return both.transpose(1, 2)
+            def both(own, prev):  # (batch, heads, kv tokens, d): the anchor's tokens, then the previous frame's
+                own = own[:, None].expand(groups, frames, *own.shape[1:]).reshape(batch, own.shape[1], -1)
+                return torch.cat([own, prev], dim=1).view(batch, -1, heads, head_dim).transpose(1, 2)
 
-            key, value = keys_values(attn.to_k), keys_values(attn.to_v)
+            key, value = both(own_k, prev_k), both(own_v, prev_v)
             query = query.view(batch, tokens, heads, head_dim).transpose(1, 2)
         if attn.norm_q is not None:
             query = attn.norm_q(query)
@@ -144,18 +153,66 @@ class CrossFrameAttnProcessor:
         return hidden_states / attn.rescale_output_factor
 
 
+def keys_values(attn, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(attn.to_k(x), attn.to_v(x))``; with fused projections one product with ``to_qkv``'s key
+    and value rows (the same weights, one kernel instead of two)."""
+    if getattr(attn, "fused_projections", False) and getattr(attn, "to_qkv", None) is not None:
+        inner = attn.to_q.out_features
+        qkv = attn.to_qkv
+        bias = None if qkv.bias is None else qkv.bias[inner:]
+        return F.linear(x, qkv.weight[inner:], bias).chunk(2, dim=-1)
+    return attn.to_k(x), attn.to_v(x)
+
+
+class SelfAttnProcessor:
+    """Per-frame self-attention with keys/values from merged tokens (ToMe, no frame attention)."""
+
+    def __init__(self, merge, fallback):
+        self.merge = merge
+        self.fallback = fallback
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        if encoder_hidden_states is not None or attention_mask is not None or hidden_states.ndim != 3 \
+                or attn.spatial_norm is not None or attn.group_norm is not None:
+            return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
+        residual = hidden_states
+        batch, tokens, _ = hidden_states.shape
+        query = attn.to_q(hidden_states)
+        heads = attn.heads
+        head_dim = query.shape[-1] // heads
+        key, value = keys_values(attn, self.merge(hidden_states))
+        query = query.view(batch, tokens, heads, head_dim).transpose(1, 2)
+        key = key.view(batch, -1, heads, head_dim).transpose(1, 2)
+        value = value.view(batch, -1, heads, head_dim).transpose(1, 2)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        hidden_states = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
+        hidden_states = hidden_states.transpose(1, 2).reshape(batch, tokens, heads * head_dim).to(query.dtype)
+        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
+
+
 @contextmanager
-def cross_frame_attention(unet: torch.nn.Module, memory: FrameMemory):
-    """Install CrossFrameAttnProcessor on the UNet's self-attention layers; always restore the originals.
+def cross_frame_attention(unet: torch.nn.Module, memory: FrameMemory | None, merge=None):
+    """Install CrossFrameAttnProcessor (``memory`` given) or SelfAttnProcessor (``memory`` None, ToMe
+    ``merge`` given) on the UNet's self-attention layers; always restore the originals.
 
     Use it around one denoising call, never for longer: two streams on one UNet each install their
     own memory for their own calls.
     """
     original = dict(unet.attn_processors)
-    patched = {
-        name: CrossFrameAttnProcessor(memory, name, proc) if name.endswith("attn1.processor") else proc
-        for name, proc in original.items()
-    }
+
+    def swap(name, proc):
+        if memory is not None:
+            return CrossFrameAttnProcessor(memory, name, proc, merge)
+        return SelfAttnProcessor(merge, proc) if merge is not None else proc
+
+    patched = {name: swap(name, proc) if name.endswith("attn1.processor") else proc
+               for name, proc in original.items()}
     unet.set_attn_processor(patched)
     try:
         yield

@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import torch
 
-from vidreal.config import DEFAULT_CONTROLNETS, DEFAULT_MODEL
+from vidreal.config import DEFAULT_CONTROLNETS, DEFAULT_MODEL, lora_list
 from vidreal.errors import ConfigError, InputError, ModelError, VidrealError
 from vidreal.runtime import first_line, hub_endpoint, hub_offline, hub_reachable, resolve_device, resolve_dtype
 
@@ -442,6 +442,7 @@ def _check_lora(kind: str, src, allow_pickle: bool) -> None:
 
 
 def _load_lora(pipe, kind: str, src, scale: float, allow_pickle: bool, local_only: bool) -> None:
+    """Fold one LoRA into the weights at ``scale``; called once per LoRA, the deltas add up."""
     if kind == "file":
         where, kwargs = str(src.parent), {"weight_name": src.name}
     else:
@@ -450,8 +451,11 @@ def _load_lora(pipe, kind: str, src, scale: float, allow_pickle: bool, local_onl
             kwargs.update(cache_dir=hub_cache_dir(), local_files_only=local_only)
     try:
         pipe.load_lora_weights(where, adapter_name="vidreal_lora", **kwargs)
+        if not pipe.get_list_adapters():
+            raise ValueError("no LoRA weights for this model's UNet or text encoder in it")
         # Fold the LoRA into the base weights and drop the adapter layers: plain modules run
-        # faster and leave attention processors (cross-frame attention) untouched.
+        # faster and leave attention processors (cross-frame attention) untouched. LoRAs fused
+        # one after the other add their scaled deltas: W + s1 B1 A1 + s2 B2 A2.
         pipe.fuse_lora(lora_scale=scale, adapter_names=["vidreal_lora"])
         pipe.unload_lora_weights()
     except Exception as e:
@@ -471,7 +475,7 @@ def load_pipeline(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     embeddings: Iterable[str | os.PathLike | tuple] = (),
-    lora: str | os.PathLike | None = None,
+    lora=None,
     lora_scale: float = 1.0,
     allow_pickle: bool = False,
     model_config: str | os.PathLike | None = None,
@@ -487,7 +491,10 @@ def load_pipeline(
         dtype: ``None``/"auto" (fp16 on cuda/mps, fp32 on cpu), "fp16", "bf16", "fp32" or a torch dtype.
         embeddings: Textual Inversion files as ``"FILE[:TOKEN]"`` strings (or ``(path, token)``);
             each token becomes one new tokenizer entry (N entries for an N-vector embedding).
-        lora: a LoRA ``.safetensors`` file, folder or hub id, fused into the weights at ``lora_scale``.
+        lora: LoRA weights fused into the model, each at its own scale: one ``"FILE[:SCALE]"`` (a
+            ``.safetensors`` file, folder or hub id; a path) or a list of them (or of ``{path:, scale:}``
+            dicts, ``(path, scale)`` tuples), see ``vidreal.config.parse_lora``; a spec without a
+            scale gets ``lora_scale``. Few-step LoRAs (LCM, Hyper-SD, TCD) load the same way.
         allow_pickle: also read ``.ckpt/.bin/.pt/.pth`` files (they can run code: trusted files only).
         model_config: for a single-file ``model``: hub id or diffusers folder with the component
             configs and tokenizer (default: the SD 1.5 hub id, which must be in the cache offline).
@@ -507,10 +514,9 @@ def load_pipeline(
     if isinstance(embeddings, (str, os.PathLike)):
         embeddings = [embeddings]
     embeddings = list(embeddings)
-    try:
-        lora_scale = float(lora_scale)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"lora_scale must be a number, got {lora_scale!r}") from e
+    if isinstance(lora, os.PathLike):
+        lora = os.fspath(lora)
+    loras = lora_list(lora, lora_scale)  # [(source, scale)]; ConfigError for a bad spec
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     # Every check that needs no weights runs first, so a missing or unsafe file fails in
@@ -519,21 +525,20 @@ def load_pipeline(
     nets = {name: _source(spec, f"ControlNet '{name}'") for name, spec in controlnets.items()}
     config_src = _source(DEFAULT_MODEL if model_config is None else model_config, "model config") \
         if model_kind == "file" else None
-    lora_src = None if lora is None else _source(lora, "LoRA")
+    lora_srcs = [(_source(path, "LoRA"), scale) for path, scale in loras]
     _check_model(model_kind, model_src, allow_pickle)
     for name, (kind, src) in nets.items():
         _check_controlnet(name, kind, src, allow_pickle)
     embedding_files = [_embedding_file(spec, allow_pickle) for spec in embeddings]
-    if lora_src is not None:
-        _check_lora(*lora_src, allow_pickle)
+    for src, _ in lora_srcs:
+        _check_lora(*src, allow_pickle)
     needed = [HubNeed(src, "config.json", _controlnet_flag(name), _CONTROLNET_INCLUDE)
               for name, (kind, src) in nets.items() if kind == "hub"]
     if model_kind == "hub":
         needed.insert(0, HubNeed(model_src, "model_index.json", _MODEL_FLAG, _HUB_INCLUDE))
     if config_src is not None and config_src[0] == "hub":
         needed.insert(0, HubNeed(config_src[1], "model_index.json", _CONFIG_FLAG, _CONFIG_INCLUDE))
-    if lora_src is not None and lora_src[0] == "hub":
-        needed.append(HubNeed(lora_src[1], None, _LORA_FLAG))
+    needed += [HubNeed(src[1], None, _LORA_FLAG) for src, _ in lora_srcs if src[0] == "hub"]
     local_only = check_hub(needed)
     config_dir = None if config_src is None else _resolve_model_config(*config_src, local_only)
 
@@ -542,8 +547,8 @@ def load_pipeline(
     controlnet = models[0] if len(models) == 1 else MultiControlNetModel(models)
     pipe = _load_sd(model_kind, model_src, config_dir, controlnet, torch_dtype, allow_pickle, local_only)
     tokens = [_load_embedding(pipe, path, token) for path, token in embedding_files]
-    if lora_src is not None:
-        _load_lora(pipe, *lora_src, lora_scale, allow_pickle, local_only)
+    for src, scale in lora_srcs:
+        _load_lora(pipe, *src, scale, allow_pickle, local_only)
 
     pipe = pipe.to(device=dev)
     if any(m.dtype != torch_dtype for m in pipe.components.values() if isinstance(m, torch.nn.Module)):
@@ -554,13 +559,14 @@ def load_pipeline(
         "model": _describe(model),
         "controlnets": {name: _describe(spec) for name, spec in controlnets.items()},
         "embeddings": [_describe(s[0] if isinstance(s, tuple) else s) for s in embeddings],
-        "lora": None if lora is None else _describe(lora),
+        "lora": None if lora is None else [_describe(path) for path, _ in loras] if isinstance(lora, list)
+        else _describe(loras[0][0]),
     }
     extras = ""
     if tokens:
         extras += f", embeddings {', '.join(tokens)}"
-    if lora is not None:
-        extras += f", LoRA {_describe(lora)} x{lora_scale:g}"
+    if loras:
+        extras += ", LoRA " + ", ".join(f"{path} x{scale:g}" for path, scale in loras)
     log.info("loaded %s + ControlNets %s on %s (%s)%s", _describe(model),
              ", ".join(f"{n}={_describe(s)}" for n, s in controlnets.items()), dev,
              str(torch_dtype).removeprefix("torch."), extras)

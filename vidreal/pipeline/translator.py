@@ -28,6 +28,8 @@ from vidreal import progress as progress_bars
 from vidreal.config import DEFAULT_FLOW_BAND, check_correspondence
 from vidreal.errors import ConfigError, InputError, ModelError
 from vidreal.io import resize_frames
+from vidreal.config import check_approximations, check_levers
+from vidreal.pipeline.approx import DeepCache, TokenMerge
 from vidreal.pipeline.attention import FrameMemory, cross_frame_attention
 from vidreal.pipeline.fusion import FlowFusion, fusion_link
 from vidreal.pipeline.schedulers import make_scheduler, step_kwargs
@@ -82,6 +84,34 @@ class Translator:
         pipe = self.pipe
         for net in [pipe.unet, *getattr(pipe.controlnet, "nets", [pipe.controlnet])]:
             net.forward = torch.compile(net.forward)
+
+    def use_levers(self, levers) -> None:
+        """Apply exact-path speed levers (names of ``vidreal.config.LEVERS``), in place; outputs stay
+        those of the plain path up to float rounding (<= 1 level in uint8).
+
+        ``fused-qkv``: each attention's query/key/value (self-attention) or key/value (text
+        cross-attention) projections become one matrix product (diffusers' ``fuse_projections``)
+        in the UNet, the ControlNets and the VAE; the frame attention processors read the fused
+        weights. ``channels-last``: the UNet, ControlNets and VAE in channels_last memory format.
+        Apply them after LoRAs are fused (loading does that) and before ``compile``.
+        """
+        from diffusers.models.attention_processor import Attention, FusedAttnProcessor2_0
+
+        pipe = self.pipe
+        nets = [pipe.unet, *getattr(pipe.controlnet, "nets", [pipe.controlnet]), pipe.vae]
+        levers = check_levers(list(levers))
+        if "fused-qkv" in levers:
+            for net in nets:
+                attentions = [m for m in net.modules() if isinstance(m, Attention)]
+                if attentions and not any(getattr(m, "fused_projections", False) for m in attentions):
+                    for module in attentions:
+                        module.fuse_projections()
+                    net.set_attn_processor(FusedAttnProcessor2_0())
+        if "channels-last" in levers:
+            for net in nets:
+                net.to(memory_format=torch.channels_last)
+        if levers:
+            log.info("speed levers: %s", ", ".join(levers))
 
     # ---------------------------------------------------------------- helpers
     @property
@@ -141,7 +171,8 @@ class Translator:
     def __call__(self, frames, conditions, prompt, negative_prompt=None, num_inference_steps=20, guidance_scale=9.0,
                  controlnet_scale=None, seed=0, chunk_size=8, consistency="cross-frame", size=None, progress=True,
                  keyframe_every=None, refine=None, flow_band=DEFAULT_FLOW_BAND, kv_cache="device", stats=None,
-                 control_start=0.0, control_end=1.0, guess_mode=False, scheduler=None, eta=None):
+                 control_start=0.0, control_end=1.0, guess_mode=False, scheduler=None, eta=None,
+                 deepcache_interval=0, tome_ratio=0.0):
         """Translate a clip held in memory.
 
         Args:
@@ -155,6 +186,7 @@ class Translator:
             guess_mode: the ControlNets see only the conditional half under guidance (diffusers' guess mode).
             scheduler: a name of ``schedulers.SCHEDULERS`` (``euler-a``, ``dpm++2m-karras``, ``lcm``...);
                 None keeps the model's own (PNDM for SD 1.5). eta: DDIM/TCD's eta (None: theirs).
+            deepcache_interval, tome_ratio: opt-in approximations (``approx.py``), see :meth:`stream`.
         Returns:
             uint8 (T, H, W, 3) RGB at the input's size.
         """
@@ -165,13 +197,15 @@ class Translator:
             pieces, prompt, negative_prompt, num_inference_steps, guidance_scale, controlnet_scale, seed,
             chunk_size, consistency, size, progress, n_frames=len(frames), keyframe_every=keyframe_every,
             refine=refine, flow_band=flow_band, kv_cache=kv_cache, stats=stats, control_start=control_start,
-            control_end=control_end, guess_mode=guess_mode, scheduler=scheduler, eta=eta)))
+            control_end=control_end, guess_mode=guess_mode, scheduler=scheduler, eta=eta,
+            deepcache_interval=deepcache_interval, tome_ratio=tome_ratio)))
 
     @torch.no_grad()
     def stream(self, pieces, prompt, negative_prompt=None, num_inference_steps=20, guidance_scale=9.0,
                controlnet_scale=None, seed=0, chunk_size=8, consistency="cross-frame", size=None, progress=True,
                n_frames=None, keyframe_every=None, refine=None, flow_band=DEFAULT_FLOW_BAND, kv_cache="device",
-               stats=None, control_start=0.0, control_end=1.0, guess_mode=False, scheduler=None, eta=None):
+               stats=None, control_start=0.0, control_end=1.0, guess_mode=False, scheduler=None, eta=None,
+               deepcache_interval=0, tome_ratio=0.0):
         """Translate a clip that arrives in pieces; yields uint8 (n, H, W, 3) outputs in frame order.
 
         ``pieces`` yields ``(frames uint8 (n, H, W, 3), {kind: uint8 (n, H', W', 3)})`` of any
@@ -192,8 +226,14 @@ class Translator:
             stats: an optional dict, filled with ``keyframes`` (indices), ``propagated``,
                 ``unseen_fraction`` (mean share of propagated pixels no keyframe saw) and
                 ``frame_memory_bytes`` (peak size of the frame memory and fusion cache).
+
+        Opt-in approximations (off by default; they change the output, not its shape):
+            deepcache_interval: N >= 2 runs the full UNet every N-th step and only its shallow
+                blocks between, on the deep features kept from the last full step (0 or 1: off).
+            tome_ratio: r in (0, 0.75] merges the fraction r of self-attention key/value tokens (0: off).
         """
         check_correspondence(consistency, keyframe_every, refine, flow_band, kv_cache)
+        check_approximations(deepcache_interval, tome_ratio)
         pipe = self.pipe
         guidance_scale = check_finite("guidance_scale", guidance_scale)
         cfg = guidance_scale > 1.0 and pipe.unet.config.time_cond_proj_dim is None
@@ -207,6 +247,7 @@ class Translator:
             raise ConfigError("consistency 'flow' needs an epsilon-prediction model")
         run = _Run(cfg=cfg, guidance_scale=guidance_scale, scales=scales, control=(control_start, control_end),
                    guess=bool(guess_mode) and cfg, scheduler=scheduler, eta=eta,
+                   deepcache=deepcache_interval if deepcache_interval >= 2 else 0, tome=float(tome_ratio),
                    steps=num_inference_steps, seed=seed, per_frame=consistency == "per-frame", chunk_size=chunk_size,
                    every=keyframe_every or 1, refine=refine or 0.0, memory=memory,
                    fusion=FlowFusion(flow_band) if consistency == "flow" else None,
@@ -310,12 +351,13 @@ class Translator:
             fusion.links = [f.link for f in frames]
         latents = self._denoise(latents, controls, run.pos, run.neg, run.cfg, run.guidance_scale, run.scales,
                                 run.steps, bar, memory=memory, fusion=fusion, start=start, control=run.control,
-                                guess=run.guess, scheduler_name=run.scheduler, eta=run.eta, generators=generators)
+                                guess=run.guess, scheduler_name=run.scheduler, eta=run.eta, generators=generators,
+                                deepcache=run.deepcache, tome=run.tome)
         return self._decode(latents[1:] if carried else latents)
 
     def _denoise(self, latents, controls, pos, neg, cfg, guidance_scale, scales, steps, bar, memory=None,
                  fusion=None, start=None, control=(0.0, 1.0), guess=False, scheduler_name=None, eta=None,
-                 generators=None):
+                 generators=None, deepcache=0, tome=0.0):
         """The diffusers ControlNet denoising loop on one batch of frames (batch = frames).
 
         memory: the stream's FrameMemory (cross-frame attention installed for this call only), or None.
@@ -324,6 +366,7 @@ class Translator:
         timesteps (``control_schedule``). guess: the ControlNets run on the conditional half only,
         the unconditional half gets zero residuals. scheduler_name, eta: the sampler (None: the model's
         own); generators: one per latent, for the noise stochastic schedulers draw in ``step``.
+        deepcache: DeepCache interval (0: off); tome: ToMe ratio (0: off), see ``approx.py``.
         """
         pipe = self.pipe
         n = latents.shape[0]
@@ -342,7 +385,10 @@ class Translator:
         images = [torch.cat([c, c]) if cfg and not guess else c for c in controls]
         scales = control_schedule(scales, *control, len(scheduler.timesteps), self.controlnet_names)
         multi = len(images) > 1
-        attention = nullcontext() if memory is None else cross_frame_attention(pipe.unet, memory)
+        merge = TokenMerge(tome, tuple(latents.shape[-2:])) if tome > 0 else None
+        attention = nullcontext() if memory is None and merge is None else cross_frame_attention(pipe.unet, memory,
+                                                                                               merge)
+        cache = DeepCache(pipe.unet, deepcache) if deepcache else None
         bar.start_steps(len(scheduler.timesteps) - first)
         with attention:
             for i, t in enumerate(scheduler.timesteps[first:], start=first):
@@ -360,9 +406,12 @@ class Translator:
                 if guess:
                     down = [torch.cat([torch.zeros_like(d), d]) for d in down]
                     mid = torch.cat([torch.zeros_like(mid), mid])
-                noise = pipe.unet(model_input, t, encoder_hidden_states=embeds,
-                                  down_block_additional_residuals=down, mid_block_additional_residual=mid,
-                                  return_dict=False)[0]
+                if cache is not None:
+                    noise = cache(i - first, model_input, t, embeds, down, mid)
+                else:
+                    noise = pipe.unet(model_input, t, encoder_hidden_states=embeds,
+                                      down_block_additional_residuals=down, mid_block_additional_residual=mid,
+                                      return_dict=False)[0]
                 if cfg:
                     uncond, text = noise.chunk(2)
                     noise = uncond + guidance_scale * (text - uncond)
@@ -455,6 +504,8 @@ class _Run:
     guess: bool = False  # guess mode under guidance
     scheduler: str | None = None  # sampler name (None: the model's own)
     eta: float | None = None
+    deepcache: int = 0  # DeepCache interval (0: off)
+    tome: float = 0.0  # ToMe ratio (0: off)
     pos: torch.Tensor | None = None
     neg: torch.Tensor | None = None
     work: tuple | None = None
