@@ -11,7 +11,6 @@ valid name.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import logging
@@ -23,7 +22,7 @@ from typing import Any
 import yaml
 
 from vidreal.errors import ConfigError
-from vidreal.runtime import CONSISTENCY_MODES, first_line
+from vidreal.runtime import CONSISTENCY_MODES, check_keys, first_line
 
 log = logging.getLogger(__name__)
 
@@ -276,17 +275,6 @@ def lora_list(lora, lora_scale: float = 1.0) -> list[tuple[str, float]]:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TranslateConfig)}
-
-
-def check_keys(keys, valid, where: str | None = None, what: str = "config key") -> None:
-    """ConfigError for the first of ``keys`` not in ``valid``: the closest valid name (by spelling,
-    or the valid names it begins), else the valid names."""
-    valid = [str(v) for v in valid]
-    for key in keys:
-        if key not in valid:
-            close = difflib.get_close_matches(str(key), valid, n=1) or [v for v in valid if v.startswith(str(key))][:1]
-            hint = f"; did you mean {close[0]!r}?" if close else f"; valid {what}s: {', '.join(valid) or 'none'}"
-            raise ConfigError(f"unknown {what} {key!r}{hint}", where)
 
 
 def _check_keys(keys, where: str) -> None:

@@ -17,6 +17,7 @@ this module without loading it.
 """
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 import os
@@ -188,3 +189,14 @@ def check_finite(name: str, value) -> float:
     if not math.isfinite(value):
         raise ConfigError(f"{name} must be a finite number, got {value!r}")
     return float(value)
+
+
+def check_keys(keys, valid, where: str | None = None, what: str = "config key") -> None:
+    """ConfigError for the first of ``keys`` not in ``valid``: the closest valid name (by spelling,
+    or the valid names it begins), else the valid names."""
+    valid = [str(v) for v in valid]
+    for key in keys:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1) or [v for v in valid if v.startswith(str(key))][:1]
+            hint = f"; did you mean {close[0]!r}?" if close else f"; valid {what}s: {', '.join(valid) or 'none'}"
+            raise ConfigError(f"unknown {what} {key!r}{hint}", where)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from vidreal.errors import ConfigError, ModelError
+from vidreal.runtime import first_line
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def create_backbone(
         if not pretrained:
             raise ConfigError(f"cannot build backbone {name!r} with {kwargs}: {exc}") from None
         if weights is not None:
-            raise ModelError(f"cannot load backbone weights into {name!r}: {str(exc).splitlines()[0][:200]}", weights) from None
+            raise ModelError(f"cannot load backbone weights into {name!r}: {first_line(exc)}", weights) from None
         hub_id = (timm.models.get_pretrained_cfg(name).hf_hub_id if timm.models.get_pretrained_cfg(name) else None) or name
         raise ModelError(
             f"pretrained weights for {name!r} are not available offline: download them with "

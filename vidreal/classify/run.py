@@ -12,7 +12,6 @@ Run folder written by :func:`save_run`:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from vidreal.classify.model import (DEFAULT_BACKBONE, HEAD_DROPOUT, HEAD_HIDDEN,
 from vidreal.classify.video import VideoDataset
 from vidreal.classify.video_model import TEMPORAL_HEADS, clip_transform, create_video_classifier
 from vidreal.errors import ConfigError, InputError
-from vidreal.runtime import resolve_device
+from vidreal.runtime import check_keys, first_line, resolve_device
 
 
 @dataclass
@@ -110,7 +109,7 @@ def load_train_config(path: str | Path | None = None, **overrides) -> TrainConfi
         try:
             doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"invalid YAML: {str(exc).splitlines()[0]}", path) from None
+            raise ConfigError(f"invalid YAML: {first_line(exc)}", path) from None
         if not isinstance(doc, dict):
             raise ConfigError("config must be a mapping", path)
         section = doc.get("classify", doc)  # translate configs keep it in a `classify:` section
@@ -119,11 +118,7 @@ def load_train_config(path: str | Path | None = None, **overrides) -> TrainConfi
         values.update(section)
     values.update({k: v for k, v in overrides.items() if v is not None})
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    for key in values:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"unknown classify setting {key!r}{hint}", path)
+    check_keys(values, sorted(known), path, "classify setting")
     return TrainConfig(**values)
 
 

@@ -22,6 +22,7 @@ from torch import nn
 from vidreal.classify.model import Classifier, create_backbone, data_config, make_head
 from vidreal.classify.video import ClipTransform
 from vidreal.errors import ConfigError, ModelError
+from vidreal.runtime import first_line
 
 #: torchvision video backbones: weights enum name, classifier attribute, feature width.
 VIDEO_BACKBONES = {
@@ -201,4 +202,4 @@ def _load_state(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ModelError(f"cannot read backbone weights ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})", path) from None
+        raise ModelError(f"cannot read backbone weights ({first_line(exc, 160, with_type=True)})", path) from None

@@ -27,7 +27,8 @@ def _settings(config_path, method: str, train, **flags) -> dict:
     progress) overridden by the flags given (defaults < file < flags)."""
     import inspect
 
-    from vidreal.config import PERSONALIZE_METHODS, check_keys, merge_settings, read_section
+    from vidreal.config import PERSONALIZE_METHODS, merge_settings, read_section
+    from vidreal.runtime import check_keys
 
     section = read_section(config_path, "personalize", PERSONALIZE_METHODS).get(method) or {}
     if not isinstance(section, dict):

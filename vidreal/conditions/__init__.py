@@ -27,7 +27,7 @@ from vidreal.conditions.base import Detector
 from vidreal.conditions.canny import CannyDetector
 from vidreal.conditions.openpose import OpenposeDetector
 from vidreal.conditions.pose import PoseDetector, detect_keypoints
-from vidreal.config import check_keys
+from vidreal.runtime import check_keys
 from vidreal.errors import ConfigError
 from vidreal.runtime import check_frames
 

@@ -14,7 +14,7 @@ from huggingface_hub.errors import (
 
 from vidreal.conditions.base import Detector, check_range, import_controlnet_aux
 from vidreal.errors import ModelError
-from vidreal.runtime import first_line
+from vidreal.runtime import first_line, resolve_device
 
 DEFAULT_MODEL = "lllyasviel/Annotators"
 # OpenposeDetector.from_pretrained loads all three, even when only the body is drawn.
@@ -63,7 +63,7 @@ class OpenposeDetector(Detector):
                              "if you trust them", path=self.model)
         annotator_class = import_controlnet_aux().OpenposeDetector
         try:
-            self._annotator = annotator_class.from_pretrained(self.model).to(self.device)
+            self._annotator = annotator_class.from_pretrained(self.model).to(resolve_device(self.device))
         except (LocalEntryNotFoundError, RepositoryNotFoundError, EntryNotFoundError, HFValidationError) as exc:
             raise ModelError(
                 f"OpenPose weights {self.model!r} are neither a local folder nor in the Hugging Face cache "
