@@ -184,6 +184,7 @@ def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
+@pytest.mark.slow
 def test_conditions_every_5(samples, tmp_path):
     out = tmp_path / "edges.mp4"
     result = run("conditions", samples / AUDIO_CLIP, "-o", out, "--kind", "canny", "--every", "5", "--no-progress")
@@ -259,6 +260,7 @@ def canny_args(models, *extra):
             "--steps", "2", "--chunk-size", "4", "--device", "cpu", "--no-progress", *extra]
 
 
+@pytest.mark.slow
 def test_translate_keeps_the_selected_frames_fps_and_audio_span(samples, tiny_models, tmp_path):
     out, maps = tmp_path / "a.mp4", tmp_path / "maps"
     result = run("translate", samples / AUDIO_CLIP, "-o", out, *canny_args(tiny_models), "--start", "0.5s",
@@ -306,6 +308,7 @@ def canny_translator(tiny_models):
     return load_translator(tiny_config(tiny_models))
 
 
+@pytest.mark.slow
 def test_batch_selection_frames_resume_and_progress(tiny_models, canny_translator, tmp_path, capsys):
     from vidreal import progress
 
@@ -331,6 +334,7 @@ def tree(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
 
 
+@pytest.mark.slow
 def test_estimate_counts_and_projects_and_writes_nothing(tiny_models, canny_translator, tmp_path):
     square_clips(tmp_path / "in", (10, 7, 5))
     before = tree(tmp_path)
@@ -346,6 +350,7 @@ def test_estimate_counts_and_projects_and_writes_nothing(tiny_models, canny_tran
     assert "s/frame" in table and "/ 1 worker(s)" in table
 
 
+@pytest.mark.slow
 def test_estimate_skips_done_items_and_divides_by_ray_workers(tiny_models, canny_translator, tmp_path, monkeypatch):
     square_clips(tmp_path / "in", (10, 7))
     config = tiny_config(tiny_models, max_frames=2)
@@ -364,6 +369,7 @@ def test_estimate_skips_done_items_and_divides_by_ray_workers(tiny_models, canny
     assert "/ 4 worker(s)" in estimate.table()
 
 
+@pytest.mark.slow
 def test_estimate_cli(tiny_models, tmp_path):
     square_clips(tmp_path / "in", (6,))
     result = run("batch", tmp_path / "in", tmp_path / "out", *canny_args(tiny_models), "--max-frames", "3",
