@@ -3,6 +3,8 @@
 
     python tools/bench_translate.py                      # tiny random models (built here), CPU
     python tools/bench_translate.py --full-size --size 512 --steps 20 --frames 16 --device cuda --dtype fp16
+    python tools/bench_translate.py --levers --no-memory       # speed levers and approximations, one table
+    python tools/bench_translate.py --levers --full-size --size 512 --steps 20 --device cuda --dtype fp16 --no-memory
     python tools/bench_translate.py --model weights/sd15 --controlnet canny=weights/cn-canny \\
         --controlnet pose=weights/cn-openpose --size 512 --steps 20 --frames 16 --device cuda --dtype fp16
 
@@ -16,6 +18,10 @@ Speed does not depend on weight values, so random weights time like real ones: `
 builds SD 1.5-sized random models (``tools/make_tiny_models.py --full-size``) for GPU figures
 where no weights can be downloaded. Also printed: the largest difference between the stock
 pipeline's frame 0 and vidreal's (per-frame mode, same seed), a check of the numerics on the device.
+``--levers`` adds a table: vidreal cross-frame with each exact-path lever (``fused-qkv``,
+``channels-last``, both; each on a freshly loaded translator) and each opt-in approximation
+(DeepCache, ToMe), as frames/s, the ratio against the same run's plain cross-frame baseline, and
+the max / mean pixel difference from the baseline's frames (levers: rounding; approximations: their cost).
 """
 from __future__ import annotations
 
@@ -54,6 +60,8 @@ def parse_args(argv=None):
     p.add_argument("--stock-frames", type=int, help="frames for the stock loop (default --frames; it is slow)")
     p.add_argument("--tuning", action="store_true",
                    help="also time cross-frame with channels_last, cudnn.benchmark and torch.compile (CUDA)")
+    p.add_argument("--levers", action="store_true",
+                   help="also time each speed lever and approximation against the cross-frame baseline")
     p.add_argument("--profile", action="store_true", help="print the top kernels of one cross-frame call")
     p.add_argument("--memory-modes", default=",".join(MEMORY_SETTINGS),
                    help=f"settings for the N vs 4N memory check, comma-separated (default: all of {','.join(MEMORY_SETTINGS)})")
@@ -132,10 +140,51 @@ def speed(args, model, controlnets):
     for mode, call in speeds.items():
         t = best_time(call, args.repeats)
         print(f"{'vidreal ' + mode:28s} {args.frames / t:8.2f} frames/s   {t_stock / t:.2f}x")
+    if args.levers:
+        levers(args, model, controlnets, frames, conds, kw)
     if args.profile:
         profile(ours("cross-frame"))
     if args.tuning:
         tuning(tr, ours("cross-frame"), args, t_stock)
+
+
+LEVER_ROWS = [  # (name, levers applied to a fresh translator, call options)
+    ("baseline (plain path)", [], {}),
+    ("+ fused-qkv", ["fused-qkv"], {}),
+    ("+ channels-last", ["channels-last"], {}),
+    ("+ fused-qkv, channels-last", ["fused-qkv", "channels-last"], {}),
+    ("approx. deepcache_interval 2", [], {"deepcache_interval": 2}),
+    ("approx. deepcache_interval 3", [], {"deepcache_interval": 3}),
+    ("approx. tome_ratio 0.3", [], {"tome_ratio": 0.3}),
+    ("approx. tome_ratio 0.5", [], {"tome_ratio": 0.5}),
+]
+
+
+def levers(args, model, controlnets, frames, conds, kw):
+    """The lever table: cross-frame frames/s per lever / approximation, ratio and pixel cost vs the baseline."""
+    import numpy as np
+
+    from vidreal.pipeline import Translator
+
+    print(f"\n{'cross-frame, chunk ' + str(args.chunk_size):30s} {'frames/s':>9s} {'vs base':>8s} {'max diff':>9s} "
+          f"{'mean diff':>9s}")
+    base_out = t_base = plain = None
+    for name, names, options in LEVER_ROWS:
+        if names or plain is None:
+            tr = Translator.from_pretrained(model, controlnets, device=args.device, dtype=args.dtype)
+            tr.use_levers(names)
+            plain = plain or tr
+        tr = tr if names else plain
+
+        def call():
+            return tr(frames, conds, PROMPT, chunk_size=args.chunk_size, consistency="cross-frame", **options, **kw)
+
+        out = call()  # warm-up, and the frames compared
+        t = best_time(call, args.repeats)
+        if base_out is None:
+            base_out, t_base = out, t
+        d = np.abs(out.astype(int) - base_out)
+        print(f"{name:30s} {args.frames / t:9.2f} {t_base / t:7.2f}x {d.max():9d} {d.mean():9.2f}")
 
 
 def tuning(tr, call, args, t_stock):

@@ -13,6 +13,8 @@ Examples:
   vidreal translate clip.mp4 -o out.mp4 --config configs/rocog.yaml --model ./my-dreambooth --preview side.mp4
   vidreal translate long.mp4 -o out.mp4 --keyframe-every 4 --refine 0.3     # ~3x faster, steadier
   vidreal translate clip.mp4 -o out.mp4 --consistency flow --flow-band 0.2 0.8   # steadiest
+  vidreal translate clip.mp4 -o out.mp4 --config configs/fast.yaml     # LCM-LoRA, 4 steps
+  vidreal translate clip.mp4 -o out.mp4 --lora style.safetensors:0.8 --lora detail.safetensors:0.4
   vidreal translate car.png -o car_real.png --config configs/visda.yaml --controlnet canny=./cn-canny
   vidreal translate clip.mp4 -o out.mp4 --start 2.5s --end 10s --every 5   # 24 fps: frames 60, 65, ..., 235
 """)
