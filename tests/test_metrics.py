@@ -341,6 +341,22 @@ def test_cli_json_and_plot(videos, tiny_clip, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "noisy.mp4", "short.mp4", "source.mp4"]
 
 
+def test_cli_edge_radius_and_pck_alpha_reach_the_scores(videos):
+    """--edge-radius widens the edge match (F1 of a noisy copy rises with it); both land in the settings."""
+    source, noisy, _ = videos
+    scores = {}
+    for radius, alpha in ((0, 0.05), (4, 0.2)):
+        result = CliRunner().invoke(cli, [
+            "metrics", str(source), str(noisy), "--json", "--no-pose", "--no-clip", "--no-progress",
+            "--edge-radius", str(radius), "--pck-alpha", str(alpha),
+        ])
+        assert result.exit_code == 0, result.output
+        data_ = json.loads(result.stdout)
+        assert (data_["settings"]["edge_radius"], data_["settings"]["pck_alpha"]) == (radius, alpha)
+        scores[radius] = data_["edge_f1"]
+    assert scores[4] > scores[0]
+
+
 def test_cli_table_warns_when_clip_is_unavailable(videos, tmp_path):
     source, noisy, _ = videos
     result = CliRunner().invoke(cli, [

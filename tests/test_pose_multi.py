@@ -154,6 +154,19 @@ def test_bad_detector_writes_nothing(samples, tmp_path):
     assert not out.parent.exists() or not any(out.parent.iterdir())
 
 
+
+def test_cli_pose_detector_reaches_the_pose_detector(samples, tmp_path):
+    """--pose-detector is the pose detector's `detector` option: an unreadable model file is its error."""
+    bad = tmp_path / "people.onnx"
+    bad.write_bytes(b"this is not a network")
+    out = tmp_path / "out" / "pose.mp4"
+    result = CliRunner().invoke(_cli(), ["conditions", str(samples / "humanoid_pair_ground.mp4"), "-o", str(out),
+                                         "--kind", "pose", "--pose-mode", "multi", "--pose-detector", str(bad),
+                                         "--no-progress"])
+    assert result.exit_code == 1
+    assert "OpenCV cannot read this person detector model" in result.output and str(bad) in result.output
+    assert not out.parent.exists()
+
 # ---------------------------------------------------------------- keypoints JSON
 
 def _cli():
