@@ -199,6 +199,10 @@ def test_approximations_off_by_default_and_when_zero(translator, clip):
     frames, conds = clip
     default = vidreal.TranslateConfig()
     assert default.deepcache_interval == 0 and default.tome_ratio == 0.0
+    fingerprint = default.fingerprint()  # the exact path keeps its fingerprint (batch items stay done)
+    assert vidreal.load_config(deepcache_interval=1).fingerprint() == fingerprint
+    assert vidreal.load_config(deepcache_interval=2).fingerprint() != fingerprint
+    assert vidreal.load_config(tome_ratio=0.3).fingerprint() != fingerprint
     exact = translator(frames, conds, PROMPT, **KW)
     assert np.array_equal(exact, translator(frames, conds, PROMPT, deepcache_interval=1, tome_ratio=0.0, **KW))
     assert np.array_equal(exact, translator(frames, conds, PROMPT, deepcache_interval=0, **KW))
