@@ -338,13 +338,16 @@ def tree(root: Path) -> list[str]:
 def test_estimate_counts_and_projects_and_writes_nothing(tiny_models, canny_translator, tmp_path):
     square_clips(tmp_path / "in", (10, 7, 5))
     before = tree(tmp_path)
+    # the warm-up's clock, scripted: untimed run, then 4 frames in 4.5 s, then 1 frame in 1.5 s
+    clock = iter([0.0, 100.0, 100.0, 104.5, 104.5, 106.0]).__next__
     estimate = estimate_batch(tmp_path / "in", tmp_path / "out", tiny_config(tiny_models, every=2),
-                              translator=canny_translator, progress=False)
+                              translator=canny_translator, progress=False, clock=clock)
     assert tree(tmp_path) == before  # no OUT_DIR, no manifest, no temporary file
     assert (estimate.items, estimate.frames, estimate.skipped, estimate.workers) == (3, 5 + 4 + 3, 0, 1)
     assert estimate.warmup_item == "c0.mp4" and estimate.warmup_frames == 4  # chunk_size frames of the first
-    assert estimate.seconds_per_frame > 0 and estimate.seconds_per_item >= 0
-    assert estimate.seconds == pytest.approx(3 * estimate.seconds_per_item + 12 * estimate.seconds_per_frame)
+    # (4.5 - 1.5) / 3 = 1 s per frame; 4.5 - 4 x 1 = 0.5 s per item; 3 items, 12 frames
+    assert (estimate.seconds_per_frame, estimate.seconds_per_item) == (pytest.approx(1.0), pytest.approx(0.5))
+    assert estimate.seconds == pytest.approx(3 * 0.5 + 12 * 1.0)
     table = estimate.table()
     assert "3 to translate, 0 already done, 0 would fail" in table and "12 to translate" in table
     assert "s/frame" in table and "/ 1 worker(s)" in table

@@ -107,10 +107,10 @@ def estimate_batch(in_dir, out_dir, config: TranslateConfig | None = None, *, pa
                    gpus_per_worker: float | None = None, ray_address: str | None = None, overwrite: bool = False,
                    overlap=None, progress: bool = True, metrics: bool = False, translator=None,
                    min_edge_f1=None, min_pose_pck=None, keypoints: bool = False, sheet=None,
-                   warmup_frames: int | None = None) -> Estimate:
+                   warmup_frames: int | None = None, clock=time.perf_counter) -> Estimate:
     """Count what ``run_batch`` (same arguments) would translate and project its time; writes
     nothing under OUT_DIR (see the module docstring). ``warmup_frames``: frames per warm-up run
-    (default ``config.chunk_size``). Raises VidrealError as ``run_batch`` does for problems of the
+    (default ``config.chunk_size``); ``clock``: the warm-up's timer (seconds). Raises VidrealError as ``run_batch`` does for problems of the
     whole batch; ``overlap`` and ``sheet`` do not change the estimate."""
     config = config if config is not None else load_config()
     in_root, out_dir, entries, gate = check_batch(
@@ -150,11 +150,12 @@ def estimate_batch(in_dir, out_dir, config: TranslateConfig | None = None, *, pa
     if executor == "ray":
         result.workers = ray_workers(ray_address, workers, gpus_per_worker)
     structure = (True if gate.needs_pose else "edges") if gate.active else False
-    _warm_up(result, todo, config, translator, metrics, structure, keypoints, warmup_frames)
+    _warm_up(result, todo, config, translator, metrics, structure, keypoints, warmup_frames, clock)
     return result
 
 
-def _warm_up(result: Estimate, todo, config, translator, metrics, structure, keypoints, warmup_frames) -> None:
+def _warm_up(result: Estimate, todo, config, translator, metrics, structure, keypoints, warmup_frames,
+             clock) -> None:
     """Time the first item that translates (see the module docstring) into ``result``."""
     from vidreal.translate import load_translator, translate_file
 
@@ -168,11 +169,11 @@ def _warm_up(result: Estimate, todo, config, translator, metrics, structure, key
                 dst = Path(tmp) / output_rel(Path(src).name)  # the output type the batch writes
 
                 def run(frames: int):
-                    start = time.perf_counter()
+                    start = clock()
                     out = translate_file(src, dst, dataclasses.replace(config, max_frames=frames), translator=translator,
                                          progress=False, prompt=prompt, record=False, metrics=metrics,
                                          structure=structure, keypoints=keypoints_path(dst) if keypoints else None)
-                    return out.n_frames, time.perf_counter() - start
+                    return out.n_frames, clock() - start
 
                 run(n)  # warm-up: kernels, caches, torch.compile
                 n, t_n = run(n)
