@@ -137,20 +137,25 @@ class CrossFrameAttnProcessor:
 
             key, value = both(own_k, prev_k), both(own_v, prev_v)
             query = query.view(batch, tokens, heads, head_dim).transpose(1, 2)
-        if attn.norm_q is not None:
-            query = attn.norm_q(query)
-        if attn.norm_k is not None:
-            key = attn.norm_k(key)
-
-        hidden_states = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
-        hidden_states = hidden_states.transpose(1, 2).reshape(batch, tokens, heads * head_dim).to(query.dtype)
-        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
+        hidden_states = attend(attn, query, key, value, batch, tokens)
 
         if input_ndim == 4:
             hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channel, height, width)
         if attn.residual_connection:
             hidden_states = hidden_states + residual
         return hidden_states / attn.rescale_output_factor
+
+
+def attend(attn, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, batch: int, tokens: int) -> torch.Tensor:
+    """Scaled dot-product attention of ``(..., heads, n, d)`` queries on keys/values (the layer's
+    q/k norms first), back to ``(batch, tokens, heads * d)`` through the layer's output projection."""
+    if attn.norm_q is not None:
+        query = attn.norm_q(query)
+    if attn.norm_k is not None:
+        key = attn.norm_k(key)
+    hidden_states = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
+    hidden_states = hidden_states.transpose(1, 2).reshape(batch, tokens, -1).to(query.dtype)
+    return attn.to_out[1](attn.to_out[0](hidden_states))
 
 
 def keys_values(attn, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,13 +189,7 @@ class SelfAttnProcessor:
         query = query.view(batch, tokens, heads, head_dim).transpose(1, 2)
         key = key.view(batch, -1, heads, head_dim).transpose(1, 2)
         value = value.view(batch, -1, heads, head_dim).transpose(1, 2)
-        if attn.norm_q is not None:
-            query = attn.norm_q(query)
-        if attn.norm_k is not None:
-            key = attn.norm_k(key)
-        hidden_states = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
-        hidden_states = hidden_states.transpose(1, 2).reshape(batch, tokens, heads * head_dim).to(query.dtype)
-        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
+        hidden_states = attend(attn, query, key, value, batch, tokens)
         if attn.residual_connection:
             hidden_states = hidden_states + residual
         return hidden_states / attn.rescale_output_factor
