@@ -197,22 +197,7 @@ def quick_probe(path) -> VideoInfo:
     path = _check_input(path)
     if is_image_path(path):
         return _probe_image(path)
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise InputError("no video stream with frames in the file", path)
-            stream = container.streams.video[0]
-            fps = stream.average_rate or stream.guessed_rate or stream.base_rate
-            n_frames = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
-            info = VideoInfo(path, n_frames, Fraction(fps) if fps else None, stream.codec_context.width,
-                             stream.codec_context.height, len(container.streams.audio) > 0, False)
-    except InputError:
-        raise
-    except Exception as exc:
-        raise InputError(f"corrupt, truncated or not a video ({first_line(exc)})", path) from exc
-    if info.n_frames == 0 or info.fps is None:
-        raise InputError("video has no frames" if info.n_frames == 0 else "video has no frame rate", path)
-    return info
+    return _container_info(path)
 
 
 def read_frames(path, indices) -> np.ndarray:
@@ -330,35 +315,40 @@ def _read_image(path: Path) -> np.ndarray:
         raise InputError(f"not a readable image ({first_line(exc)})", path) from exc
 
 
-def _open_video(path: Path) -> tuple[VideoInfo, decord.VideoReader]:
-    """Probe with PyAV (safe on junk), then open decord. Raises InputError on any failure."""
+def _container_info(path: Path) -> VideoInfo:
+    """The container's view of a video (PyAV, safe on junk; no decoder opened): its frame count
+    (packets counted where the container keeps none, e.g. mkv/webm), rate, size and audio.
+    Raises InputError for a file that is not a video, has no frames or no frame rate."""
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise InputError("no video stream with frames in the file", path)
             stream = container.streams.video[0]
             fps = stream.average_rate or stream.guessed_rate or stream.base_rate
-            width, height = stream.codec_context.width, stream.codec_context.height
-            has_audio = len(container.streams.audio) > 0
-            n_indexed = stream.frames
-            if n_indexed == 0:  # containers without a frame count (mkv, webm): count packets
-                n_indexed = sum(1 for packet in container.demux(stream) if packet.size)
+            n_frames = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
+            info = VideoInfo(path, n_frames, Fraction(fps) if fps else None, stream.codec_context.width,
+                             stream.codec_context.height, len(container.streams.audio) > 0, False)
     except InputError:
         raise
     except Exception as exc:
         raise InputError(f"corrupt, truncated or not a video ({first_line(exc)})", path) from exc
-    if n_indexed == 0:
-        raise InputError("video has no frames", path)
-    if not fps:
-        raise InputError("video has no frame rate", path)
+    if info.n_frames == 0 or info.fps is None:
+        raise InputError("video has no frames" if info.n_frames == 0 else "video has no frame rate", path)
+    return info
+
+
+def _open_video(path: Path) -> tuple[VideoInfo, decord.VideoReader]:
+    """Probe with PyAV (safe on junk), then open decord. Raises InputError on any failure."""
+    probed = _container_info(path)
+    fps = probed.fps
     try:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
     except Exception as exc:
         raise InputError(f"video is truncated or corrupt ({first_line(exc)})", path) from exc
     if len(reader) == 0:
         raise InputError("video has no frames", path)
-    info = VideoInfo(path, len(reader), Fraction(fps), width, height, has_audio, False,
-                     _variable_timestamps(reader, Fraction(fps)))
+    info = VideoInfo(path, len(reader), fps, probed.width, probed.height, probed.has_audio, False,
+                     _variable_timestamps(reader, fps))
     return info, reader
 
 
