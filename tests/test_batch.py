@@ -231,6 +231,7 @@ def first_run(tiny_models, tmp_path_factory):
     return base, items, result
 
 
+@pytest.mark.slow
 def test_layout_mirrored_and_manifest_complete(first_run, tiny_models):
     base, items, result = first_run
     assert result.exit_code == 0, result.output
@@ -256,6 +257,7 @@ def test_layout_mirrored_and_manifest_complete(first_run, tiny_models):
     assert temp_files(out) == []
 
 
+@pytest.mark.slow
 def test_rerun_skips_done_items_and_redoes_the_rest(first_run, tiny_models):
     base, items, _ = first_run
     out = base / "out_rerun"  # a copy: other tests compare with the first run's outputs
@@ -282,6 +284,7 @@ def test_rerun_skips_done_items_and_redoes_the_rest(first_run, tiny_models):
     assert len(records(out)) == 4 + 3 and temp_files(out) == []
 
 
+@pytest.mark.slow
 def test_list_file_in_list_file_out(first_run, tiny_models):
     base, _, _ = first_run
     (base / "annotations").mkdir(exist_ok=True)
@@ -299,6 +302,7 @@ def test_list_file_in_list_file_out(first_run, tiny_models):
         assert np.abs(read_video(out / rel).frames.astype(int) - read_video(base / "out" / rel).frames).max() <= 1
 
 
+@pytest.mark.slow
 def test_metrics_per_item_and_mean_over_the_dataset(tiny_models, tmp_path):
     from vidreal.metrics import compute_file_metrics
 
@@ -341,6 +345,7 @@ def write_vfr(path: Path, frames: np.ndarray, pts=(0, 40, 120, 130, 200, 330)) -
         container.mux(stream.encode())
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_recorded_and_the_rest_finishes(tiny_models, tmp_path):
     src = tmp_path / "in"
     good = {"one_frame.mp4": 1, "vfr.mp4": 6, "alpha.png": 1, "gray.png": 1, "deep16.png": 1,
@@ -474,3 +479,29 @@ def test_ray_executor_matches_local(first_run, tiny_models, ray_local):
         local_frames = read_video(base / "out" / rel).frames.astype(int)
         assert ray_frames.shape == local_frames.shape
         assert np.abs(ray_frames - local_frames).max() <= 1, rel
+
+
+@pytest.mark.slow
+def test_gpus_per_worker_reaches_the_ray_cluster_plan(tiny_models, ray_local, tmp_path):
+    make_dataset(tmp_path / "in")
+    result = run_cli(tmp_path / "in", tmp_path / "out", *tiny_args(tiny_models), "--executor", "ray",
+                     "--gpus-per-worker", "1", "--no-progress")
+    assert result.exit_code == 1
+    assert "1 worker(s) x 1 GPU(s) need 1 GPUs; the Ray cluster has 0" in result.output
+    assert not list((tmp_path / "out").rglob("*.mp4"))
+
+
+@pytest.mark.slow
+def test_ray_address_reaches_ray_init(tiny_models, tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    assert not ray.is_initialized()
+    monkeypatch.setenv("RAY_ADDRESS", "")
+    make_dataset(tmp_path / "in")
+    # "auto" joins a running cluster only: there is none, so ray.init(address="auto") refuses, one line
+    result = run_cli(tmp_path / "in", tmp_path / "out", *tiny_args(tiny_models), "--executor", "ray",
+                     "--ray-address", "auto", "--no-progress")
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "ray" in lines[0].lower(), result.output
+    assert not ray.is_initialized()
+    assert not list((tmp_path / "out").rglob("*.mp4"))

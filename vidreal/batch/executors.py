@@ -296,7 +296,11 @@ class RayExecutor:
         ray = self.ray
         self._started = not ray.is_initialized()
         if self._started:
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+            try:
+                ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+            except (ConnectionError, ValueError, RuntimeError) as exc:
+                where = f"at {self.address!r}" if self.address else "(a new local one)"
+                raise ConfigError(f"cannot start or join the Ray cluster {where}: {first_line(exc)}") from None
         resources = ray.cluster_resources()
         gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
         self.workers, self.gpus_per_worker, self.cpus_per_worker = plan_workers(
