@@ -161,6 +161,7 @@ def test_canny_aliases_fold_into_conditions_with_precedence(tmp_path, caplog):
     assert load_config(preset).fingerprint() != load_config().fingerprint()  # they decide the output
 
 
+@pytest.mark.slow
 def test_condition_option_changes_the_maps(translator, config, clip_path, tmp_path):
     low = load_config(**{**config.to_dict(), "conditions": {"canny": {"low_threshold": 1, "high_threshold": 2}}})
     for name, cfg in (("default", config), ("low", low)):
@@ -224,6 +225,7 @@ def test_batch_section_sets_options_and_flags_override(tiny_models, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out2").glob("*.png")) == ["b1.png"]
 
 
+@pytest.mark.slow
 def test_personalize_section_sets_options(tiny_models, tmp_path):
     images = tmp_path / "real"
     images.mkdir()
@@ -254,3 +256,29 @@ def test_conditions_verb_takes_detector_options(clip_path, tmp_path):
     assert edges["low"] > edges["default"]
     res = CliRunner().invoke(cli, ["conditions", str(clip_path), "-o", str(tmp_path / "x.mp4"), "--condition", "pose.vis=1"])
     assert res.exit_code == 1 and "did you mean 'visibility_threshold'" in res.output
+
+
+@pytest.mark.slow
+def test_personalize_dreambooth_section_sets_options(tiny_models, tmp_path):
+    images = tmp_path / "real"
+    images.mkdir()
+    for i in range(2):
+        Image.fromarray(moving_square(1, 64, 64)[0] // (i + 1)).save(images / f"{i}.png")
+    preset = tmp_path / "p.yaml"
+    preset.write_text("personalize:\n  dreambooth: {num_clas_images: 0}\n")
+    base = ["personalize", "dreambooth", "--instance-dir", str(images), "-o", str(tmp_path / "db"),
+            "--model", str(tiny_models["sd"]), "--config", str(preset), "--no-progress"]
+    res = CliRunner().invoke(cli, base)
+    assert res.exit_code == 1 and "did you mean 'num_class_images'" in res.output
+    preset.write_text("personalize:\n  dreambooth: {steps: 3, resolution: 64, num_class_images: 0, num_samples: 0,\n"
+                      "    gradient_checkpointing: false, instance_prompt: a photo of zwx person}\n")
+    res = CliRunner().invoke(cli, [*base, "--steps", "1"])
+    assert res.exit_code == 0, res.output
+    assert "steps: 1, final loss" in res.output  # the flag wins over the file's 3
+    import yaml
+
+    from vidreal.personalize import outputs
+
+    written = yaml.safe_load((tmp_path / "db" / outputs.CONFIG_NAME).read_text())
+    assert written["instance_prompt"] == "a photo of zwx person" and written["num_class_images"] == 0
+    assert written["resolution"] == 64
