@@ -216,6 +216,7 @@ def test_temporal_heads_average_clip_probabilities(temporal):
         torch.testing.assert_close(head(feats.flip(2)), out)
 
 
+@pytest.mark.slow
 def test_torchvision_video_backbone_trains_one_step_and_reloads_from_a_weights_file(tmp_path):
     torch.manual_seed(0)
     model, transform = create_video_classifier("r3d_18", 2, pretrained=False, img_size=32, clip_len=8, frozen=False)
@@ -355,6 +356,7 @@ def _cut(sample: Path, start: int, step: int, n: int) -> np.ndarray:
     return resize_frames(read_frames(sample, np.arange(start, start + step * n, step)), 48, 48)
 
 
+@pytest.mark.slow
 def test_samples_batch_train_eval_compare_end_to_end(tiny_models, tmp_path):
     """Two rendered motions (walk, punch) as a two-gesture RoCoG-v2: synthetic ground clips are
     translated by `vidreal batch` (tiny models), a classifier trains on raw and on translated clips,

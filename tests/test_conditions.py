@@ -232,6 +232,7 @@ def test_cli_writes_a_pose_video_with_the_inputs_frames_and_fps(clip_file, tmp_p
     assert [p.name for p in tmp_path.iterdir()] == ["pose.mp4"]  # no temporary files left
 
 
+@pytest.mark.slow
 def test_cli_pose_video_of_the_humanoid_sample(samples, tmp_path):
     from vidreal.io import probe, read_video
 

@@ -58,6 +58,7 @@ def test_one_frame_equals_stock_diffusers_with_the_same_timing(translator, clip,
     assert np.abs(ours.astype(int) - today).max() > 0  # the option has an effect
 
 
+@pytest.mark.slow
 def test_timing_changes_every_frame_and_stays_chunk_invariant(translator, clip):
     frames, conds = clip
     a = translator(frames, conds, PROMPT, "lowres", control_end=0.5, chunk_size=4, **KW)

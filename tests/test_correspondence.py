@@ -67,6 +67,7 @@ def test_memory_and_flow_are_chunk_invariant(translator, clip, mode):
     assert diff(whole[:1], cross[:1]) <= 1 and diff(whole[1:], cross[1:]) > 2  # same frame 0, other attention
 
 
+@pytest.mark.slow
 def test_chunk_invariance_is_exact_in_float64(tiny_models, clip):
     tr = load(tiny_models)
     tr.pipe.to(torch.float64)
@@ -80,6 +81,7 @@ def test_chunk_invariance_is_exact_in_float64(tiny_models, clip):
         assert diff(whole, chunked) == 0, mode
 
 
+@pytest.mark.slow
 def test_flow_band_decides_the_fusion(translator, clip):
     frames, conds = clip
     memory = translator(frames, conds, PROMPT, consistency="memory", **KW)
@@ -140,6 +142,7 @@ def test_clip_shorter_than_k(translator, clip):
         assert out.shape == frames[:n].shape and stats["keyframes"] == keys
 
 
+@pytest.mark.slow
 def test_refine_repairs_propagated_frames_only(translator, clip):
     frames, conds = clip
     plain = translator(frames, conds, PROMPT, keyframe_every=4, **KW)
@@ -171,6 +174,7 @@ def test_two_interleaved_streams_equal_two_solo_runs(translator, clip):
     assert translator.pipe.unet.attn_processors == before
 
 
+@pytest.mark.slow
 def test_chunk_size_one_denoises_one_frame_per_batch(translator, clip):
     frames, conds = clip
     sizes = []
@@ -215,6 +219,7 @@ def test_config_keys_and_fingerprint():
     assert (preset.consistency, preset.keyframe_every, preset.refine) == ("flow", 4, 0.3)
 
 
+@pytest.mark.slow
 def test_cli_translate_with_keyframes_and_flow(tiny_models, samples, tmp_path):
     out, side = tmp_path / "out.mp4", tmp_path / "side.mp4"
     args = ["translate", str(samples / "humanoid_walk_ground.mp4"), "-o", str(out), "--model", str(tiny_models["sd"]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 import vidreal
@@ -13,6 +14,7 @@ from vidreal.classify.train import train
 TINY_SWIN = dict(embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8), window_size=4)
 
 
+@pytest.mark.slow
 def test_images_to_batch_to_classifier(tiny_models, samples, tmp_path):
     src = samples / "objects"
     out = tmp_path / "translated"

@@ -53,6 +53,7 @@ def open_gate(tiny_models, dataset):
     return run(tiny_models, dataset, base / "out0", min_edge_f1=0, min_pose_pck=0), base / "out0"
 
 
+@pytest.mark.slow
 def test_zero_thresholds_reject_nothing_and_record_scores(open_gate, dataset):
     result, out = open_gate
     rels = dataset[2]
@@ -66,6 +67,7 @@ def test_zero_thresholds_reject_nothing_and_record_scores(open_gate, dataset):
     assert (out / "split.txt").read_text().splitlines() == [f"{rel} {i}" for i, rel in enumerate(rels)]
 
 
+@pytest.mark.slow
 def test_scores_equal_vidreal_metrics_on_the_written_files(open_gate, dataset):
     _, out = open_gate
     base = dataset[0]
@@ -77,6 +79,7 @@ def test_scores_equal_vidreal_metrics_on_the_written_files(open_gate, dataset):
     assert rec["scores"]["pose_pck"] == pytest.approx(expected["pose_pck"], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_impossible_thresholds_reject_every_item_and_keep_outputs(open_gate, tiny_models, dataset):
     _, out0 = open_gate
     out = dataset[0] / "out1"
@@ -143,6 +146,7 @@ def test_cli_bad_threshold_writes_nothing(tiny_models, dataset, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_keypoints_beside_batch_outputs(tiny_models, dataset, tmp_path):
     base, _, _ = dataset
     out = tmp_path / "out"

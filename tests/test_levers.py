@@ -80,6 +80,7 @@ def test_lora_specs_parse():
         vidreal.load_config(lora="x", lora_scale="big")
 
 
+@pytest.mark.slow
 def test_two_loras_each_at_its_scale(tiny_models, loras):
     a, b = (str(f) for f in loras)
     cn = {"canny": tiny_models["canny"]}
@@ -157,6 +158,7 @@ def test_fast_preset_resolves_and_runs_at_four_lcm_steps(tiny_models, nets, lora
 
 
 # ----------------------------------------------------------------------------- exact-path levers
+@pytest.mark.slow
 @pytest.mark.parametrize("levers", [["fused-qkv"], ["channels-last"], ["fused-qkv", "channels-last"]])
 def test_levers_leave_outputs_equal(tiny_models, nets, translator, clip, levers):
     frames, conds = clip
@@ -195,6 +197,7 @@ def test_merge_tokens_keeps_the_mean_and_drops_the_ratio():
     assert torch.allclose(merge_tokens(same, 0.5, (8, 8)), same[:, :32])
 
 
+@pytest.mark.slow
 def test_approximations_off_by_default_and_when_zero(translator, clip):
     frames, conds = clip
     default = vidreal.TranslateConfig()
@@ -208,6 +211,7 @@ def test_approximations_off_by_default_and_when_zero(translator, clip):
     assert np.array_equal(exact, translator(frames, conds, PROMPT, deepcache_interval=0, **KW))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["cross-frame", "memory", "per-frame"])
 @pytest.mark.parametrize("option", [dict(deepcache_interval=2), dict(tome_ratio=0.5)])
 def test_approximations_change_output_keep_shapes_and_chunks(translator, clip, mode, option):

@@ -77,6 +77,7 @@ def unet_weights(folder: Path) -> dict[str, torch.Tensor]:
 # ----------------------------------------------------------------------------- DreamBooth
 
 
+@pytest.mark.slow
 def test_dreambooth_trains_and_writes_model(db_run, tiny_models):
     out = db_run.output
     assert db_run.steps == 3 and len(db_run.losses) == 3
@@ -118,6 +119,7 @@ def test_dreambooth_generates_only_missing_class_images(tiny_models, images, cla
     assert len(list(class_dir.glob("*.png"))) == 2
 
 
+@pytest.mark.slow
 def test_dreambooth_model_reloads_and_translates(db_run, tiny_models):
     from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
 
@@ -138,6 +140,7 @@ def test_dreambooth_model_reloads_and_translates(db_run, tiny_models):
     assert np.abs(tuned - base).max() > 1e-4, "the fine-tuned UNet made no difference"
 
 
+@pytest.mark.slow
 def test_translator_loads_dreambooth_model_and_embedding(db_run, ti_run, tiny_models):
     """The product's loader takes both outputs: the DreamBooth folder and the TI folder."""
     from vidreal.pipeline import Translator
@@ -154,6 +157,7 @@ def test_translator_loads_dreambooth_model_and_embedding(db_run, ti_run, tiny_mo
     assert np.abs(out.astype(int) - plain).max() > 0, "the learned token made no difference"
 
 
+@pytest.mark.slow
 def test_dreambooth_overfits_fixed_batch(tiny_models, images, class_dir, tmp_path, monkeypatch):
     """Same images, noise and timesteps every step: the loss must fall."""
     monkeypatch.setattr(dreambooth, "step_generator", lambda seed, k: torch.Generator().manual_seed(seed))
@@ -166,6 +170,7 @@ def test_dreambooth_overfits_fixed_batch(tiny_models, images, class_dir, tmp_pat
     assert losses[-1] < losses[:6].min(), losses
 
 
+@pytest.mark.slow
 def test_dreambooth_resume_matches_uninterrupted_run(tiny_models, images, class_dir, tmp_path, monkeypatch):
     kwargs = dict(num_class_images=2, class_dir=class_dir, steps=4, lr=1e-3, checkpoint_every=2, **QUICK)
     full = train_dreambooth(images, tmp_path / "full", str(tiny_models["sd"]), **kwargs)
@@ -204,6 +209,7 @@ def ti_run(tiny_models, images, tmp_path_factory):
                                    sample_steps=2, progress=False)
 
 
+@pytest.mark.slow
 def test_textual_inversion_changes_only_the_new_row(ti_run, tiny_models):
     from transformers import CLIPTextModel
 
@@ -244,6 +250,7 @@ def ti_run_token_id(tiny_models, word):
     return token
 
 
+@pytest.mark.slow
 def test_textual_inversion_file_reloads_and_steers(ti_run, tiny_models, db_run):
     from diffusers import StableDiffusionPipeline
 
@@ -265,6 +272,7 @@ def test_textual_inversion_file_reloads_and_steers(ti_run, tiny_models, db_run):
     assert np.abs(with_token - run("a photo of a")).max() > 1e-5
 
 
+@pytest.mark.slow
 def test_textual_inversion_resume_matches_uninterrupted_run(tiny_models, images, tmp_path, monkeypatch):
     sd = str(tiny_models["sd"])
     kwargs = dict(steps=2, gradient_accumulation=2, lr=5e-3, checkpoint_every=1, **QUICK)
@@ -403,6 +411,7 @@ def test_caption_errors(tiny_blip, tmp_path):
 # ----------------------------------------------------------------------------- CLI
 
 
+@pytest.mark.slow
 def test_cli_dreambooth(tiny_models, images, tmp_path):
     result = CliRunner().invoke(vidreal.cli.cli, [
         "personalize", "dreambooth", "--model", str(tiny_models["sd"]), "--instance-dir", str(images),
@@ -422,6 +431,7 @@ def test_cli_dreambooth(tiny_models, images, tmp_path):
     assert bad.exit_code == 1 and "error: instance images folder not found" in bad.output
 
 
+@pytest.mark.slow
 def test_cli_textual_inversion(tiny_models, images, tmp_path):
     result = CliRunner().invoke(vidreal.cli.cli, [
         "personalize", "textual-inversion", "--model", str(tiny_models["sd"]), "--train-dir", str(images),

@@ -36,6 +36,7 @@ def people(pair):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("view", ["ground", "air"])
 def test_multi_mode_finds_every_rendered_person(people, view):
     single, multi = people[view, "single"], people[view, "multi"]
@@ -46,6 +47,7 @@ def test_multi_mode_finds_every_rendered_person(people, view):
     assert max(len(p) for p in multi) == 2  # never a third, phantom person
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("view", ["ground", "air"])
 def test_track_ids_are_stable_for_people_who_never_cross(people, pair, view):
     multi = people[view, "multi"]
@@ -175,6 +177,7 @@ def _cli():
     return cli
 
 
+@pytest.mark.slow
 def test_cli_keypoints_json_has_the_documented_shape(samples, tmp_path):
     clip = samples / "humanoid_pair_ground.mp4"
     out, kp_file = tmp_path / "pose.mp4", tmp_path / "pose.json"

@@ -111,6 +111,7 @@ def test_quiet_prints_nothing_on_success(tiny_models, video, tmp_path):
     assert vidreal.read_video(out).frames.shape[0] == 3
 
 
+@pytest.mark.slow
 def test_default_run_prints_one_line_per_output_and_each_warning_once(tiny_models, video, tmp_path):
     out = tmp_path / "out.mp4"
     result = CliRunner().invoke(cli, ["translate", str(video), "-o", str(out), *model_args(tiny_models),
@@ -125,6 +126,7 @@ def test_default_run_prints_one_line_per_output_and_each_warning_once(tiny_model
     assert "info: loaded" in verbose.stderr and "on cpu (float32)" in verbose.stderr
 
 
+@pytest.mark.slow
 def test_no_progress_hides_the_libraries_bars_too(tiny_models, video, tmp_path, monkeypatch):
     monkeypatch.setattr(progress, "is_terminal", lambda stream=None: True)  # as on a terminal
     args = ["translate", str(video), "-o", str(tmp_path / "out.mp4"), *model_args(tiny_models)]

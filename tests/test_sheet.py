@@ -42,6 +42,7 @@ def batch(tiny_models, samples, tmp_path_factory):
     return base / "in", base / "out", result
 
 
+@pytest.mark.slow
 def test_batch_sheet_has_one_row_per_item_with_four_panels(batch):
     _, out, result = batch
     assert result.sheet == out / "sheet.png" and result.rejected == 3
@@ -62,6 +63,7 @@ def test_batch_sheet_has_one_row_per_item_with_four_panels(batch):
     assert not [p for p in out.rglob("*") if TEMP_NAME.match(p.name)]
 
 
+@pytest.mark.slow
 def test_report_is_self_contained_and_lists_the_rejected_items(batch):
     _, out, _ = batch
     page = (out / "report.html").read_text()
@@ -86,6 +88,7 @@ def test_choice_is_seeded_or_the_worst_by_a_score():
         choose_items(records, 2, worst="speed")
 
 
+@pytest.mark.slow
 def test_sheet_verb_on_a_finished_out_dir(batch, tmp_path):
     _, out, _ = batch
     target = tmp_path / "worst.png"
@@ -110,6 +113,7 @@ def test_sheet_errors_are_one_line_and_write_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST_NAME]
 
 
+@pytest.mark.slow
 def test_missing_sources_are_said_not_drawn_silently(batch, tmp_path, caplog):
     _, out, _ = batch
     with caplog.at_level("WARNING", logger="vidreal.sheet"):

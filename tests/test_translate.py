@@ -129,6 +129,7 @@ def test_bad_frames_rejected(translator, clip):
 
 
 # ------------------------------------------------------------------ CLI end to end
+@pytest.mark.slow
 def test_cli_translate_video_keeps_frames_fps_audio(tiny_models, samples, tmp_path):
     src = samples / "humanoid_walk_audio.mp4"
     out, preview = tmp_path / "out.mp4", tmp_path / "side.mp4"
