@@ -99,6 +99,21 @@ def test_auto_switches_to_multi_for_two_people(pair):
     assert [len(p) for p in found] == [2, 2, 2, 2]
 
 
+def test_tracks_followed_in_parallel_equal_frame_by_frame(pair):
+    """A clip given at once lets each track follow its frames on its own thread between detection
+    passes; given one frame per call, everything runs frame by frame. Same people, same keypoints."""
+    frames = pair["ground"][:20]  # detection passes at 0, 8 and 16: runs of 7 and 3 frames between
+    with PoseDetector(mode="multi") as detector:
+        at_once = detector.detect_people(frames)
+    with PoseDetector(mode="multi") as detector:
+        one_by_one = [detector.detect_people(frame[None])[0] for frame in frames]
+    assert [len(p) for p in at_once] == [2] * len(frames)
+    for a, b in zip(at_once, one_by_one):
+        assert [tid for tid, _ in a] == [tid for tid, _ in b]
+        for (_, ka), (_, kb) in zip(a, b):
+            np.testing.assert_array_equal(ka, kb)
+
+
 def test_max_people_bounds_the_tracks(pair):
     with PoseDetector(mode="multi", max_people=1) as detector:
         found = detector.detect_people(pair["ground"][:6])

@@ -132,12 +132,14 @@ class PoseDetector(Detector):
         frames = check_frames(frames)
         if self._pose is None:
             raise RuntimeError("PoseDetector is closed")
-        out = []
-        for frame in frames:
-            people = self._frame_people(frame)
-            self.n_frames += 1
-            self.n_missing += not people
-            out.append(people)
+        out, t = [], 0
+        while t < len(frames):
+            run = self._parallel_run(len(frames) - t)
+            found = self._track_run(frames[t:t + run]) if run > 1 else [self._frame_people(frames[t])]
+            t += len(found)
+            out += found
+        self.n_frames += len(out)
+        self.n_missing += sum(not people for people in out)
         self.last_people = out
         return out
 
@@ -221,45 +223,94 @@ class PoseDetector(Detector):
 
     def _track_people(self, frame: np.ndarray, height: int, width: int) -> list[tuple[int, np.ndarray]]:
         """Run every track's pose graph on its crop; move its crop along; end lost or duplicate tracks."""
-        from vidreal.conditions.people import cover, crop, square_box
+        from vidreal.conditions.people import crop
 
-        people, spans = [], {}
         crops = [crop(frame, track.box, CROP_MIN_SIDE)[0] for track in self.tracks]
         if len(self.tracks) > 1:  # each track has its own graph; mediapipe runs without the GIL
             found = list(self._workers().map(lambda tc: tc[0].pose.process(tc[1]), zip(self.tracks, crops)))
         else:
             found = [track.pose.process(image) for track, image in zip(self.tracks, crops)]
-        for track, landmarks in zip(self.tracks, found):
-            if landmarks is None:
-                track.misses += 1
-                track.keypoints = track.span = None
-                continue
-            track.misses = 0
-            track.keypoints = self._coco(landmarks, track.box, height, width)
-            people.append((track.id, track.keypoints))
-            x0, y0, x1, y1 = track.box
-            xs = np.array([p.x for p in landmarks.landmark]) * (x1 - x0) + x0
-            ys = np.array([p.y for p in landmarks.landmark]) * (y1 - y0) + y0
-            spans[track.id] = track.span = (xs.min(), ys.min(), xs.max(), ys.max())
-            side = max(max(xs.max() - xs.min(), ys.max() - ys.min()) * TRACK_PAD, track.min_side)
-            cx, cy = (xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2
-            old_side = max(x1 - x0, y1 - y0)
-            moved = max(abs(cx - (x0 + x1) / 2), abs(cy - (y0 + y1) / 2)) > 0.1 * old_side
-            if moved or not 0.85 <= side / old_side <= 1.15:  # keep the crop still while the person is
-                track.box = square_box(cx, cy, side, height, width)
-        # two tracks on one person: the younger one ends
+        return self._end_tracks([self._follow(track, landmarks, height, width)
+                                 for track, landmarks in zip(self.tracks, found)], list(self.tracks))
+
+    def _parallel_run(self, n: int) -> int:
+        """How many of the next ``n`` frames the tracks can follow each on its own (several tracks in
+        multi mode, up to the next detection pass): 1 means frame by frame."""
+        if not self.multi or len(self.tracks) < 2:
+            return 1
+        return max(1, min(n, -self._index % self.detect_every))
+
+    def _track_run(self, frames: np.ndarray) -> list[list[tuple[int, np.ndarray]]]:
+        """Follow every track through ``frames`` (no detection pass among them), each track's frames
+        in order on its own thread. Between detection
+        passes a track depends only on its own previous frame, so this gives exactly what frame by
+        frame does; only ending a duplicate track looks across tracks, and it is applied per frame
+        afterwards (an ended track's later frames are dropped)."""
+        from vidreal.conditions.people import crop
+
+        height, width = frames.shape[1:3]
+        tracks = list(self.tracks)
+
+        def follow(track):
+            results = []
+            for frame in frames:
+                landmarks = track.pose.process(crop(frame, track.box, CROP_MIN_SIDE)[0])
+                results.append(self._follow(track, landmarks, height, width))
+                if track.misses > self.detect_every:
+                    break  # lost: it ends here
+            return results
+
+        chains = list(self._workers().map(follow, tracks))
+        out = []
+        for t in range(len(frames)):
+            alive = [i for i, track in enumerate(tracks) if track in self.tracks]
+            out.append(self._end_tracks([chains[i][t] for i in alive], [tracks[i] for i in alive]))
+        self._index += len(frames)
+        return out
+
+    def _follow(self, track, landmarks, height: int, width: int):
+        """One frame of ``track`` with mediapipe's ``landmarks`` (None: not found): update its state
+        and crop box; (track id, keypoints or None, landmark span or None, frames missed in a row)."""
+        from vidreal.conditions.people import square_box
+
+        if landmarks is None:
+            track.misses += 1
+            track.keypoints = track.span = None
+            return track.id, None, None, track.misses
+        track.misses = 0
+        track.keypoints = self._coco(landmarks, track.box, height, width)
+        x0, y0, x1, y1 = track.box
+        xs = np.array([p.x for p in landmarks.landmark]) * (x1 - x0) + x0
+        ys = np.array([p.y for p in landmarks.landmark]) * (y1 - y0) + y0
+        track.span = (xs.min(), ys.min(), xs.max(), ys.max())
+        side = max(max(xs.max() - xs.min(), ys.max() - ys.min()) * TRACK_PAD, track.min_side)
+        cx, cy = (xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2
+        old_side = max(x1 - x0, y1 - y0)
+        moved = max(abs(cx - (x0 + x1) / 2), abs(cy - (y0 + y1) / 2)) > 0.1 * old_side
+        if moved or not 0.85 <= side / old_side <= 1.15:  # keep the crop still while the person is
+            track.box = square_box(cx, cy, side, height, width)
+        return track.id, track.keypoints, track.span, 0
+
+    def _end_tracks(self, results: list, tracks: list) -> list[tuple[int, np.ndarray]]:
+        """One frame's people from the tracks' ``_follow`` results; the younger of two tracks on one
+        person ends, and so does a track not found for more than ``detect_every`` frames."""
+        from vidreal.conditions.people import cover
+
+        spans = {tid: span for tid, _, span, _ in results if span is not None}
         ended = {b for a in spans for b in spans if a < b and cover(spans[a], spans[b]) > 0.6}
-        ended |= {t.id for t in self.tracks if t.misses > self.detect_every}
-        for track in [t for t in self.tracks if t.id in ended]:
+        ended |= {tid for tid, _, _, misses in results if misses > self.detect_every}
+        for track in [t for t in tracks if t.id in ended]:
             track.pose.close()
             self.tracks.remove(track)
-        return [(tid, kp) for tid, kp in people if tid not in ended]
+        return [(tid, kp) for tid, kp, _, _ in results if kp is not None and tid not in ended]
 
     def _workers(self):
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
-            self._pool = ThreadPoolExecutor(min(self.max_people, os.cpu_count() or 1), "vidreal-pose")
+            # one thread per track, even beyond the cores: three tracks on two cores then finish together,
+            # where two threads would leave one core idle while the third track runs
+            self._pool = ThreadPoolExecutor(self.max_people, "vidreal-pose")
         return self._pool
 
     # ------------------------------------------------------------------ maps
