@@ -225,24 +225,45 @@ def test_batch_section_sets_options_and_flags_override(tiny_models, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out2").glob("*.png")) == ["b1.png"]
 
 
+SECTIONS = {  # verb: (its images option, a misspelt key and its suggestion, options in the file, checks of the written config)
+    "textual-inversion": ("--train-dir", "stpes", "steps", "resolution: 32, num_samples: 0, checkpoint_every: 0",
+                          None),
+    "dreambooth": ("--instance-dir", "num_clas_images", "num_class_images",
+                   "resolution: 64, num_class_images: 0, num_samples: 0, gradient_checkpointing: false, "
+                   "instance_prompt: a photo of zwx person",
+                   dict(instance_prompt="a photo of zwx person", num_class_images=0, resolution=64)),
+}
+
+
 @pytest.mark.slow
-def test_personalize_section_sets_options(tiny_models, tmp_path):
+@pytest.mark.parametrize("verb", list(SECTIONS))
+def test_personalize_section_sets_options(tiny_models, tmp_path, verb):
+    images_flag, typo, key, options, expected = SECTIONS[verb]
+    section = verb.replace("-", "_")
     images = tmp_path / "real"
     images.mkdir()
     for i in range(2):
-        Image.fromarray(moving_square(1, 32, 32)[0] // (i + 1)).save(images / f"{i}.png")
+        Image.fromarray(moving_square(1, 64, 64)[0] // (i + 1)).save(images / f"{i}.png")
     preset = tmp_path / "p.yaml"
-    preset.write_text("personalize:\n  textual_inversion: {stpes: 1}\n")
-    base = ["personalize", "textual-inversion", "--train-dir", str(images), "-o", str(tmp_path / "ti"),
-            "--model", str(tiny_models["sd"]), "--config", str(preset), "--no-progress"]
+    preset.write_text(f"personalize:\n  {section}: {{{typo}: 1}}\n")
+    out = tmp_path / "out"
+    base = ["personalize", verb, images_flag, str(images), "-o", str(out), "--model", str(tiny_models["sd"]),
+            "--config", str(preset), "--no-progress"]
     res = CliRunner().invoke(cli, base)
-    assert res.exit_code == 1 and "did you mean 'steps'" in res.output
-    preset.write_text("personalize:\n  textual_inversion: {steps: 3, resolution: 32, num_samples: 0,\n"
-                      "    checkpoint_every: 0}\n")
-    res = CliRunner().invoke(cli, [*base, "--steps", "2"])
+    assert res.exit_code == 1 and f"did you mean '{key}'" in res.output
+    preset.write_text(f"personalize:\n  {section}: {{steps: 3, {options}}}\n")
+    res = CliRunner().invoke(cli, [*base, "--steps", "1"])
     assert res.exit_code == 0, res.output
-    assert "steps: 2" in res.output  # the flag wins over the file's 3
-    assert (tmp_path / "ti" / "learned_embeds.safetensors").is_file()
+    assert "steps: 1" in res.output  # the flag wins over the file's 3
+    if expected is None:
+        assert (out / "learned_embeds.safetensors").is_file()
+    else:
+        import yaml
+
+        from vidreal.personalize import outputs
+
+        written = yaml.safe_load((out / outputs.CONFIG_NAME).read_text())
+        assert {k: written[k] for k in expected} == expected
 
 
 def test_conditions_verb_takes_detector_options(clip_path, tmp_path):
@@ -257,28 +278,3 @@ def test_conditions_verb_takes_detector_options(clip_path, tmp_path):
     res = CliRunner().invoke(cli, ["conditions", str(clip_path), "-o", str(tmp_path / "x.mp4"), "--condition", "pose.vis=1"])
     assert res.exit_code == 1 and "did you mean 'visibility_threshold'" in res.output
 
-
-@pytest.mark.slow
-def test_personalize_dreambooth_section_sets_options(tiny_models, tmp_path):
-    images = tmp_path / "real"
-    images.mkdir()
-    for i in range(2):
-        Image.fromarray(moving_square(1, 64, 64)[0] // (i + 1)).save(images / f"{i}.png")
-    preset = tmp_path / "p.yaml"
-    preset.write_text("personalize:\n  dreambooth: {num_clas_images: 0}\n")
-    base = ["personalize", "dreambooth", "--instance-dir", str(images), "-o", str(tmp_path / "db"),
-            "--model", str(tiny_models["sd"]), "--config", str(preset), "--no-progress"]
-    res = CliRunner().invoke(cli, base)
-    assert res.exit_code == 1 and "did you mean 'num_class_images'" in res.output
-    preset.write_text("personalize:\n  dreambooth: {steps: 3, resolution: 64, num_class_images: 0, num_samples: 0,\n"
-                      "    gradient_checkpointing: false, instance_prompt: a photo of zwx person}\n")
-    res = CliRunner().invoke(cli, [*base, "--steps", "1"])
-    assert res.exit_code == 0, res.output
-    assert "steps: 1, final loss" in res.output  # the flag wins over the file's 3
-    import yaml
-
-    from vidreal.personalize import outputs
-
-    written = yaml.safe_load((tmp_path / "db" / outputs.CONFIG_NAME).read_text())
-    assert written["instance_prompt"] == "a photo of zwx person" and written["num_class_images"] == 0
-    assert written["resolution"] == 64
