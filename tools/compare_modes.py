@@ -114,7 +114,8 @@ def main(argv=None):
         translator = load_translator(base)  # loaded once for all settings
         out_dir = Path(args.out or tmp)
         out_dir.mkdir(parents=True, exist_ok=True)
-        translate_file(source, out_dir / "warmup.mp4", base, translator=translator, progress=False, record=False)
+        warmup = load_config(args.config, **overrides, max_frames=2 * args.chunk_size)  # allocator, kernels, graphs
+        translate_file(source, out_dir / "warmup.mp4", warmup, translator=translator, progress=False, record=False)
         rows = {}
         for name in args.only or SETTINGS:
             config = load_config(args.config, **{**overrides, **SETTINGS[name]})
