@@ -13,7 +13,8 @@ Prints, measured in one run on the same machine:
     per frame, same components, steps, size, guidance, dtype) and of vidreal in each consistency
     mode, with the ratio vidreal / stock;
   * peak memory of a translation of N frames against 4N frames (CUDA: max allocated; CPU: growth
-    of the process's peak RSS after loading), each in a fresh subprocess, with the ratio.
+    of the process's peak RSS after loading: the kernel's VmHWM, reset once the model is loaded), each in a
+    fresh subprocess, with the ratio (``--memory-only`` skips the speed part).
 Speed does not depend on weight values, so random weights time like real ones: ``--full-size``
 builds SD 1.5-sized random models (``tools/make_tiny_models.py --full-size``) for GPU figures
 where no weights can be downloaded. Also printed: the largest difference between the stock
@@ -57,6 +58,7 @@ def parse_args(argv=None):
     p.add_argument("--dtype", default=None, help="fp32 | fp16 | bf16 (default: auto)")
     p.add_argument("--repeats", type=int, default=2, help="timed repeats (best is reported)")
     p.add_argument("--no-memory", action="store_true", help="skip the N vs 4N memory measurement")
+    p.add_argument("--memory-only", action="store_true", help="only the N vs 4N memory measurement")
     p.add_argument("--stock-frames", type=int, help="frames for the stock loop (default --frames; it is slow)")
     p.add_argument("--tuning", action="store_true",
                    help="also time cross-frame with channels_last, cudnn.benchmark and torch.compile (CUDA)")
@@ -239,7 +241,9 @@ def memory_child(args, model, controlnets, n, out_json, setting="cross-frame"):
     if cuda:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    else:  # sample the resident set every 5 ms: ru_maxrss would include the model-loading peak
+    elif _reset_peak_rss():  # Linux: the kernel's own peak (VmHWM), reset after loading the model
+        base = _status_kib("VmRSS") * 1024
+    else:  # elsewhere sample the resident set every 5 ms (may miss short peaks)
         base, samples, done = _rss(), [], threading.Event()
         sampler = threading.Thread(target=lambda: [samples.append(_rss()) for _ in iter(lambda: done.wait(0.005), True)])
         sampler.start()
@@ -248,11 +252,30 @@ def memory_child(args, model, controlnets, n, out_json, setting="cross-frame"):
         pass
     if cuda:
         peak = torch.cuda.max_memory_allocated()
+    elif "samples" not in locals():
+        peak = _status_kib("VmHWM") * 1024
     else:
         done.set()
         sampler.join()
         peak = max(samples + [_rss()])
     Path(out_json).write_text(json.dumps({"frames": n, "peak_growth_bytes": peak - base}))
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's peak resident set (Linux: ``5`` into /proc/self/clear_refs); False where unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return _status_kib("VmHWM") > 0
+    except OSError:
+        return False
+
+
+def _status_kib(field: str) -> int:
+    """A ``kB`` field of /proc/self/status (VmRSS, VmHWM), 0 when absent."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
 
 
 def _rss() -> int:
@@ -285,7 +308,8 @@ def main(argv=None):
                          int(args.memory_child[0]), args.memory_child[1], args.memory_child[2])
             return
         model, controlnets = models(args, Path(tmp))
-        speed(args, model, controlnets)
+        if not args.memory_only:
+            speed(args, model, controlnets)
         if not args.no_memory:
             memory(args, model, controlnets, Path(tmp))
 
