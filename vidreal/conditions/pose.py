@@ -135,8 +135,12 @@ class PoseDetector(Detector):
         out, t = [], 0
         while t < len(frames):
             run = self._parallel_run(len(frames) - t)
-            found = self._track_run(frames[t:t + run]) if run > 1 else [self._frame_people(frames[t])]
-            t += len(found)
+            if run > 1:
+                found = self._track_run(frames[t:t + run])
+                self._index += run
+            else:
+                found = [self._frame_people(frames[t])]
+            t += run
             out += found
         self.n_frames += len(out)
         self.n_missing += sum(not people for people in out)
@@ -170,7 +174,7 @@ class PoseDetector(Detector):
         if not self.multi:
             landmarks = self._pose.process(frame)
             return [] if landmarks is None else [(0, self._coco(landmarks, (0, 0, width, height), height, width))]
-        return self._track_people(frame, height, width)
+        return self._track_run(frame[None])[0]
 
     def _coco(self, landmarks, box, height: int, width: int) -> np.ndarray:
         """mediapipe landmarks (fractions of the crop ``box`` = x0, y0, x1, y1) -> float32
@@ -221,18 +225,6 @@ class PoseDetector(Detector):
                                      min_side=0.9 * max(box[2] - box[0], box[3] - box[1])))
             self._next_id += 1
 
-    def _track_people(self, frame: np.ndarray, height: int, width: int) -> list[tuple[int, np.ndarray]]:
-        """Run every track's pose graph on its crop; move its crop along; end lost or duplicate tracks."""
-        from vidreal.conditions.people import crop
-
-        crops = [crop(frame, track.box, CROP_MIN_SIDE)[0] for track in self.tracks]
-        if len(self.tracks) > 1:  # each track has its own graph; mediapipe runs without the GIL
-            found = list(self._workers().map(lambda tc: tc[0].pose.process(tc[1]), zip(self.tracks, crops)))
-        else:
-            found = [track.pose.process(image) for track, image in zip(self.tracks, crops)]
-        return self._end_tracks([self._follow(track, landmarks, height, width)
-                                 for track, landmarks in zip(self.tracks, found)], list(self.tracks))
-
     def _parallel_run(self, n: int) -> int:
         """How many of the next ``n`` frames the tracks can follow each on its own (several tracks in
         multi mode, up to the next detection pass): 1 means frame by frame."""
@@ -241,11 +233,12 @@ class PoseDetector(Detector):
         return max(1, min(n, -self._index % self.detect_every))
 
     def _track_run(self, frames: np.ndarray) -> list[list[tuple[int, np.ndarray]]]:
-        """Follow every track through ``frames`` (no detection pass among them), each track's frames
-        in order on its own thread. Between detection
-        passes a track depends only on its own previous frame, so this gives exactly what frame by
-        frame does; only ending a duplicate track looks across tracks, and it is applied per frame
-        afterwards (an ended track's later frames are dropped)."""
+        """Follow every track through ``frames`` (no detection pass among them), moving its crop
+        along; per frame, the people found. Each track takes its frames in order on its own thread
+        (its own graph; mediapipe runs without the GIL). Between detection passes a track depends
+        only on its own previous frame, so this gives exactly what frame by frame does; only ending
+        a duplicate track looks across tracks, and it is applied per frame afterwards (an ended
+        track's later frames are dropped)."""
         from vidreal.conditions.people import crop
 
         height, width = frames.shape[1:3]
@@ -260,12 +253,12 @@ class PoseDetector(Detector):
                     break  # lost: it ends here
             return results
 
-        chains = list(self._workers().map(follow, tracks))
+        chains = list(self._workers().map(follow, tracks)) if len(tracks) > 1 else [follow(t) for t in tracks]
         out = []
         for t in range(len(frames)):
-            alive = [i for i, track in enumerate(tracks) if track in self.tracks]
+            ids = {track.id for track in self.tracks}  # the tracks not ended by an earlier frame
+            alive = [i for i, track in enumerate(tracks) if track.id in ids]
             out.append(self._end_tracks([chains[i][t] for i in alive], [tracks[i] for i in alive]))
-        self._index += len(frames)
         return out
 
     def _follow(self, track, landmarks, height: int, width: int):
