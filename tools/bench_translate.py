@@ -238,10 +238,11 @@ def memory_child(args, model, controlnets, n, out_json, setting="cross-frame"):
     frames, conds = inputs(1, args.size, list(controlnets))
     pieces = ((frames, conds) for _ in range(n))  # a long clip arriving frame by frame
     cuda = tr.device.type == "cuda"
+    kernel_peak = not cuda and _reset_peak_rss()  # Linux: the kernel's own peak (VmHWM), reset after loading
     if cuda:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    elif _reset_peak_rss():  # Linux: the kernel's own peak (VmHWM), reset after loading the model
+    elif kernel_peak:
         base = _status_kib("VmRSS") * 1024
     else:  # elsewhere sample the resident set every 5 ms (may miss short peaks)
         base, samples, done = _rss(), [], threading.Event()
@@ -252,7 +253,7 @@ def memory_child(args, model, controlnets, n, out_json, setting="cross-frame"):
         pass
     if cuda:
         peak = torch.cuda.max_memory_allocated()
-    elif "samples" not in locals():
+    elif kernel_peak:
         peak = _status_kib("VmHWM") * 1024
     else:
         done.set()
