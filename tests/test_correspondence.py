@@ -237,3 +237,44 @@ def test_cli_translate_with_keyframes_and_flow(tiny_models, samples, tmp_path):
     assert record["result"]["correspondence"]["propagated"] == 41
     bad = CliRunner().invoke(cli, args[:-9] + ["--keyframe-every", "0"])
     assert bad.exit_code == 1 and "keyframe_every must be an integer >= 1" in bad.output
+
+
+def _bench():
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import bench_translate
+    return bench_translate
+
+
+def test_cpu_peak_counter_counts_tensors_and_arrays_exactly():
+    def work():
+        held = [torch.empty(1 << 20, dtype=torch.uint8) for _ in range(3)]  # 3 MiB live at once
+        del held
+        scratch = torch.empty(2 << 20, dtype=torch.uint8)  # then 2 MiB: the peak stays 3
+        array = np.ones(1 << 20, dtype=np.uint8)  # 1 MiB of numpy
+        return scratch, array
+
+    tensors, arrays = _bench()._cpu_peaks(work)
+    assert tensors == 3 << 20
+    assert 1 << 20 <= arrays < (1 << 20) + (64 << 10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("options", [dict(consistency="cross-frame"), dict(consistency="memory"),
+                                     dict(consistency="flow"), dict(consistency="cross-frame", keyframe_every=2,
+                                                                    refine=0.3)], ids=["cross-frame", "memory", "flow", "keyframes"])
+def test_tensor_memory_is_flat_in_clip_length(translator, clip, options):
+    """A 4x longer clip holds no more tensor memory at its peak (the benchmark's counter, exact)."""
+    frames, conds = clip
+
+    def peak(n):
+        pieces = ((frames[:1], {k: v[:1] for k, v in conds.items()}) for _ in range(n))
+
+        def run():
+            for _ in translator.stream(pieces, PROMPT, chunk_size=2, **{**KW, "num_inference_steps": 2}, **options):
+                pass
+        return _bench()._cpu_peaks(run)[0]
+
+    short = peak(4 * 2)  # past the steady state: keyframes hold chunk x K = 4 frames
+    assert peak(4 * 8) <= short

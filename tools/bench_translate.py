@@ -12,9 +12,10 @@ Prints, measured in one run on the same machine:
   * frames/s of the stock loop a user would write (``StableDiffusionControlNetPipeline`` called once
     per frame, same components, steps, size, guidance, dtype) and of vidreal in each consistency
     mode, with the ratio vidreal / stock;
-  * peak memory of a translation of N frames against 4N frames (CUDA: max allocated; CPU: growth
-    of the process's peak RSS after loading: the kernel's VmHWM, reset once the model is loaded), each in a
-    fresh subprocess, with the ratio (``--memory-only`` skips the speed part).
+  * peak memory of a translation of N frames against 4N frames above the loaded models (CUDA: max
+    allocated; CPU: peak live bytes of the tensors plus peak of the numpy/Python heap, counted exactly:
+    see ``memory_child``), each in a fresh subprocess, with the ratio (``--memory-only`` skips the speed
+    part). N should be long enough for the mode's steady state (keyframes hold ``chunk x K`` frames).
 Speed does not depend on weight values, so random weights time like real ones: ``--full-size``
 builds SD 1.5-sized random models (``tools/make_tiny_models.py --full-size``) for GPU figures
 where no weights can be downloaded. Also printed: the largest difference between the stock
@@ -227,9 +228,12 @@ def profile(call):
 
 
 def memory_child(args, model, controlnets, n, out_json, setting="cross-frame"):
-    """Runs in a fresh process: peak memory of one streamed translation of n frames."""
-    import threading
-
+    """Runs in a fresh process: peak memory of one streamed translation of n frames, above what the
+    loaded models hold. CUDA: ``max_memory_allocated``. CPU: the peak of the live bytes of the tensors
+    allocated during the run (torch's profiler reports every allocation and free) plus the peak of the
+    Python heap and numpy arrays (``tracemalloc``). Both count what the run holds, byte-exact and
+    repeatable; the process's resident set would add allocator caching and arena noise (tens of MiB
+    run to run at this size), larger than what is measured."""
     import torch
 
     from vidreal.pipeline import Translator
@@ -237,51 +241,41 @@ def memory_child(args, model, controlnets, n, out_json, setting="cross-frame"):
     tr = Translator.from_pretrained(model, controlnets, device=args.device, dtype=args.dtype)
     frames, conds = inputs(1, args.size, list(controlnets))
     pieces = ((frames, conds) for _ in range(n))  # a long clip arriving frame by frame
-    cuda = tr.device.type == "cuda"
-    kernel_peak = not cuda and _reset_peak_rss()  # Linux: the kernel's own peak (VmHWM), reset after loading
-    if cuda:
+
+    def run():
+        for _ in tr.stream(pieces, PROMPT, num_inference_steps=args.steps, chunk_size=args.chunk_size,
+                           progress=False, **MEMORY_SETTINGS[setting]):
+            pass
+
+    if tr.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    elif kernel_peak:
-        base = _status_kib("VmRSS") * 1024
-    else:  # elsewhere sample the resident set every 5 ms (may miss short peaks)
-        base, samples, done = _rss(), [], threading.Event()
-        sampler = threading.Thread(target=lambda: [samples.append(_rss()) for _ in iter(lambda: done.wait(0.005), True)])
-        sampler.start()
-    for _ in tr.stream(pieces, PROMPT, num_inference_steps=args.steps, chunk_size=args.chunk_size, progress=False,
-                       **MEMORY_SETTINGS[setting]):
-        pass
-    if cuda:
-        peak = torch.cuda.max_memory_allocated()
-    elif kernel_peak:
-        peak = _status_kib("VmHWM") * 1024
+        run()
+        result = {"peak_growth_bytes": torch.cuda.max_memory_allocated() - base}
     else:
-        done.set()
-        sampler.join()
-        peak = max(samples + [_rss()])
-    Path(out_json).write_text(json.dumps({"frames": n, "peak_growth_bytes": peak - base}))
+        tensors, arrays = _cpu_peaks(run)
+        result = {"peak_growth_bytes": tensors + arrays, "tensor_bytes": tensors, "array_bytes": arrays}
+    Path(out_json).write_text(json.dumps({"frames": n, **result}))
 
 
-def _reset_peak_rss() -> bool:
-    """Reset this process's peak resident set (Linux: ``5`` into /proc/self/clear_refs); False where unsupported."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return _status_kib("VmHWM") > 0
-    except OSError:
-        return False
+def _cpu_peaks(fn) -> tuple[int, int]:
+    """Run ``fn``; return the peak live bytes of the torch tensors it allocated and the peak of the
+    Python/numpy heap it grew (tracemalloc), each counted from zero at the start."""
+    import tracemalloc
 
+    from torch.profiler import ProfilerActivity, profile
 
-def _status_kib(field: str) -> int:
-    """A ``kB`` field of /proc/self/status (VmRSS, VmHWM), 0 when absent."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def _rss() -> int:
-    """Resident set size of this process in bytes (Linux)."""
-    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        tracemalloc.start()  # inside the profiler: its own start and event processing are not counted
+        fn()
+        heap_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
+    live = peak = 0
+    for _, nbytes in events:  # allocations (+) and frees (-) in order
+        live += nbytes
+        peak = max(peak, live)
+    return peak, heap_peak
 
 
 def memory(args, model, controlnets, tmp: Path):
@@ -294,11 +288,15 @@ def memory(args, model, controlnets, tmp: Path):
             cmd += [x for kind, path in controlnets.items() for x in ("--controlnet", f"{kind}={path}")]
             cmd += ["--device", args.device] if args.device else []
             cmd += ["--dtype", args.dtype] if args.dtype else []
-            subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
-            results[n] = json.loads(out.read_text())["peak_growth_bytes"]
+            env = {"HF_HUB_OFFLINE": "1", "KINETO_LOG_LEVEL": "6", **os.environ}  # 6: the profiler's own log off
+            subprocess.run(cmd, check=True, env=env)
+            results[n] = json.loads(out.read_text())
         n, n4 = args.frames, 4 * args.frames
-        print(f"peak memory growth {setting:13s}: {n} frames {results[n] / 2**20:.1f} MiB, {n4} frames "
-              f"{results[n4] / 2**20:.1f} MiB, ratio {results[n4] / max(results[n], 1):.2f}x (chunk {args.chunk_size})")
+        a, b = results[n]["peak_growth_bytes"], results[n4]["peak_growth_bytes"]
+        parts = "".join(f", {k.split('_')[0]}s {results[n][k] / 2**20:.1f} -> {results[n4][k] / 2**20:.1f}"
+                        for k in ("tensor_bytes", "array_bytes") if k in results[n])
+        print(f"peak memory growth {setting:13s}: {n} frames {a / 2**20:.1f} MiB, {n4} frames {b / 2**20:.1f} MiB, "
+              f"ratio {b / max(a, 1):.2f}x{parts} (chunk {args.chunk_size})", flush=True)
 
 
 def main(argv=None):
