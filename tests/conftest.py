@@ -11,7 +11,6 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # torch's profiler (the memory counter's) logs nothing
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -253,18 +253,19 @@ def memory_child(args, model, controlnets, n, out_json, setting="cross-frame"):
         run()
         result = {"peak_growth_bytes": torch.cuda.max_memory_allocated() - base}
     else:
-        tensors, arrays = _cpu_peaks(run)
+        tensors, arrays = cpu_peaks(run)
         result = {"peak_growth_bytes": tensors + arrays, "tensor_bytes": tensors, "array_bytes": arrays}
     Path(out_json).write_text(json.dumps({"frames": n, **result}))
 
 
-def _cpu_peaks(fn) -> tuple[int, int]:
+def cpu_peaks(fn) -> tuple[int, int]:
     """Run ``fn``; return the peak live bytes of the torch tensors it allocated and the peak of the
     Python/numpy heap it grew (tracemalloc), each counted from zero at the start."""
     import tracemalloc
 
     from torch.profiler import ProfilerActivity, profile
 
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # the profiler's own log lines off (read at its first start)
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         tracemalloc.start()  # inside the profiler: its own start and event processing are not counted
         fn()
@@ -288,8 +289,7 @@ def memory(args, model, controlnets, tmp: Path):
             cmd += [x for kind, path in controlnets.items() for x in ("--controlnet", f"{kind}={path}")]
             cmd += ["--device", args.device] if args.device else []
             cmd += ["--dtype", args.dtype] if args.dtype else []
-            env = {"HF_HUB_OFFLINE": "1", "KINETO_LOG_LEVEL": "6", **os.environ}  # 6: the profiler's own log off
-            subprocess.run(cmd, check=True, env=env)
+            subprocess.run(cmd, check=True, env={"HF_HUB_OFFLINE": "1", **os.environ})
             results[n] = json.loads(out.read_text())
         n, n4 = args.frames, 4 * args.frames
         a, b = results[n]["peak_growth_bytes"], results[n4]["peak_growth_bytes"]
