@@ -261,9 +261,9 @@ def test_cpu_peak_counter_counts_tensors_and_arrays_exactly():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("options", [dict(consistency="cross-frame"), dict(consistency="memory"),
-                                     dict(consistency="flow"), dict(consistency="cross-frame", keyframe_every=2,
-                                                                    refine=0.3)], ids=["cross-frame", "memory", "flow", "keyframes"])
+@pytest.mark.parametrize("options", [dict(consistency="cross-frame"), dict(consistency="memory"), dict(consistency="flow"),
+                                     dict(consistency="cross-frame", keyframe_every=2, refine=0.3)],
+                         ids=["cross-frame", "memory", "flow", "keyframes"])
 def test_tensor_memory_is_flat_in_clip_length(translator, clip, options):
     """A 4x longer clip holds no more tensor memory at its peak (the benchmark's counter, exact)."""
     frames, conds = clip
@@ -278,3 +278,39 @@ def test_tensor_memory_is_flat_in_clip_length(translator, clip, options):
 
     short = peak(4 * 2)  # past the steady state: keyframes hold chunk x K = 4 frames
     assert peak(4 * 8) <= short
+
+
+def test_frame_memory_size_is_steps_x_halves_x_attention_inputs(translator, clip):
+    """The stated size of the frame memory: UNet calls x guidance halves x the self-attention inputs
+    of one frame (tokens x channels, summed over layers), per cached frame; twice that in memory mode.
+    The UNet calls are the scheduler's timesteps (PNDM, SD 1.5's own, runs one more than the steps)."""
+    import copy
+    frames, conds = clip
+    inputs = []
+    hooks = [m.register_forward_pre_hook(lambda m, a, kw: inputs.append(kw.get("hidden_states", a[0] if a else None)),
+                                         with_kwargs=True)
+             for name, m in translator.pipe.unet.named_modules() if name.endswith("attn1")]
+    try:
+        translator(frames[:1], {k: v[:1] for k, v in conds.items()}, PROMPT, **{**KW, "num_inference_steps": 1},
+                   consistency="per-frame")
+    finally:
+        for h in hooks:
+            h.remove()
+    one_frame_one_step = sum(x[0].numel() * x.element_size() for x in inputs)  # batch 2 (guidance): one frame's half
+    sizes = {}
+    for mode, steps, cache in (("cross-frame", 2, "device"), ("cross-frame", 3, "device"), ("memory", 3, "device"),
+                               ("cross-frame", 3, "off")):
+        stats = {}
+        translator(frames[:4], {k: v[:4] for k, v in conds.items()}, PROMPT, chunk_size=2, consistency=mode,
+                   kv_cache=cache, stats=stats, **{**KW, "num_inference_steps": steps})
+        sizes[mode, steps, cache] = stats["frame_memory_bytes"]
+
+    def calls(steps):
+        scheduler = copy.deepcopy(translator.pipe.scheduler)
+        scheduler.set_timesteps(steps)
+        return len(scheduler.timesteps)
+
+    assert sizes["cross-frame", 3, "off"] == 0
+    assert sizes["cross-frame", 2, "device"] == calls(2) * 2 * one_frame_one_step
+    assert sizes["cross-frame", 3, "device"] == calls(3) * 2 * one_frame_one_step
+    assert sizes["memory", 3, "device"] == 2 * sizes["cross-frame", 3, "device"]

@@ -4,6 +4,7 @@
     python tools/bench_translate.py                      # tiny random models (built here), CPU
     python tools/bench_translate.py --full-size --size 512 --steps 20 --frames 16 --device cuda --dtype fp16
     python tools/bench_translate.py --levers --no-memory       # speed levers and approximations, one table
+    python tools/bench_translate.py --frame-memory --full-size --size 512 --steps 2   # the K/V cache's size
     python tools/bench_translate.py --levers --full-size --size 512 --steps 20 --device cuda --dtype fp16 --no-memory
     python tools/bench_translate.py --model weights/sd15 --controlnet canny=weights/cn-canny \\
         --controlnet pose=weights/cn-openpose --size 512 --steps 20 --frames 16 --device cuda --dtype fp16
@@ -28,6 +29,7 @@ the max / mean pixel difference from the baseline's frames (levers: rounding; ap
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import subprocess
@@ -42,6 +44,13 @@ MEMORY_SETTINGS = {  # name -> Translator keyword arguments
     "per-frame": dict(consistency="per-frame"), "shared-noise": dict(consistency="shared-noise"),
     "cross-frame": dict(consistency="cross-frame"), "memory": dict(consistency="memory"),
     "flow": dict(consistency="flow"), "keyframes4": dict(consistency="cross-frame", keyframe_every=4, refine=0.3),
+}
+
+
+SPEED_ROWS = {  # name -> (consistency, more Translator keyword arguments)
+    "per-frame": ("per-frame", {}), "shared-noise": ("shared-noise", {}),
+    "cross-frame, no memory": ("cross-frame", {"kv_cache": "off"}),  # vidreal before the frame memory
+    "cross-frame": ("cross-frame", {}), "memory": ("memory", {}), "flow": ("flow", {}),
 }
 
 
@@ -60,12 +69,16 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=2, help="timed repeats (best is reported)")
     p.add_argument("--no-memory", action="store_true", help="skip the N vs 4N memory measurement")
     p.add_argument("--memory-only", action="store_true", help="only the N vs 4N memory measurement")
+    p.add_argument("--only", action="append", choices=list(SPEED_ROWS),
+                   help="time only these vidreal rows (repeatable)")
     p.add_argument("--stock-frames", type=int, help="frames for the stock loop (default --frames; it is slow)")
     p.add_argument("--tuning", action="store_true",
                    help="also time cross-frame with channels_last, cudnn.benchmark and torch.compile (CUDA)")
     p.add_argument("--levers", action="store_true",
                    help="also time each speed lever and approximation against the cross-frame baseline")
     p.add_argument("--profile", action="store_true", help="print the top kernels of one cross-frame call")
+    p.add_argument("--frame-memory", action="store_true",
+                   help="only the size of the frame memory (K/V cache) in cross-frame and memory mode, as recorded")
     p.add_argument("--memory-modes", default=",".join(MEMORY_SETTINGS),
                    help=f"settings for the N vs 4N memory check, comma-separated (default: all of {','.join(MEMORY_SETTINGS)})")
     p.add_argument("--memory-child", nargs=3, metavar=("FRAMES", "JSON", "SETTING"), help=argparse.SUPPRESS)
@@ -118,7 +131,8 @@ def speed(args, model, controlnets):
     def stock(n=len(frames)):
         out = []
         for i in range(n):
-            images = [torch.from_numpy(conds[k][i:i + 1]).permute(0, 3, 1, 2).float().div(255).to(tr.device, pipe.unet.dtype)
+            images = [torch.from_numpy(conds[k][i:i + 1]).permute(0, 3, 1, 2).contiguous().float().div(255)
+                      .to(tr.device, pipe.unet.dtype)
                       for k in controlnets]
             out.append(pipe(PROMPT, image=images if len(images) > 1 else images[0], num_inference_steps=args.steps,
                             guidance_scale=args.guidance, generator=torch.Generator("cpu").manual_seed(0),
@@ -129,20 +143,20 @@ def speed(args, model, controlnets):
         return lambda: tr(frames, conds, PROMPT, chunk_size=args.chunk_size, consistency=mode, **options, **kw)
 
     reference = (stock(1)[0] * 255).round()  # also the warm-up (allocator, kernels)
-    mine = ours("per-frame")()[0]
-    print(f"frame 0, stock vs vidreal per-frame: max |difference| {abs(reference - mine).max():.0f} levels of 255")
+    one = {k: v[:1] for k, v in conds.items()}
+    mine = tr(frames[:1], one, PROMPT, consistency="per-frame", **kw)[0]  # a batch of one, as the stock loop
+    print(f"frame 0, stock vs vidreal (one frame): max |difference| {abs(reference - mine).max():.0f} levels of 255")
     print(f"device {tr.device}, dtype {str(pipe.unet.dtype).replace('torch.', '')}, torch threads "
           f"{torch.get_num_threads()}, {args.frames} frames {args.size}x{args.size}, {args.steps} steps, "
           f"guidance {args.guidance}, {len(controlnets)} ControlNet(s), chunk {args.chunk_size}")
     n_stock = args.stock_frames or args.frames
     t_stock = best_time(lambda: stock(n_stock), args.repeats) / n_stock * args.frames
     print(f"{'stock per-frame loop':28s} {args.frames / t_stock:8.2f} frames/s   1.00x   ({n_stock} frames)")
-    speeds = {("cross-frame, no memory" if o else mode): ours(mode, **o) for mode, o in (
-        ("per-frame", {}), ("shared-noise", {}), ("cross-frame", {"kv_cache": "off"}), ("cross-frame", {}),
-        ("memory", {}), ("flow", {}))}
-    for mode, call in speeds.items():
-        t = best_time(call, args.repeats)
-        print(f"{'vidreal ' + mode:28s} {args.frames / t:8.2f} frames/s   {t_stock / t:.2f}x")
+    for name, (mode, options) in SPEED_ROWS.items():
+        if args.only and name not in args.only:
+            continue
+        t = best_time(ours(mode, **options), args.repeats)
+        print(f"{'vidreal ' + name:28s} {args.frames / t:8.2f} frames/s   {t_stock / t:.2f}x")
     if args.levers:
         levers(args, model, controlnets, frames, conds, kw)
     if args.profile:
@@ -279,6 +293,26 @@ def cpu_peaks(fn) -> tuple[int, int]:
     return peak, heap_peak
 
 
+def frame_memory(args, model, controlnets):
+    """The frame memory's size as the translator records it (``stats["frame_memory_bytes"]``) for a
+    two-frame clip: the anchor's (cross-frame) and anchor + previous frame's (memory) attention inputs."""
+    from vidreal.pipeline import Translator
+
+    tr = Translator.from_pretrained(model, controlnets, device=args.device, dtype=args.dtype)
+    frames, conds = inputs(2, args.size, list(controlnets))
+    scheduler = copy.deepcopy(tr.pipe.scheduler)
+    scheduler.set_timesteps(args.steps)
+    calls = len(scheduler.timesteps)  # one memory entry per UNet call (PNDM, SD 1.5's own: steps + 1)
+    for mode in ("cross-frame", "memory"):
+        stats = {}
+        tr(frames, conds, PROMPT, num_inference_steps=args.steps, guidance_scale=args.guidance, chunk_size=2,
+           consistency=mode, progress=False, stats=stats)
+        size = stats["frame_memory_bytes"]
+        print(f"frame memory {mode:11s}: {size / 2**30:.3f} GiB at {args.size}x{args.size}, {args.steps} steps, "
+              f"guidance {args.guidance}, {str(tr.pipe.unet.dtype).removeprefix('torch.')} "
+              f"({calls} UNet calls, {size / calls / 2**20:.1f} MiB each)", flush=True)
+
+
 def memory(args, model, controlnets, tmp: Path):
     for setting in args.memory_modes.split(","):
         results = {}
@@ -307,6 +341,9 @@ def main(argv=None):
                          int(args.memory_child[0]), args.memory_child[1], args.memory_child[2])
             return
         model, controlnets = models(args, Path(tmp))
+        if args.frame_memory:
+            frame_memory(args, model, controlnets)
+            return
         if not args.memory_only:
             speed(args, model, controlnets)
         if not args.no_memory:

@@ -12,9 +12,9 @@ every batch: vidreal before the memory), cross-frame, memory, flow, and cross-fr
 each: warp error (lower = steadier), interpolation error, edge F1 and pose PCK (structure kept),
 frames/s of the whole ``translate_file`` (decode, conditions, denoise, encode) and its peak memory
 above the loaded models (CUDA: max allocated, in the timed run; CPU: tensors plus numpy/Python heap,
-counted exactly in a second, untimed run of the setting; ``--no-memory`` skips it). With tiny random models the numbers show the
-mechanism, not image quality. ``--long`` renders a long humanoid walk with an orbiting camera
-(``tools/make_samples.py``; needs pybullet) so fading consistency can show.
+counted exactly in a second, untimed run of the setting; ``--no-memory`` skips it). With tiny random
+models the numbers show the mechanism, not image quality. ``--long`` renders a long humanoid walk
+with an orbiting camera (``tools/make_samples.py``; needs pybullet) so fading consistency can show.
 """
 from __future__ import annotations
 
