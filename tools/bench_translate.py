@@ -285,9 +285,9 @@ def cpu_peaks(fn) -> tuple[int, int]:
         fn()
         heap_peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
+    events = [(e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
     live = peak = 0
-    for _, nbytes in events:  # allocations (+) and frees (-) in order
+    for _, nbytes in sorted(events, key=lambda e: e[0]):  # allocations (+) and frees (-) in time order
         live += nbytes
         peak = max(peak, live)
     return peak, heap_peak

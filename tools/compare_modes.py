@@ -41,7 +41,7 @@ COLUMNS = (("warp err", "warp_error", "{:.5f}"), ("interp RMSE", "interp_rmse", 
            ("peak MiB", "peak_mib", "{:.0f}"), ("memory MiB", "frame_memory_mib", "{:.1f}"))
 
 
-def peak_memory(fn):
+def timed_run(fn):
     """(result of fn(), seconds, peak memory growth in bytes while it ran, or None on CPU).
 
     CUDA: max allocated, measured in the timed run. On a CPU the exact counter costs time (~1.2x),
@@ -128,7 +128,7 @@ def main(argv=None):
             config = load_config(args.config, **{**overrides, **SETTINGS[name]})
             output = out_dir / (name.replace(" ", "_").replace(",", "").replace("=", "") + ".mp4")
             run = lambda: translate_file(source, output, config, translator=translator, progress=False)  # noqa: E731
-            result, seconds, peak = peak_memory(run)
+            result, seconds, peak = timed_run(run)
             if peak is None and not args.no_memory:
                 peak = counted_peak(run)
             rows[name] = compute_file_metrics(source, output, pose=not args.no_pose)
