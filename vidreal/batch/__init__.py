@@ -31,7 +31,8 @@
   is left out of the written split list and is counted in the summary. A rerun skips rejected
   items like done ones, unless the thresholds or the config changed (then they are redone).
 * Executors (``executors.py``): ``local`` (one model in this process) or ``ray`` (one actor per
-  worker, each with its model loaded once).
+  worker, each with its model loaded once). The Ray cluster is started or joined, and its workers
+  planned, before OUT_DIR is touched: a cluster that cannot be reached leaves nothing behind.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ from pathlib import Path
 from vidreal.progress import DatasetRate
 from vidreal.progress import bar as tqdm  # tqdm on a terminal, plain lines in a log, off under -q
 
-from vidreal.batch.executors import LocalExecutor, RayExecutor, Worker, import_ray, keypoints_path, one_line
+from vidreal.batch.executors import LocalExecutor, RayExecutor, Worker, keypoints_path, one_line
 from vidreal.batch.items import Entry, check_dirs, output_rel, read_list, safe_paths, walk
 from vidreal.batch.manifest import MANIFEST_NAME, Manifest, clean_temp_files, now, read_manifest, refuse_symlink
 from vidreal.config import TranslateConfig, load_config, write_config
@@ -144,8 +145,12 @@ def run_batch(in_dir, out_dir, config: TranslateConfig | None = None, *, pattern
         executor=executor, workers=workers, gpus_per_worker=gpus_per_worker, min_edge_f1=min_edge_f1,
         min_pose_pck=min_pose_pck, keypoints=keypoints, sheet=sheet)
     prompts = Prompts(config, in_root)
-    if executor == "ray":
-        import_ray()  # fail before touching OUT_DIR
+    structure = (True if gate.needs_pose else "edges") if gate.active else False
+    runner = None
+    if executor == "ray":  # start or join the cluster and plan its workers before touching OUT_DIR
+        runner = RayExecutor(config, workers, gpus_per_worker, ray_address, overlap, metrics=metrics,
+                             structure=structure, keypoints=keypoints)
+        runner.connect()
 
     out_dir.mkdir(parents=True, exist_ok=True)
     result = BatchResult(out_dir=out_dir, manifest=out_dir / MANIFEST_NAME)
@@ -219,11 +224,7 @@ def run_batch(in_dir, out_dir, config: TranslateConfig | None = None, *, pattern
 
             # 2. Translate what is left; the driver records every result as it arrives.
             if jobs:
-                structure = (True if gate.needs_pose else "edges") if gate.active else False
-                runner = (LocalExecutor(config, translator, overlap, progress, metrics, structure, keypoints)
-                          if executor == "local"
-                          else RayExecutor(config, workers, gpus_per_worker, ray_address, overlap, metrics=metrics,
-                                           structure=structure, keypoints=keypoints))
+                runner = runner or LocalExecutor(config, translator, overlap, progress, metrics, structure, keypoints)
                 by_rel = {job["input"]: job for job in jobs}
                 rate.items = len(jobs)
                 for res in runner.run(jobs):
@@ -240,6 +241,8 @@ def run_batch(in_dir, out_dir, config: TranslateConfig | None = None, *, pattern
             from vidreal.sheet import write_report
 
             result.sheet = write_report(out_dir, sheet, root=in_root)
+    if isinstance(runner, RayExecutor):
+        runner.close()  # also when every item was skipped
     result.seconds = time.perf_counter() - started
     summary = {"done": result.done, "skipped": result.skipped, "failed": result.failed,
                "root": str(in_root.resolve())}

@@ -292,7 +292,10 @@ class RayExecutor:
         self.cpus_per_worker = cpus_per_worker
         self.ray = import_ray()
 
-    def _start(self) -> None:
+    def connect(self) -> None:
+        """Start or join the cluster and plan the workers (once); ConfigError when either fails."""
+        if hasattr(self, "_actor_cls"):
+            return
         ray = self.ray
         self._started = not ray.is_initialized()
         if self._started:
@@ -336,8 +339,14 @@ class RayExecutor:
                 raise errors.ModelError(f"a Ray worker could not load the model: {message}")
         return actors
 
+    def close(self) -> None:
+        """Shut Ray down if this executor started it (idempotent)."""
+        if getattr(self, "_started", False):
+            self.ray.shutdown()
+            self._started = False
+
     def run(self, jobs: Iterable[dict]) -> Iterator[dict]:
-        self._start()
+        self.connect()
         self._actors: list = []
         try:
             yield from self._run(iter(jobs))
@@ -348,8 +357,7 @@ class RayExecutor:
                         self.ray.kill(actor)  # free their GPUs now, not when Ray collects them
                     except Exception:
                         pass
-            if self._started:
-                self.ray.shutdown()
+            self.close()
 
     def _run(self, jobs: Iterator[dict]) -> Iterator[dict]:
         ray = self.ray
