@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -151,13 +150,10 @@ def test_unreachable_hub_fails_at_once_listing_every_missing_model(empty_hub, mo
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
-    start = time.perf_counter()
     with pytest.raises(ModelError) as info:
         load_pipeline(device="cpu")
-    seconds = time.perf_counter() - start
     _assert_lists_every_default_model(str(info.value))
     assert "unreachable (http://127.0.0.1:9)" in str(info.value)
-    print(f"unreachable hub: failed after {seconds:.2f} s")  # shown with -s; never asserted
 
 
 # ----------------------------------------------------------------------------- OpenPose annotator pickles

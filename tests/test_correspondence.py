@@ -242,7 +242,9 @@ def test_cli_translate_with_keyframes_and_flow(tiny_models, samples, tmp_path):
 def _bench():
     import sys
     from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    tools = str(Path(__file__).resolve().parents[1] / "tools")
+    if tools not in sys.path:
+        sys.path.insert(0, tools)
     import bench_translate
     return bench_translate
 

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from vidreal.flow import make_flow_estimator, masked_flow, resize_flow, warp
+from vidreal.flow import make_flow_estimator, masked_flow, resize_flow
 from vidreal.propagate import propagate
 
 

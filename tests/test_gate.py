@@ -5,7 +5,6 @@ import json
 import re
 import shutil
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import pytest

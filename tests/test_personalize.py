@@ -384,6 +384,8 @@ def test_caption_writes_one_line_per_image(tiny_blip, tmp_path):
     assert len(lines) == 3
     assert [line.split("\t")[0] for line in lines] == ["img0.png", "img1.png", "sub/img0.png"]
     assert all(line.endswith(" in the style of <realism>") for line in lines)
+    assert (result.keys, result.captions, result.skipped) == ([line.split("\t")[0] for line in lines],
+                                                             [line.split("\t")[1] for line in lines], [])
     # each caption is what BLIP itself generates for that image
     processor, model = BlipProcessor.from_pretrained(tiny_blip), BlipForConditionalGeneration.from_pretrained(tiny_blip)
     for line, path in zip(lines, [folder / "img0.png", folder / "img1.png", folder / "sub" / "img0.png"]):

@@ -6,7 +6,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -160,9 +159,8 @@ def test_redirected_stderr_holds_plain_lines_only(tiny_models, video, tmp_path):
 
 
 @pytest.mark.slow
-def test_sigint_stops_within_a_step_exit_130_and_no_output(tiny_models, tmp_path):
-    """SIGINT while denoising: exit 130, nothing written. The time to exit is printed for the record
-    (not asserted): run with -s to see it."""
+def test_sigint_while_denoising_exits_130_and_writes_nothing(tiny_models, tmp_path):
+    """SIGINT while denoising: exit 130, one error line, nothing written."""
     video = tmp_path / "long.mp4"
     vidreal.write_video(video, np.random.default_rng(2).integers(0, 255, (24, 32, 32, 3), dtype=np.uint8), 8)
     out = tmp_path / "out.mp4"
@@ -172,13 +170,11 @@ def test_sigint_stops_within_a_step_exit_130_and_no_output(tiny_models, tmp_path
         for line in proc.stderr:  # plain lines: the first step line means denoising has started
             if re.search(r"step \d+/", line):
                 break
-        sent = time.perf_counter()
         proc.send_signal(signal.SIGINT)
         rest = proc.stderr.read()
-        code = proc.wait(timeout=120)
+        code = proc.wait()
     finally:
         proc.kill()
-    print(f"SIGINT to exit: {time.perf_counter() - sent:.2f} s")
     assert code == 130
     assert "error: interrupted" in rest and "Traceback" not in rest
     assert not out.exists() and not list(tmp_path.glob("*.vidreal.yaml"))

@@ -1,7 +1,6 @@
 """Reliability findings of issue 10, each reproduced through the public paths (tiny models)."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from fractions import Fraction

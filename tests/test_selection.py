@@ -5,7 +5,6 @@ ControlNet only (no pose detector: fast); clips are the 48-frame 24 fps samples 
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from fractions import Fraction
@@ -171,8 +170,8 @@ def test_audio_is_trimmed_to_the_span(samples, tmp_path):
     kept = [data for pts, data in src if 0.5 * rate - 1 <= pts < 1.5 * rate - 1]
     assert [data for _, data in got] == kept  # the packets of the span, copied unchanged
     assert got[0][0] == 0  # and moved to the output's start
-    seconds = (got[-1][0] + 1024 - got[0][0]) / rate
-    assert abs(seconds - 1.0) <= 1024 / rate  # 1 s of audio, to one packet
+    duration = (got[-1][0] + 1024 - got[0][0]) / rate
+    assert abs(duration - 1.0) <= 1024 / rate  # 1 s of audio, to one packet
     info = io.probe(out)
     assert info.n_frames == 12 and info.fps == 12 and info.has_audio
 
@@ -364,11 +363,14 @@ def test_estimate_skips_done_items_and_divides_by_ray_workers(tiny_models, canny
 
     monkeypatch.setattr(estimate_module, "import_ray", lambda: None)
     monkeypatch.setattr(estimate_module, "ray_workers", lambda address, workers, gpus: 4)
+    # the warm-up's clock, scripted: untimed run, then 2 frames in 3 s, then 1 frame in 2 s
+    clock = iter([0.0, 50.0, 50.0, 53.0, 53.0, 55.0]).__next__
     estimate = estimate_batch(tmp_path / "in", tmp_path / "out", config, executor="ray",
-                              translator=canny_translator, progress=False)
+                              translator=canny_translator, progress=False, clock=clock)
     assert tree(tmp_path) == before  # the manifest is read, not written
     assert (estimate.items, estimate.frames, estimate.skipped, estimate.workers) == (1, 2, 1, 4)
-    assert estimate.seconds == pytest.approx((estimate.seconds_per_item + 2 * estimate.seconds_per_frame) / 4)
+    # (3 - 2) / 1 = 1 s per frame, 3 - 2 x 1 = 1 s per item: (1 + 2 x 1) / 4 workers
+    assert estimate.seconds == pytest.approx((1.0 + 2 * 1.0) / 4)
     assert "/ 4 worker(s)" in estimate.table()
 
 

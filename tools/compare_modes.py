@@ -64,7 +64,8 @@ def timed_run(fn):
 def counted_peak(fn) -> int:
     """Peak bytes of the tensors plus the numpy/Python heap that ``fn`` allocates, counted exactly
     (``tools/bench_translate.py``'s counter; what the C++ of decord, PyAV or mediapipe holds is not seen)."""
-    sys.path.insert(0, str(ROOT / "tools"))
+    if str(ROOT / "tools") not in sys.path:  # run as a script, tools/ is already there
+        sys.path.insert(0, str(ROOT / "tools"))
     from bench_translate import cpu_peaks
 
     return sum(cpu_peaks(fn))
