@@ -139,7 +139,7 @@ class RecordingReader(decord.VideoReader):
 def test_decoder_reads_only_the_kept_frames(samples, monkeypatch):
     path = samples / "humanoid_walk_ground.mp4"
     full = io.read_video(path).frames
-    monkeypatch.setattr(io.decord, "VideoReader", RecordingReader)
+    monkeypatch.setattr(decord, "VideoReader", RecordingReader)
     RecordingReader.batches = []
     plan = selection.select(io.probe(path), start=3, every=5, max_frames=7)
     chunks = list(io.iter_video(path, chunk_size=3, indices=plan.indices))
