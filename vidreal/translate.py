@@ -11,6 +11,7 @@ import threading
 import time
 from collections import deque
 from contextlib import ExitStack
+import dataclasses
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -180,19 +181,27 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
             result.keypoints = people.write(keypoints)
         result.seconds = time.perf_counter() - start
         if record:
-            write_config(record_path(output), config, files=files, extra={
+            write_config(record_path(output), _as_run(config, translator), files=files, extra={
                 "input": str(input), "prompt": prompt, "frames": info.n_frames,
                 "fps": None if info.fps is None else str(info.fps),
                 "timestamps": "kept (variable frame rate)" if info.timestamps is not None else None,
                 **({"selection": plan.summary()} if plan.active else {}),
                 "seconds": round(result.seconds, 3),
-                "device": str(translator.device), "dtype": str(translator.pipe.unet.dtype).replace("torch.", ""),
                 "reports": reports, "metrics": result.metrics, "correspondence": _summary(stats, config),
             })
     for note in reports.values():
         log.warning("%s: %s", input, note)
     log.info("wrote %s (%d frame(s), %.1f s)", output, info.n_frames, result.seconds)
     return result
+
+
+DTYPE_NAMES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}  # torch's -> the config's
+
+
+def _as_run(config: TranslateConfig, translator) -> TranslateConfig:
+    """``config`` with the device and dtype the run used in place of auto (None), for the record."""
+    dtype = str(translator.pipe.unet.dtype).replace("torch.", "")
+    return dataclasses.replace(config, device=str(translator.device), dtype=DTYPE_NAMES.get(dtype, dtype))
 
 
 class _Waiting:
