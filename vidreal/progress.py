@@ -17,6 +17,7 @@
 """
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -130,19 +131,24 @@ class PlainBar(tqdm):
 class DenoiseProgress:
     """The translation bar of one clip: counts frames (``total=n_frames``) and moves at every
     denoising step, so a user sees the rate and ETA after the first step, not the first chunk.
+    It says the frames finished (whole ones) and the step in the steps the user asked for
+    (``step 1/2`` for ``--steps 2``, though PNDM runs a third, warm-up, timestep).
 
     The Translator calls :meth:`start_batch` before a batch, :meth:`step` after each denoising
     step (it also stops the run there on Ctrl-C) and :meth:`update` with the frames a batch
     finished. ``counts`` records (frames done, step, steps) at every step, for tests and tools.
     """
 
+    FORMAT = "{{l_bar}}{{bar}}| {frames}/{{total_fmt}} frames [{{elapsed}}<{{remaining}}, {{rate_fmt}}{{postfix}}]"
+
     def __init__(self, n_frames: int | None, enabled: bool = True):
         self.frames = 0  # frames finished
         self.first = self.size = 0  # the current batch: first frame index, frames in it
-        self.index = self.steps = 0  # steps done in the current batch, steps per batch
+        self.index = self.steps = 0  # timesteps done in the current batch, timesteps per batch
+        self.shown = 0  # the steps the user asked for, of those timesteps
         self.counts: list[tuple[float, int, int]] = []
         self.bar = bar(total=n_frames, desc="translating", unit="frame", disable=not enabled, leave=False,
-                       bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} frames [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
+                       bar_format=self.FORMAT.format(frames=0))
 
     def start_batch(self, first: int, size: int, steps: int | None = None) -> None:
         """A batch of ``size`` new frames from frame index ``first`` (``steps`` may come later)."""
@@ -151,17 +157,23 @@ class DenoiseProgress:
             self.steps = steps
         self._show()
 
-    def start_steps(self, steps: int) -> None:
-        """The number of denoising steps (scheduler timesteps) the current batch will take."""
+    def start_steps(self, steps: int, shown: int | None = None) -> None:
+        """The number of denoising steps (scheduler timesteps) the current batch will take, and
+        ``shown``: the steps the user asked for, which the bar counts in (default ``steps``)."""
         self.steps, self.index = steps, 0
+        self.shown = steps if shown is None else shown
 
     def step(self) -> None:
         """One denoising step of the current batch is done (raises KeyboardInterrupt on Ctrl-C)."""
         check_interrupt()
         self.index += 1
         done = self.frames + self.size * min(self.index, self.steps) / max(self.steps, 1)
-        self.counts.append((done, self.index, self.steps))
+        self.counts.append((done, self._step(), self.shown))
         self._show(done)
+
+    def _step(self) -> int:
+        """The current timestep as one of the steps asked for: 1..shown, in proportion."""
+        return min(self.shown, max(1, math.ceil(self.index * self.shown / max(self.steps, 1))))
 
     def update(self, n: int) -> None:
         """``n`` more frames are finished (decoded)."""
@@ -172,8 +184,9 @@ class DenoiseProgress:
     def _show(self, done: float | None = None) -> None:
         last = self.first + self.size - 1
         where = f"frames {self.first}-{last}" if self.size > 1 else f"frame {self.first}"
-        step = f", step {self.index}/{self.steps}" if self.steps and self.index else ""
+        step = f", step {self._step()}/{self.shown}" if self.steps and self.index else ""
         self.bar.set_postfix_str(where + step, refresh=False)
+        self.bar.bar_format = self.FORMAT.format(frames=self.frames)  # whole frames, though the bar moves by steps
         self.bar.update((self.bar.n if done is None else done) - self.bar.n)
         if done is None and not isinstance(self.bar, PlainBar):  # a plain bar has just decided itself
             self.bar.refresh()

@@ -11,6 +11,7 @@ import threading
 import time
 from collections import deque
 from contextlib import ExitStack, closing
+import dataclasses
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from vidreal import selection
-from vidreal.config import TranslateConfig, write_config
+from vidreal.config import TranslateConfig, record_path, write_config
 from vidreal.io import OutputFiles, check_output, open_media, resize_frames
 from vidreal.stages import Stages
 
@@ -59,12 +60,6 @@ def load_translator(config: TranslateConfig):
     if config.compile:
         translator.compile()
     return translator
-
-
-def record_path(output: str | Path) -> Path:
-    """Where the resolved config of ``output`` is written: ``OUTPUT.vidreal.yaml``."""
-    output = Path(output)
-    return output.with_name(output.name + ".vidreal.yaml")
 
 
 def translate_file(input, output, config: TranslateConfig | None = None, translator=None, preview=None,
@@ -163,19 +158,27 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
         result.stages = stages.timings.report(STAGE_NAMES)
         result.seconds = time.perf_counter() - start
         if record:
-            write_config(record_path(output), config, files=files, extra={
+            write_config(record_path(output), _as_run(config, translator), files=files, extra={
                 "input": str(input), "prompt": prompt, "frames": info.n_frames,
                 "fps": None if info.fps is None else str(info.fps),
                 "timestamps": "kept (variable frame rate)" if info.timestamps is not None else None,
                 **({"selection": plan.summary()} if plan.active else {}),
                 "seconds": round(result.seconds, 3),
-                "device": str(translator.device), "dtype": str(translator.pipe.unet.dtype).replace("torch.", ""),
                 "reports": reports, "metrics": result.metrics, "correspondence": _summary(stats, config),
             })
     for note in reports.values():
         log.warning("%s: %s", input, note)
     log.info("wrote %s (%d frame(s), %.1f s)", output, info.n_frames, result.seconds)
     return result
+
+
+DTYPE_NAMES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}  # torch's -> the config's
+
+
+def _as_run(config: TranslateConfig, translator) -> TranslateConfig:
+    """``config`` with the device and dtype the run used in place of auto (None), for the record."""
+    dtype = str(translator.pipe.unet.dtype).replace("torch.", "")
+    return dataclasses.replace(config, device=str(translator.device), dtype=DTYPE_NAMES.get(dtype, dtype))
 
 
 def _detector_options(config: TranslateConfig, kinds) -> dict:

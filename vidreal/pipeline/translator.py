@@ -389,7 +389,7 @@ class Translator:
         attention = nullcontext() if memory is None and merge is None else cross_frame_attention(pipe.unet, memory,
                                                                                                merge)
         cache = DeepCache(pipe.unet, deepcache) if deepcache else None
-        bar.start_steps(len(scheduler.timesteps) - first)
+        bar.start_steps(len(scheduler.timesteps) - first, shown=steps - first // scheduler.order)
         with attention:
             for i, t in enumerate(scheduler.timesteps[first:], start=first):
                 if memory is not None:
