@@ -53,7 +53,9 @@ def test_offline_example_downloads_every_model_it_uses():
         assert args[0] == "download"
         downloads[args[args.index("--local-dir") + 1]] = args[1]
     assert set(downloads.values()) == {DEFAULT_MODEL, *DEFAULT_CONTROLNETS.values()}
-    [run] = commands(text, "vidreal")
+    runs = commands(text, "vidreal")
+    assert [args[0] for args in runs][:3] == ["download"] * 3  # the section starts with `vidreal download`
+    [run] = [args for args in runs if args[0] == "translate" and "--model" in args]
     verb, params = parse(run)
     assert verb == "translate"
     used = [run[i + 1] for i, word in enumerate(run) if word == "--model"]

@@ -89,8 +89,8 @@ def transformers_need(repo: str, flag: str) -> HubNeed:
 
 
 def lora_need(repo: str) -> HubNeed:
-    """A LoRA repo (every file: LoRA repos name their weights freely)."""
-    return HubNeed(repo, None, "--lora PATH (a .safetensors file)")
+    """A LoRA repo: its safetensors files (LoRA repos name their weights freely) and configs."""
+    return HubNeed(repo, None, "--lora PATH (a .safetensors file)", ("*.safetensors", "*.json"))
 
 
 def hub_cache_dir() -> str:
