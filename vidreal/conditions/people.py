@@ -29,7 +29,6 @@ import numpy as np
 from vidreal.errors import ConfigError, ModelError
 
 BUILTIN_DETECTORS = ("blazepose", "hog")
-BLAZEPOSE_INPUT = 224  # the detector's square input
 ROI_SCALE = 1.25  # mediapipe's body box: the hip-centre circle through the size point, scaled by this
 
 # Our BlazePose detection graph: mediapipe's own calculators and bundled model; every detection
