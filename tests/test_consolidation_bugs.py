@@ -39,7 +39,7 @@ def test_one_frame_equals_stock_diffusers_exactly(translator):
     rng = np.random.default_rng(2)  # at 32 px the strided tensors happened to round alike; at 64 px they did not
     frame = rng.integers(0, 255, (1, 64, 64, 3), dtype=np.uint8)
     conds = {k: rng.integers(0, 255, (1, 64, 64, 3), dtype=np.uint8) for k in ("canny", "pose")}
-    ours = translator(frame, conds, PROMPT, "lowres", num_inference_steps=4, guidance_scale=9.0, seed=3,
+    ours = translator(frame, conds, PROMPT, negative_prompt="lowres", num_inference_steps=4, guidance_scale=9.0, seed=3,
                       progress=False, size=None)
     images = [torch.from_numpy(conds[k]).permute(0, 3, 1, 2).contiguous().float() / 255 for k in ("canny", "pose")]
     stock = translator.pipe(PROMPT, negative_prompt="lowres", image=images, num_inference_steps=4, guidance_scale=9.0,

@@ -155,14 +155,8 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
                 yield chunk, maps
 
         emitted = 0  # frames written so far: the next frame's index
-        for frames in translator.stream(
-            pieces(), prompt, config.negative_prompt, config.steps, config.guidance, config.controlnet_scale or None,
-            config.seed, config.chunk_size, config.consistency, config.size, progress, n_frames=info.n_frames,
-            control_start=config.control_start, control_end=config.control_end, guess_mode=config.guess_mode,
-            keyframe_every=config.keyframe_every, refine=config.refine, flow_band=config.flow_band,
-            kv_cache=config.kv_cache, stats=stats, scheduler=config.scheduler, eta=config.eta,
-            deepcache_interval=config.deepcache_interval, tome_ratio=config.tome_ratio,
-        ):
+        for frames in translator.stream(pieces(), prompt, config.options(), progress=progress, n_frames=info.n_frames,
+                                        stats=stats):
             writer.write(frames)
             if waiting is not None:
                 source, rows = waiting.take(len(frames))

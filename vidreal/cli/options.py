@@ -15,7 +15,7 @@ from vidreal.cli.common import option, show_default
 from vidreal.config import (CONDITION_ALIASES, CONSISTENCY_MODES, KV_CACHE, LEVERS, TOME_MAX, TranslateConfig,
                             load_config)
 from vidreal.errors import ConfigError
-from vidreal.pipeline.schedulers import SCHEDULER_NAMES
+from vidreal.samplers import SCHEDULER_NAMES
 
 
 class FiniteFloat(click.FloatRange):
