@@ -195,7 +195,8 @@ def translate_options(func):
         click.option("--guess-mode/--no-guess-mode", "guess_mode", default=None,
                      help="ControlNets see only the conditional half under guidance (diffusers' guess mode)."),
         click.option("--scheduler", metavar="NAME",
-                     help=f"Sampler: {', '.join(SCHEDULER_NAMES)}; default: the model's own (PNDM for SD 1.5)."),
+                     help=f"Sampler: {', '.join(SCHEDULER_NAMES)} (or a diffusers class / ComfyUI name, e.g. dpmpp_2m); "
+                          "default: the model's own (PNDM for SD 1.5)."),
         click.option("--eta", type=float, help="DDIM / TCD eta, 0 to 1; default: the scheduler's."),
         click.option("--levers", metavar="NAME,...",
                      help=f"Exact-path speed levers, comma-separated: {', '.join(LEVERS)} (or none); "
