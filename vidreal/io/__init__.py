@@ -49,9 +49,9 @@ from vidreal.io.decode import (Clip, Media, VideoInfo, is_image_path, iter_video
                                read_frames, read_video)
 from vidreal.io.encode import VideoWriter, write_video
 from vidreal.io.images import image_to_rgb, resize_frames
-from vidreal.io.outputs import OutputFiles, check_output
+from vidreal.io.outputs import OutputFiles, check_output, refuse_overwriting
 from vidreal.runtime import IMAGE_EXTS, VIDEO_EXTS
 
 __all__ = ["IMAGE_EXTS", "VIDEO_EXTS", "Clip", "Media", "OutputFiles", "VideoInfo", "VideoWriter", "atomic_output",
            "check_output", "image_to_rgb", "is_image_path", "iter_video", "open_media", "probe", "quick_probe",
-           "read_frames", "read_video", "resize_frames", "write_video"]
+           "read_frames", "read_video", "refuse_overwriting", "resize_frames", "write_video"]

@@ -77,6 +77,15 @@ def check_output(path, info: VideoInfo) -> Path:
         raise OutputError("an image input gives an image output; use an image extension such as .png", path)
     if path.is_dir():
         raise OutputError("output path is a folder, expected a file name", path)
-    if path.exists() and os.path.samefile(path, info.path):
-        raise OutputError("the output would overwrite the input", path)
+    refuse_overwriting(path, [info.path])
     return path
+
+
+def refuse_overwriting(path, inputs) -> None:
+    """OutputError (one line) when the output ``path`` is one of the ``inputs`` (the same file,
+    by any name or link): no verb writes over what it reads. None paths are skipped."""
+    if path is None or not Path(path).exists():
+        return
+    for source in inputs:
+        if source is not None and Path(source).exists() and os.path.samefile(path, source):
+            raise OutputError("the output would overwrite the input", path)
