@@ -133,3 +133,21 @@ def test_batch_record_names_the_input_root(tiny_models, tmp_path):
     run_batch(tmp_path / "in", tmp_path / "out", config, list_file=tmp_path / "list.txt", progress=False)
     data = yaml.safe_load((tmp_path / "out" / "batch.vidreal.yaml").read_text())
     assert data["result"]["root"] == str((tmp_path / "in").resolve())
+
+
+def test_report_without_rejections_has_no_empty_table(tmp_path):
+    from vidreal.sheet import _html
+
+    page = _html(tmp_path, b"png", None, [{"input": "a.mp4", "status": "done"}], 1)
+    assert "Rejected items" not in page and "<table" not in page and "0 rejected" in page
+
+
+def test_preview_panels_are_labelled():
+    import numpy as np
+
+    from vidreal.translate import _panel
+
+    frames = np.full((2, 64, 64, 3), 128, np.uint8)
+    plain, labelled = _panel(frames), _panel(frames, "source")
+    changed = np.argwhere((plain != labelled).any(axis=(0, 3)))
+    assert len(changed) > 20 and changed[:, 0].max() < 24 and changed[:, 1].max() < 80  # small, top-left

@@ -147,6 +147,9 @@ def _html(out_dir: Path, sheet_png: bytes, hist_png: bytes | None, records: list
         f"<td>{_fmt(item_scores(r)['pose_pck'])}</td><td>{html.escape(str(r.get('rejected', '')))}</td></tr>"
         for r in rejected)
     hist = f'<h2>Scores</h2><img alt="score histograms" src="{_data_uri(hist_png)}">' if hist_png else ""
+    table = "" if not rejected else (  # no empty table when nothing was rejected
+        f"<h2>Rejected items ({len(rejected)})</h2>\n"
+        f"<table><tr><th>item</th><th>edge F1</th><th>pose PCK</th><th>why</th></tr>{rows}</table>")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>vidreal report: {html.escape(out_dir.name)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
@@ -155,8 +158,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px}}img{{max-width:100%}}</style></hea
 <p>{len(records)} translated item(s), {len(rejected)} rejected; the sheet shows {shown}.</p>
 <h2>Contact sheet</h2><img alt="contact sheet" src="{_data_uri(sheet_png)}">
 {hist}
-<h2>Rejected items ({len(rejected)})</h2>
-<table><tr><th>item</th><th>edge F1</th><th>pose PCK</th><th>why</th></tr>{rows}</table>
+{table}
 </body></html>
 """
 
