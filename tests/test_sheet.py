@@ -16,7 +16,7 @@ from vidreal.cli import cli
 from vidreal.config import load_config
 from vidreal.errors import ConfigError, InputError
 from vidreal.io import read_video, write_video
-from vidreal.sheet import LABEL, PANEL, choose_items, write_report
+from vidreal.batch.sheet import LABEL, PANEL, choose_items, write_report
 
 
 def _read_png(path) -> np.ndarray:
@@ -116,7 +116,7 @@ def test_sheet_errors_are_one_line_and_write_nothing(tmp_path):
 @pytest.mark.slow
 def test_missing_sources_are_said_not_drawn_silently(batch, tmp_path, caplog):
     _, out, _ = batch
-    with caplog.at_level("WARNING", logger="vidreal.sheet"):
+    with caplog.at_level("WARNING", logger="vidreal.batch.sheet"):
         write_report(out, tmp_path / "s.png", root=tmp_path / "nowhere", n=1, report=False)
     assert "source of" in caplog.text and "not found" in caplog.text
     assert not (tmp_path / "report.html").exists()
@@ -136,7 +136,7 @@ def test_batch_record_names_the_input_root(tiny_models, tmp_path):
 
 
 def test_report_without_rejections_has_no_empty_table(tmp_path):
-    from vidreal.sheet import _html
+    from vidreal.batch.sheet import _html
 
     page = _html(tmp_path, b"png", None, [{"input": "a.mp4", "status": "done"}], 1)
     assert "Rejected items" not in page and "<table" not in page and "0 rejected" in page

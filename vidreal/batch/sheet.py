@@ -23,6 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vidreal.batch.manifest import MANIFEST_NAME, read_manifest
 from vidreal.errors import ConfigError, InputError
 
 PANEL = 160  # panel height in px
@@ -168,7 +169,6 @@ def write_report(out_dir, sheet=None, root=None, n: int = 8, seed: int = 0, wors
     """Write the contact sheet of a batch's OUT_DIR (default ``OUT_DIR/sheet.png``) and, with
     ``report``, ``report.html`` beside it. Returns the sheet's path. InputError when OUT_DIR has
     no manifest or no translated item."""
-    from vidreal.batch.manifest import MANIFEST_NAME, read_manifest
     from vidreal.conditions import DetectorSet
     from vidreal.io import atomic_output
 
