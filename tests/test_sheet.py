@@ -151,3 +151,11 @@ def test_preview_panels_are_labelled():
     plain, labelled = _panel(frames), _panel(frames, "source")
     changed = np.argwhere((plain != labelled).any(axis=(0, 3)))
     assert len(changed) > 20 and changed[:, 0].max() < 24 and changed[:, 1].max() < 80  # small, top-left
+
+
+def test_sheet_rows_are_equally_wide_without_black_padding():
+    from vidreal.batch.sheet import render_sheet
+
+    wide, square = np.full((90, 160, 3), 200, np.uint8), np.full((100, 100, 3), 200, np.uint8)
+    sheet = render_sheet([("wide", "done", [wide] * 4), ("square", "done", [square] * 4)])
+    assert not (sheet[:, -3:] == 0).all(axis=2).any()  # no black column at the right of any row

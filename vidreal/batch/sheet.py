@@ -92,13 +92,15 @@ def _fmt(value) -> str:
 
 def render_sheet(rows: list) -> np.ndarray:
     """uint8 (H, W, 3) sheet of rows ``(label, status, [panels uint8 (h, w, 3)])``."""
+    bodies = [np.concatenate([_panel(p) for p in panels], axis=1) for _, _, panels in rows]
+    width = max(body.shape[1] for body in bodies)
     strips = []
-    for label, status, panels in rows:
-        body = np.concatenate([_panel(p) for p in panels], axis=1)
+    for (label, status, _), body in zip(rows, bodies):
+        h, w = body.shape[:2]
+        if w != width:  # every row as wide as the widest (scaled, not padded black)
+            body = cv2.resize(body, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
         colour = (255, 90, 90) if status == "rejected" else (230, 230, 230)
-        strips += [_label(label, body.shape[1], colour), body]
-    width = max(s.shape[1] for s in strips)
-    strips = [np.pad(s, ((0, 0), (0, width - s.shape[1]), (0, 0))) for s in strips]
+        strips += [_label(label, width, colour), body]
     header = _label("source | canny | pose | output (middle frames)", width)
     return np.concatenate([header, *strips])
 
