@@ -132,9 +132,12 @@ def test_default_run_prints_one_line_per_output_and_each_warning_once(tiny_model
 def test_no_progress_hides_the_libraries_bars_too(tiny_models, video, tmp_path, monkeypatch):
     monkeypatch.setattr(progress, "is_terminal", lambda stream=None: True)  # as on a terminal
     args = ["translate", str(video), "-o", str(tmp_path / "out.mp4"), *model_args(tiny_models)]
-    shown = CliRunner().invoke(cli, args)
+    default = CliRunner().invoke(cli, args)  # the libraries' loading bars are their chatter: -vv only
+    assert default.exit_code == 0, default.output
+    assert "Loading" not in default.stderr and "translating" in default.stderr
+    shown = CliRunner().invoke(cli, ["-vv", *args])
     assert shown.exit_code == 0, shown.output
-    assert "Loading pipeline components" in shown.stderr and "translating" in shown.stderr
+    assert "Loading pipeline components" in shown.stderr and "Loading weights" in shown.stderr
     hidden = CliRunner().invoke(cli, [*args, "--no-progress"])
     assert hidden.exit_code == 0, hidden.output
     assert "Loading" not in hidden.stderr and "translating" not in hidden.stderr and "\r" not in hidden.stderr
@@ -201,3 +204,17 @@ def test_batch_shows_items_and_frames_for_the_dataset(translator, tmp_path, caps
     assert re.search(r"2/2 items .*, 4 frames, \d+\.\d\d frames/s, ETA 00:00, 0 failed", batch[-1]), batch[-1]
     assert any(re.search(r"1/2 items .*, 2 frames, \d+\.\d\d frames/s, ETA \d\d:\d\d", line) for line in batch)
     assert any(re.search(r"^translating: .*step 1/2", line) for line in err.splitlines())  # each item's steps
+
+
+def test_verbose_is_vidreals_story_and_vv_adds_the_libraries(tiny_models, video, tmp_path):
+    def stderr(*flags):
+        cmd = [sys.executable, "-m", "vidreal", *flags, *_command(tiny_models, video, tmp_path / "out.mp4")[3:],
+               "--no-progress"]
+        done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    lines = stderr("-v").splitlines()
+    assert any(line.startswith("info: loaded") for line in lines)
+    assert all(re.match(r"(info|warning): (?!\[)", line) for line in lines), lines  # vidreal's own lines only
+    assert re.search(r"CLIPTextConfig|loading weights file", stderr("-vv"))  # the libraries' info: -vv

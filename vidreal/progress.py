@@ -7,10 +7,11 @@
   step of every batch (so the ETA comes from the first steps, not from the first chunk).
 * :class:`DatasetRate` is what the batch bar says about the whole dataset: frames/s over the
   wall time of the run (all workers together) and the ETA of the items left.
-* :func:`configure` also switches the libraries' own bars (diffusers' "Loading pipeline
-  components", transformers' "Loading weights", huggingface_hub's downloads): they show only
-  where vidreal's bars would be tqdm bars. :func:`sync_libraries` applies that to a library
-  imported since (call it after importing diffusers).
+* :func:`configure` also switches the libraries' own bars: diffusers' "Loading pipeline
+  components" and transformers' "Loading weights" are the libraries' chatter, shown only at
+  ``-vv`` on a terminal; huggingface_hub's downloads show where vidreal's bars would be tqdm bars.
+  :func:`sync_libraries` applies that to a library imported since (call it after importing
+  diffusers or transformers).
 * :func:`interruptible` (the CLI runs every verb in it): Ctrl-C raises ``KeyboardInterrupt`` in
   the main thread as usual and also stops other threads (batch workers) at their next denoising
   step, where :func:`check_interrupt` is called.
@@ -38,13 +39,13 @@ def configure(enabled: bool = True) -> None:
     """Turn every progress bar on or off for this process (the CLI: ``-q``, ``--no-progress``).
 
     Off, :func:`bar` returns disabled bars whatever its caller asks, and the libraries' bars are
-    hidden. On, the libraries' bars show only when stderr is a terminal.
+    hidden. On, download bars show when stderr is a terminal, loading bars also need ``-vv``.
     """
     _state["enabled"] = bool(enabled)
-    if not library_bars_shown() and "HF_HUB_DISABLE_PROGRESS_BARS" not in os.environ:
+    if not download_bars_shown() and "HF_HUB_DISABLE_PROGRESS_BARS" not in os.environ:
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read by huggingface_hub (so transformers) at import
         _state["set_env"] = True
-    elif library_bars_shown() and _state["set_env"]:
+    elif download_bars_shown() and _state["set_env"]:
         del os.environ["HF_HUB_DISABLE_PROGRESS_BARS"]
         _state["set_env"] = False
     sync_libraries()
@@ -62,19 +63,27 @@ def is_terminal(stream=None) -> bool:
         return False
 
 
-def library_bars_shown() -> bool:
-    """Whether diffusers', transformers' and huggingface_hub's own bars may show."""
+def download_bars_shown() -> bool:
+    """Whether huggingface_hub's download bars may show."""
     return _state["enabled"] and is_terminal()
 
 
+def library_bars_shown() -> bool:
+    """Whether diffusers' and transformers' loading bars may show: at ``-vv`` (their chatter)."""
+    from vidreal import logs
+
+    return download_bars_shown() and logs.verbosity() >= 2
+
+
 def sync_libraries() -> None:
-    """Apply the library bar setting to those of diffusers, transformers and huggingface_hub that
-    are imported (importing them here would cost seconds; call this again after importing one)."""
+    """Apply the bar settings to those of diffusers, transformers and huggingface_hub that are
+    imported (importing them here would cost seconds; call this again after importing one)."""
     shown = library_bars_shown()
     for name in ("diffusers.utils.logging", "transformers.utils.logging"):
         module = sys.modules.get(name)
-        if module is not None:
+        if module is not None:  # transformers' switch also sets huggingface_hub's: set below
             (module.enable_progress_bar if shown else module.disable_progress_bar)()
+    shown = download_bars_shown()
     hub = sys.modules.get("huggingface_hub.utils")
     if hub is not None and not shown:
         hub.disable_progress_bars()

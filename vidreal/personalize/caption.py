@@ -74,6 +74,9 @@ def load_blip(model: str, device, dtype):
     A hub id is checked up front: not cached and the hub offline or unreachable -> ModelError in seconds."""
     from transformers import BlipForConditionalGeneration, BlipProcessor
 
+    from vidreal.progress import sync_libraries
+
+    sync_libraries()  # transformers' loading bar follows vidreal's settings
     hub = is_hub_id(model)
     local_only = check_hub([blip_need(model)]) if hub else False
     try:

@@ -62,7 +62,8 @@ class Translator:
         defaults are SD 1.5 with the canny and openpose ControlNets from the hub.
         """
         from vidreal.config import DEFAULT_CONTROLNETS, DEFAULT_MODEL
-        import diffusers.utils.logging  # noqa: F401 (loading imports it anyway): its bars follow vidreal's
+        import diffusers.utils.logging  # noqa: F401 (loading imports them anyway): their bars follow vidreal's
+        import transformers.utils.logging  # noqa: F401
 
         from vidreal.pipeline.loading import load_pipeline
 
