@@ -57,6 +57,9 @@ def load_clip(model: str = DEFAULT_CLIP_MODEL, device=None, with_tokenizer: bool
     """
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
+    from vidreal.progress import sync_libraries
+
+    sync_libraries()  # transformers' loading bar follows vidreal's settings
     device = resolve_device(device)
     model = str(model)
     local_only = check_clip(model)
