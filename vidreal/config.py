@@ -67,7 +67,9 @@ class TranslateConfig:
     size: int | None = 512  # working resolution (short side); None keeps the input size
     device: str | None = None  # None = auto (cuda > mps > cpu)
     dtype: str | None = None  # None = auto (fp16 on GPU, fp32 on CPU)
-    compile: bool = False  # torch.compile the UNet and ControlNets: faster on GPU after a slow first call
+    compile: str = "auto"  # auto | on | off: torch.compile the UNet and ControlNets (CUDA graphs on a GPU); auto: on
+    # for CUDA runs long enough to repay the first call (a batch, or a clip of more than a few chunks)
+    vae: str | None = None  # replaces the model's VAE: an AutoencoderKL or AutoencoderTiny (TAESD), hub id/folder/file
     embeddings: list[str] = field(default_factory=list)  # Textual Inversion files, FILE[:TOKEN]
     lora: str | list | None = None  # LoRA(s): FILE[:SCALE], or a list of FILE[:SCALE] / {path: FILE, scale: S}
     lora_scale: float = 1.0  # scale of every LoRA that names none
@@ -94,10 +96,8 @@ class TranslateConfig:
     end: int | str | None = None  # EXCLUSIVE end: a frame index or seconds; None = the clip's end
     every: int = 1  # keep every N-th frame from start; output fps = input fps / N
     max_frames: int | None = None  # keep at most this many frames
-    # throughput: exact-path levers (speed only) and opt-in approximations (change the output)
-    levers: list[str] = field(default_factory=list)  # fused-qkv, channels-last (see LEVERS)
+    # throughput: an opt-in approximation (changes the output)
     deepcache_interval: int = 0  # N: the full UNet every N steps, only its shallow blocks between (0/1: off)
-    tome_ratio: float = 0.0  # fraction of self-attention key/value tokens merged (ToMe), 0..0.75 (0: off)
 
     def __post_init__(self):
         self.validate()
@@ -128,8 +128,10 @@ class TranslateConfig:
         if self.eta is not None and (not isinstance(self.eta, (int, float)) or not 0 <= self.eta <= 1):
             raise ConfigError(f"eta must be a number in [0, 1] or null, got {self.eta!r}")
         lora_list(self.lora, self.lora_scale)
-        check_levers(self.levers)
-        check_approximations(self.deepcache_interval, self.tome_ratio)
+        self.compile = check_compile(self.compile)
+        if self.vae is not None and (not isinstance(self.vae, str) or not self.vae.strip()):
+            raise ConfigError(f"vae must be a hub id, a folder or a .safetensors file (or null), got {self.vae!r}")
+        check_approximations(self.deepcache_interval)
         from vidreal.conditions import check_options  # kinds and option names, before any model loads
 
         self.conditions = check_options(self.conditions, kinds=self.controlnets)
@@ -171,9 +173,8 @@ class TranslateConfig:
         if not is_active(*(data[key] for key in KEYS)):  # every frame: the hash of configs before selection existed
             for key in KEYS:
                 data.pop(key)
-        data.pop("levers")  # exact-path levers change speed, not the output (up to rounding)
-        for key, off in (("deepcache_interval", (0, 1)), ("tome_ratio", (0.0,))):
-            if data[key] in off:  # approximations off: the hash of configs before they existed
+        for key, off in (("deepcache_interval", (0, 1)), ("vae", (None,))):
+            if data[key] in off:  # off: the hash of configs before the key existed
                 data.pop(key)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -212,26 +213,34 @@ def check_correspondence(consistency, keyframe_every=None, refine=None, flow_ban
                           f"{' with refine' if refine else ''} needs the frame memory (kv_cache device or cpu)")
 
 
-LEVERS = ("fused-qkv", "channels-last")  # exact-path speed levers (Translator.use_levers)
-TOME_MAX = 0.75  # ToMe merges source tokens of 2x2 blocks into their block's first token: at most 3/4
+COMPILE = ("auto", "on", "off")
+# Options that were removed, with what replaces them: a config or flag naming one fails with this line.
+REMOVED = {
+    "tome_ratio": "tome_ratio was removed: it was slower (0.60x) on an H200; use deepcache_interval or compile",
+    "levers": "levers was removed: fused-qkv and channels-last are applied by compile (they did not pay without it)",
+}
 
 
-def check_levers(levers) -> list[str]:
-    """``levers`` as a list of names of :data:`LEVERS`; ConfigError naming a bad one."""
-    if isinstance(levers, str) or not isinstance(levers, (list, tuple)):
-        raise ConfigError(f"levers must be a list of {', '.join(LEVERS)}, got {levers!r}")
-    for name in levers:
-        if name not in LEVERS:
-            raise ConfigError(f"unknown lever {name!r}; valid: {', '.join(LEVERS)}")
-    return list(levers)
+def check_compile(value) -> str:
+    """``compile`` as one of :data:`COMPILE` (true/false, as older records wrote it, are on/off)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value not in COMPILE:
+        raise ConfigError(f"compile must be one of {', '.join(COMPILE)}, got {value!r}")
+    return value
 
 
-def check_approximations(deepcache_interval=0, tome_ratio=0.0) -> None:
-    """ConfigError unless deepcache_interval is an integer >= 0 and 0 <= tome_ratio <= TOME_MAX."""
+def check_removed(keys, where: str) -> None:
+    """ConfigError naming the replacement of the first removed option among ``keys``."""
+    for key in keys:
+        if key in REMOVED:
+            raise ConfigError(f"{where}: {REMOVED[key]}")
+
+
+def check_approximations(deepcache_interval=0) -> None:
+    """ConfigError unless deepcache_interval is an integer >= 0."""
     if isinstance(deepcache_interval, bool) or not isinstance(deepcache_interval, int) or deepcache_interval < 0:
         raise ConfigError(f"deepcache_interval must be an integer >= 0 (0 or 1: off), got {deepcache_interval!r}")
-    if isinstance(tome_ratio, bool) or not isinstance(tome_ratio, (int, float)) or not 0 <= tome_ratio <= TOME_MAX:
-        raise ConfigError(f"tome_ratio must be a number in [0, {TOME_MAX}] (0: off), got {tome_ratio!r}")
 
 
 def parse_lora(spec, default_scale: float = 1.0) -> tuple[str, float]:
@@ -278,6 +287,7 @@ FIELDS = {f.name: f for f in dataclasses.fields(TranslateConfig)}
 
 
 def _check_keys(keys, where: str) -> None:
+    check_removed(keys, where)
     check_keys(keys, [*FIELDS, *CONDITION_ALIASES, *SECTIONS], where)
 
 
@@ -352,6 +362,7 @@ def load_config(path: str | Path | None = None, **overrides) -> TranslateConfig:
     if path is not None:
         values.update(read_preset(path))
     given = {k: v for k, v in overrides.items() if v is not None}
+    check_removed(given, "overrides")
     check_keys(given, [*FIELDS, *CONDITION_ALIASES], "overrides")
     given = _fold_aliases(given, "overrides")
     if "conditions" in given:

@@ -68,6 +68,12 @@ def controlnet_need(name: str, repo: str) -> HubNeed:
                    CONTROLNET_FILES)
 
 
+def vae_need(repo: str) -> HubNeed:
+    """A VAE repo (``--vae``): an AutoencoderKL or AutoencoderTiny (TAESD) at the repo's root."""
+    return HubNeed(repo, "config.json", "--vae PATH (an AutoencoderKL or AutoencoderTiny folder or a .safetensors file)",
+                   CONTROLNET_FILES)
+
+
 def lora_need(repo: str) -> HubNeed:
     """A LoRA repo (every file: LoRA repos name their weights freely)."""
     return HubNeed(repo, None, "--lora PATH (a .safetensors file)")

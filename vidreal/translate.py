@@ -43,18 +43,17 @@ class TranslateResult:
     keypoints: Path | None = None
 
 
-def load_translator(config: TranslateConfig):
-    """Load the model and ControlNets a config names (once per process or worker)."""
+def load_translator(config: TranslateConfig, long_runs: bool = False):
+    """Load the model and ControlNets a config names (once per process or worker). ``long_runs``:
+    the translator serves many runs (a batch's worker), so ``compile: auto`` compiles it on CUDA."""
     from vidreal.pipeline import Translator
 
     translator = Translator.from_pretrained(
         config.model, config.controlnets, device=config.device, dtype=config.dtype, embeddings=config.embeddings,
         lora=config.lora, lora_scale=config.lora_scale, allow_pickle=config.allow_pickle,
-        model_config=config.model_config,
+        model_config=config.model_config, vae=config.vae,
     )
-    translator.use_levers(config.levers)
-    if config.compile:
-        translator.compile()
+    translator.use_compile(config.compile, long_runs=long_runs)
     return translator
 
 
@@ -161,7 +160,7 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
             control_start=config.control_start, control_end=config.control_end, guess_mode=config.guess_mode,
             keyframe_every=config.keyframe_every, refine=config.refine, flow_band=config.flow_band,
             kv_cache=config.kv_cache, stats=stats, scheduler=config.scheduler, eta=config.eta,
-            deepcache_interval=config.deepcache_interval, tome_ratio=config.tome_ratio,
+            deepcache_interval=config.deepcache_interval,
         ):
             writer.write(frames)
             if waiting is not None:
@@ -193,6 +192,7 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
                 **({"selection": plan.summary()} if plan.active else {}),
                 "seconds": round(result.seconds, 3),
                 "device": str(translator.device), "dtype": str(translator.pipe.unet.dtype).replace("torch.", ""),
+                "compiled": translator.compiled,
                 "reports": reports, "metrics": result.metrics, "correspondence": _summary(stats, config),
             })
     for note in reports.values():
