@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import yaml
 import torch
 from click.testing import CliRunner
 
@@ -154,7 +155,11 @@ def test_cli_translate_image_in_image_out(tiny_models, samples, tmp_path):
     assert res.exit_code == 0, res.output
     frames = vidreal.read_video(out).frames
     assert frames.shape == (1, *vidreal.read_video(src).frames.shape[1:])
-    assert "a car in the style of sks object" in out.with_name("car.png.vidreal.yaml").read_text()
+    record = out.with_name("car.png.vidreal.yaml")
+    assert "a car in the style of sks object" in record.read_text()
+    data = yaml.safe_load(record.read_text())  # the values the run used, not auto's null
+    assert (data["device"], data["dtype"]) == ("cpu", "fp32") and "device" not in data["result"]
+    assert vidreal.load_config(record).dtype == "fp32"  # still a valid preset
 
 
 @pytest.mark.parametrize("case", ["zero-byte", "truncated", "text", "unsupported", "missing", "directory"])
@@ -184,7 +189,7 @@ def test_cli_config_errors(tiny_models, tmp_path):
     preset = tmp_path / "p.yaml"
     preset.write_text("stpes: 3\n")
     res = CliRunner().invoke(cli, ["translate", "x.mp4", "-o", str(tmp_path / "o.mp4"), "--config", str(preset)])
-    assert res.exit_code == 1 and "did you mean 'steps'" in res.output
+    assert res.exit_code == 2 and "did you mean 'steps'" in res.output
     res = CliRunner().invoke(cli, ["translate", "x.mp4", "-o", "o.mp4", "--steps", "many"])
     assert res.exit_code == 2
 

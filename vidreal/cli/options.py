@@ -11,7 +11,7 @@ import math
 import click
 import yaml
 
-from vidreal.cli.common import option, show_default
+from vidreal.cli.common import option, show_default, usage
 from vidreal.config import (CONDITION_ALIASES, CONSISTENCY_MODES, KV_CACHE, REMOVED, TranslateConfig,
                             load_config)
 from vidreal.errors import ConfigError
@@ -20,13 +20,21 @@ from vidreal.pipeline.schedulers import SCHEDULER_NAMES
 
 class FiniteFloat(click.FloatRange):
     """A float flag (optionally bounded, as ``click.FloatRange``) that refuses ``nan`` and ``inf``
-    with one ``error:`` line (a ConfigError), as a non-finite config value is refused."""
+    as a usage error, as a non-finite config value is refused. Unbounded, --help shows it as FLOAT."""
+
+    def __init__(self, min=None, max=None, **kwargs):
+        super().__init__(min, max, **kwargs)
+        if min is None and max is None:
+            self.name = "float"  # not "FLOAT RANGE [x<=None]"
+
+    def _describe_range(self) -> str:
+        return "" if self.min is None and self.max is None else super()._describe_range()
 
     def convert(self, value, param, ctx):
-        number = click.FLOAT.convert(value, param, ctx)  # "abc" stays a usage error
+        number = click.FLOAT.convert(value, param, ctx)
         if not math.isfinite(number):
             name = param.opts[0] if param is not None and param.opts else "value"
-            raise ConfigError(f"{name} must be a finite number, got {value}")
+            raise click.UsageError(f"{name} must be a finite number, got {value}", ctx)
         return super().convert(number, param, ctx)
 
 
@@ -87,9 +95,9 @@ def _loras(values):
 
 SHOWN_DEFAULTS = {"device": "auto", "dtype": "auto"}  # config None means auto-detect
 
-CANNY_OPTIONS = [
-    option("--canny-low", type=click.IntRange(0, 255), help="Canny low threshold.", show_default="100"),
-    option("--canny-high", type=click.IntRange(0, 255), help="Canny high threshold.", show_default="200"),
+CANNY_OPTIONS = [  # deprecated spellings of --condition canny.low_threshold=N / canny.high_threshold=N: not in --help
+    option("--canny-low", type=click.IntRange(0, 255), hidden=True, help="Canny low threshold."),
+    option("--canny-high", type=click.IntRange(0, 255), hidden=True, help="Canny high threshold."),
 ]
 
 
@@ -114,10 +122,26 @@ def selection_options(func):
 
 
 def canny_options(func):
-    """``--canny-low``/``--canny-high`` (INTEGER 0-255), the same in every verb that has them."""
+    """``--canny-low``/``--canny-high`` (INTEGER 0-255, hidden: the old spellings of ``--condition
+    canny.low_threshold=N``), the same in every verb that has them."""
     for opt in reversed(CANNY_OPTIONS):
         func = opt(func)
     return func
+
+
+def _config(config_path, given: dict) -> TranslateConfig:
+    """The preset at ``config_path`` with the translation flags ``given`` (as Click parsed them) over it."""
+    given["controlnets"] = _pairs(given.get("controlnets"), "--controlnet")
+    given["controlnet_scale"] = _pairs(given.get("controlnet_scale"), "--controlnet-scale", float)
+    given["embeddings"] = list(given["embeddings"]) or None
+    given["lora"] = _loras(given.get("lora"))
+    given["conditions"] = condition_options(given.get("conditions"))
+    for name in ("control_start", "control_end"):
+        given[name] = _timing(given.get(name), "--" + name.replace("_", "-"))
+    given["flow_band"] = list(given["flow_band"]) if given.get("flow_band") else None
+    if given.get("dtype") == "auto":
+        given["dtype"] = None
+    return load_config(config_path, **given)
 
 
 def translate_options(func):
@@ -190,21 +214,12 @@ def translate_options(func):
     @functools.wraps(func)
     def wrapper(*args, config_path=None, **kwargs):
         removed = [name for name in REMOVED if kwargs.pop(name, None) is not None]
-        if removed:
-            raise ConfigError(REMOVED[removed[0]].replace(removed[0], "--" + removed[0].replace("_", "-"), 1))
         given = {name: kwargs.pop(name) for name in list(kwargs)
                  if name in TranslateConfig.__dataclass_fields__ or name in CONDITION_ALIASES}
-        given["controlnets"] = _pairs(given.get("controlnets"), "--controlnet")
-        given["controlnet_scale"] = _pairs(given.get("controlnet_scale"), "--controlnet-scale", float)
-        given["embeddings"] = list(given["embeddings"]) or None
-        given["lora"] = _loras(given.get("lora"))
-        given["conditions"] = condition_options(given.get("conditions"))
-        for name in ("control_start", "control_end"):
-            given[name] = _timing(given.get(name), "--" + name.replace("_", "-"))
-        given["flow_band"] = list(given["flow_band"]) if given.get("flow_band") else None
-        if given.get("dtype") == "auto":
-            given["dtype"] = None
-        kwargs["config"] = load_config(config_path, **given)
+        with usage():  # a wrong flag or preset value: exit 2 before any input is read
+            if removed:  # a removed flag: one line naming its replacement
+                raise ConfigError(REMOVED[removed[0]].replace(removed[0], "--" + removed[0].replace("_", "-"), 1))
+            kwargs["config"] = _config(config_path, given)
         if wants_path:  # the verb reads its own section of the file (batch:)
             kwargs["config_path"] = config_path
         return func(*args, **kwargs)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from vidreal.cli.common import option, progress_option, status
+from vidreal.cli.common import option, progress_option, status, usage
 from vidreal.config import DEFAULT_MODEL
 from vidreal.errors import ConfigError
 
@@ -100,16 +100,16 @@ def personalize():
 @personalize.command("dreambooth", epilog="""\b
 Examples:
   vidreal personalize dreambooth --train-dir rocog/real/ground/Advance -o models/rocog \\
-      --preset rocog --num-class-images 200
+      --prompt-set rocog --num-class-images 200
 """)
 @option("--train-dir", "instance_dir", aliases=("--instance-dir",), required=True, type=click.Path(exists=False),
         help="Folder of target (instance) images, searched recursively.")
 @_training_options(steps=800, lr="2e-6", accumulation=1, checkpointing="on")
-@click.option("--preset", type=click.Choice(["visda", "rocog"]),
-              help="Default prompts: visda 'an object in the style of sks object' / 'an object'; "
-                   "rocog 'a person in the style of sks person' / 'a person'.")
-@click.option("--instance-prompt", help="Prompt for the target images (overrides --preset).")
-@click.option("--class-prompt", help="Prompt for the prior-preservation images (overrides --preset).")
+@option("--prompt-set", "preset", aliases=("--preset",), type=click.Choice(["visda", "rocog"]),
+        help="Default prompts: visda 'an object in the style of sks object' / 'an object'; "
+             "rocog 'a person in the style of sks person' / 'a person'.")
+@click.option("--instance-prompt", help="Prompt for the target images (overrides --prompt-set).")
+@click.option("--class-prompt", help="Prompt for the prior-preservation images (overrides --prompt-set).")
 @option("--class-dir", type=click.Path(file_okay=False), help="Class images folder; reused when filled.", show_default="OUT/class_images")
 @option("--num-class-images", type=click.IntRange(min=0), help="Prior-preservation images.", show_default="1000; 0: no prior preservation")
 @option("--prior-loss-weight", type=click.FloatRange(min=0), help="Weight of the prior loss.", show_default="1.0")
@@ -124,7 +124,8 @@ def dreambooth(instance_dir, output, config_path, progress, **options):
     """
     from vidreal.personalize import train_dreambooth
 
-    settings = _settings(config_path, "dreambooth", train_dreambooth, **options)
+    with usage():
+        settings = _settings(config_path, "dreambooth", train_dreambooth, **options)
     _report(train_dreambooth(instance_dir, output, progress=progress, **settings))
 
 
@@ -147,7 +148,8 @@ def textual_inversion(train_dir, output, config_path, progress, **options):
     """
     from vidreal.personalize import train_textual_inversion
 
-    settings = _settings(config_path, "textual_inversion", train_textual_inversion, **options)
+    with usage():
+        settings = _settings(config_path, "textual_inversion", train_textual_inversion, **options)
     _report(train_textual_inversion(train_dir, output, progress=progress, **settings))
 
 

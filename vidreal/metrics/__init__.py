@@ -31,7 +31,7 @@ from vidreal.errors import ConfigError, InputError, ModelError
 from vidreal.io import resize_frames
 from vidreal.metrics import clip as _clip
 from vidreal.metrics import temporal as _temporal
-from vidreal.metrics.clip import DEFAULT_CLIP_MODEL, clip_metrics, load_clip
+from vidreal.metrics.clip import DEFAULT_CLIP_MODEL, check_clip, clip_metrics, load_clip
 from vidreal.flow import FLOW_METHODS, check_flow_method, make_flow_estimator, valid_mask, warp
 from vidreal.metrics.report import format_table, plot_metrics
 from vidreal.metrics.structure import (EdgeStream, PoseStream, edge_map, edge_metrics, edge_scores, pose_metrics,
@@ -173,6 +173,12 @@ def compute_metrics(
     source = check_frames(source, "source frames")
     output = check_frames(output, "output frames")
     _check_counts(len(source), len(output))
+    clip_missing = None
+    if clip_model is not None:
+        try:  # up front: a missing CLIP model is known in seconds, and the other scores still run
+            check_clip(clip_model)
+        except ModelError as exc:
+            clip_missing = str(exc)
     with MetricsStream(flow=flow, pose=pose, edge_radius=edge_radius, pck_alpha=pck_alpha, device=device) as stream, \
             tqdm(total=len(source), desc="metrics", unit="frame", disable=not progress) as bar:
         for start in range(0, len(source), 8):
@@ -180,7 +186,9 @@ def compute_metrics(
             bar.update(min(8, len(source) - start))
         result = stream.result()
     result["settings"].update(clip_model=clip_model, prompt=prompt)
-    if clip_model is not None:
+    if clip_missing is not None:
+        result["unavailable"]["clip"] = clip_missing
+    elif clip_model is not None:
         if result["output_resized_from"] is not None:
             output = resize_frames(output, *source.shape[1:3])
         start = time.perf_counter()
@@ -194,22 +202,38 @@ def compute_metrics(
     return result
 
 
-def compute_file_metrics(source, output, *, plot=None, **options) -> dict:
+def compute_file_metrics(source, output, *, plot=None, save=None, selection=None, **options) -> dict:
     """``compute_metrics`` of two video/image files, plus ``source``/``output`` paths in the result.
 
-    Frame counts are compared before decoding (InputError naming both counts). plot: a PNG path
-    for ``plot_metrics`` (written atomically), or None. options: ``compute_metrics`` keywords.
+    The source frames compared are those the output was translated from: the frame selection
+    (``{start, end, every, max_frames}``, see ``vidreal.selection``) recorded in OUTPUT.vidreal.yaml
+    when there is one, with the keys of ``selection`` that are not None over it; ``result["selection"]``
+    says what was kept. Frame counts are compared before decoding (InputError naming both
+    counts). plot: a PNG path for ``plot_metrics``; save: a JSON path for the whole result
+    (``report.save_json``); both written atomically, and refused (OutputError) when they are
+    ``source`` or ``output``. options: ``compute_metrics`` keywords.
     """
-    from vidreal.io import probe, read_video
+    from vidreal import selection as frames
+    from vidreal.config import record_path
+    from vidreal.io import probe, read_frames, read_video, refuse_overwriting
+    from vidreal.metrics.report import save_json
 
-    n_source, n_output = probe(source).n_frames, probe(output).n_frames
-    _check_counts(n_source, n_output, path=output)
-    source_frames = read_video(source).frames
+    for path in (plot, save):
+        refuse_overwriting(path, [source, output])
+    chosen = frames.recorded(record_path(output))
+    chosen.update({key: value for key, value in (selection or {}).items() if value is not None})
+    plan = frames.select(probe(source), **chosen)
+    n_output = probe(output).n_frames
+    _check_counts(len(plan.indices), n_output, path=output)
+    source_frames = read_frames(source, plan.indices) if plan.active else read_video(source).frames
     output_frames = read_video(output).frames
     _check_counts(len(source_frames), len(output_frames), path=output)  # probe counts can be estimates
     result = compute_metrics(source_frames, output_frames, **options)
     result["source"] = str(source)
     result["output"] = str(output)
+    result["selection"] = plan.summary() if plan.active else None
     if plot is not None:
         plot_metrics(result, plot)
+    if save is not None:
+        save_json(result, save)
     return result

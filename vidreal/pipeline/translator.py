@@ -70,7 +70,8 @@ class Translator:
         the model's VAE (an AutoencoderKL, or an AutoencoderTiny: TAESD), see ``load_pipeline``.
         """
         from vidreal.config import DEFAULT_CONTROLNETS, DEFAULT_MODEL
-        import diffusers.utils.logging  # noqa: F401 (loading imports it anyway): its bars follow vidreal's
+        import diffusers.utils.logging  # noqa: F401 (loading imports them anyway): their bars follow vidreal's
+        import transformers.utils.logging  # noqa: F401
 
         from vidreal.pipeline.loading import load_pipeline
 
@@ -427,7 +428,7 @@ class Translator:
             memory.shapes = layer_shapes(pipe.unet, tuple(latents.shape[-2:]))
         graphs = self.compiled and self.device.type == "cuda"
         cache = DeepCache(pipe.unet, deepcache) if deepcache else None
-        bar.start_steps(len(scheduler.timesteps) - first)
+        bar.start_steps(len(scheduler.timesteps) - first, shown=steps - first // scheduler.order)
         with attention:
             for i, t in enumerate(scheduler.timesteps[first:], start=first):
                 if graphs:
