@@ -3,6 +3,7 @@ batches, graph-safe frame memory), --vae (AutoencoderKL / AutoencoderTiny), the 
 and removed options (ToMe, levers) that name their replacement, on tiny models."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -145,10 +146,11 @@ def test_fast_preset_resolves_and_runs_at_four_lcm_steps(tiny_models, nets, lora
     fast = vidreal.load_config(ROOT / "configs" / "fast.yaml")
     assert fast.lora == "latent-consistency/lcm-lora-sdv1-5" and lora_list(fast.lora, fast.lora_scale) == [
         ("latent-consistency/lcm-lora-sdv1-5", 1.0)]
-    assert fast.scheduler == "lcm" and 4 <= fast.steps <= 8 and 1.0 <= fast.guidance <= 2.0
-    # the same preset with tiny models and a tiny LoRA in place of the hub's
+    assert fast.scheduler == "lcm" and 4 <= fast.steps <= 8 and fast.guidance == 1.0
+    assert fast.vae == "madebyollin/taesd" and fast.compile == "auto"
+    # the same preset with tiny models, a tiny LoRA and a tiny TAESD in place of the hub's
     config = vidreal.load_config(ROOT / "configs" / "fast.yaml", model=str(tiny_models["sd"]), controlnets=nets,
-                                 lora=f"{loras[0]}:0.8", device="cpu")
+                                 lora=f"{loras[0]}:0.8", device="cpu", vae=str(tiny_models["taesd"]))
     from vidreal.translate import load_translator
 
     translator = load_translator(config)
@@ -208,6 +210,32 @@ def test_compiled_equals_eager_is_chunk_invariant_and_pads_without_recompiling(t
         assert graphs[2] == graphs[1], mode  # the short last batch is padded: no recompilation
         whole = compiled(frames, conds, PROMPT, consistency=mode, chunk_size=3, **kw)
         assert diff(whole, out) <= 2, mode  # chunk invariance holds compiled
+
+
+@pytest.mark.slow
+def test_bench_table_prints_one_row_per_setting(tiny_models):
+    """tools/bench_translate.py --table at a tiny size: one markdown table, its five rows and columns."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, str(ROOT / "tools" / "bench_translate.py"), "--table", "--model", str(tiny_models["sd"]),
+           "--controlnet", f"canny={tiny_models['canny']}", "--controlnet", f"pose={tiny_models['pose']}",
+           "--taesd", str(tiny_models["taesd"]), "--size", "32", "--steps", "2", "--frames", "3", "--chunk-size", "2",
+           "--repeats", "1", "--device", "cpu", "--compile-backend", "aot_eager"]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = [line.split("|")[1:-1] for line in res.stdout.splitlines() if line.startswith("|")]
+    assert [c.strip() for c in rows[0]] == ["vidreal", "frames/s", "vs stock batched", "max diff vs eager (levels)",
+                                            "recompilations after chunk 1"]
+    table = {r[0].strip(): [c.strip() for c in r[1:]] for r in rows[2:]}
+    assert list(table) == ["cross-frame eager", "cross-frame compiled (CUDA graphs)", "compiled + TAESD",
+                           "LCM 4 steps, guidance 1", "LCM + compile + TAESD"]
+    for name, (fps, ratio, difference, recompiled) in table.items():
+        assert float(fps) > 0 and ratio.endswith("x")
+        compiled = "compile" in name
+        assert recompiled == ("0" if compiled else "-"), (name, recompiled)  # padding: the short last chunk too
+    assert int(table["cross-frame compiled (CUDA graphs)"][2]) <= 2  # compiled = eager within rounding
+    assert int(table["compiled + TAESD"][2]) > 2  # TAESD is an approximation
 
 
 # ----------------------------------------------------------------------------- --vae
