@@ -135,13 +135,7 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
         pieces = stages.ahead("conditions", _conditions(decoded, work, detectors, encoder.waiting, people))
         encode = stages.behind("encode", encoder.write)
         outputs = stages.iterate("denoise", translator.stream(
-            pieces, prompt, config.negative_prompt, config.steps, config.guidance, config.controlnet_scale or None,
-            config.seed, config.chunk_size, config.consistency, config.size, progress, n_frames=info.n_frames,
-            control_start=config.control_start, control_end=config.control_end, guess_mode=config.guess_mode,
-            keyframe_every=config.keyframe_every, refine=config.refine, flow_band=config.flow_band,
-            kv_cache=config.kv_cache, stats=stats, scheduler=config.scheduler, eta=config.eta,
-            deepcache_interval=config.deepcache_interval,
-        ))
+            pieces, prompt, config.options(), progress=progress, n_frames=info.n_frames, stats=stats))
         with closing(outputs):
             for frames in outputs:
                 encode(frames)
@@ -249,7 +243,8 @@ class _Encoder:
     def _preview_rows(self, small, maps, frames) -> np.ndarray:
         """Side-by-side rows: source | each condition | output (keyframes marked)."""
         marked = _mark_keyframes(frames, self.emitted, self.every, self.n_frames)
-        return np.concatenate([_panel(small), *(_panel(maps[kind]) for kind in self.kinds), _panel(marked)], axis=2)
+        return np.concatenate([_panel(small, "source"), *(_panel(maps[kind], kind) for kind in self.kinds),
+                               _panel(marked, "output")], axis=2)
 
     def scores(self) -> tuple[dict | None, dict | None]:
         """(metrics summary, structure scores), each None when not asked for."""
@@ -338,8 +333,17 @@ def _mark_keyframes(frames: np.ndarray, first: int, every: int | None, n_frames:
     return frames
 
 
-def _panel(frames: np.ndarray) -> np.ndarray:
-    """Frames scaled to the preview panel height (even width), for side-by-side previews."""
+def _panel(frames: np.ndarray, label: str | None = None) -> np.ndarray:
+    """Frames scaled to the preview panel height (even width), for side-by-side previews, with
+    ``label`` (source, canny, pose, output) written small in the top-left corner."""
     h, w = frames.shape[1:3]
     width = max(2, round(w * PREVIEW_HEIGHT / h / 2) * 2)
-    return resize_frames(frames, PREVIEW_HEIGHT, width)
+    out = resize_frames(frames, PREVIEW_HEIGHT, width)
+    if label:
+        import cv2
+
+        out = np.ascontiguousarray(out)
+        for frame in out:  # a dark outline under white text: readable on any picture
+            cv2.putText(frame, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 3, cv2.LINE_AA)
+            cv2.putText(frame, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
