@@ -18,7 +18,7 @@ Hence a one-frame call equals the stock pipeline's output for the same component
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -31,9 +31,10 @@ from vidreal.io import resize_frames
 from vidreal.config import check_approximations, check_levers
 from vidreal.pipeline.approx import DeepCache, TokenMerge
 from vidreal.pipeline.attention import FrameMemory, cross_frame_attention
-from vidreal.pipeline.fusion import FlowFusion, fusion_link
+from vidreal.keyframes import KeyframeChooser
+from vidreal.pipeline.fusion import FlowFusion
 from vidreal.pipeline.schedulers import make_scheduler, step_kwargs
-from vidreal.propagate import propagate
+from vidreal.pipeline.warp import Correspondence, propagate
 from vidreal.runtime import CONSISTENCY_MODES, check_finite, check_frames
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,8 @@ class Translator:
                  controlnet_scale=None, seed=0, chunk_size=8, consistency="cross-frame", size=None, progress=True,
                  keyframe_every=None, refine=None, flow_band=DEFAULT_FLOW_BAND, kv_cache="device", stats=None,
                  control_start=0.0, control_end=1.0, guess_mode=False, scheduler=None, eta=None,
-                 deepcache_interval=0, tome_ratio=0.0):
+                 deepcache_interval=0, tome_ratio=0.0, keyframe_max_gap=16, keyframe_threshold=0.15, flow_method="dis",
+                 flow_size=None):
         """Translate a clip held in memory.
 
         Args:
@@ -198,14 +200,16 @@ class Translator:
             chunk_size, consistency, size, progress, n_frames=len(frames), keyframe_every=keyframe_every,
             refine=refine, flow_band=flow_band, kv_cache=kv_cache, stats=stats, control_start=control_start,
             control_end=control_end, guess_mode=guess_mode, scheduler=scheduler, eta=eta,
-            deepcache_interval=deepcache_interval, tome_ratio=tome_ratio)))
+            deepcache_interval=deepcache_interval, tome_ratio=tome_ratio, keyframe_max_gap=keyframe_max_gap,
+            keyframe_threshold=keyframe_threshold, flow_method=flow_method, flow_size=flow_size)))
 
     @torch.no_grad()
     def stream(self, pieces, prompt, negative_prompt=None, num_inference_steps=20, guidance_scale=9.0,
                controlnet_scale=None, seed=0, chunk_size=8, consistency="cross-frame", size=None, progress=True,
                n_frames=None, keyframe_every=None, refine=None, flow_band=DEFAULT_FLOW_BAND, kv_cache="device",
                stats=None, control_start=0.0, control_end=1.0, guess_mode=False, scheduler=None, eta=None,
-               deepcache_interval=0, tome_ratio=0.0):
+               deepcache_interval=0, tome_ratio=0.0, keyframe_max_gap=16, keyframe_threshold=0.15, flow_method="dis",
+               flow_size=None):
         """Translate a clip that arrives in pieces; yields uint8 (n, H, W, 3) outputs in frame order.
 
         ``pieces`` yields ``(frames uint8 (n, H, W, 3), {kind: uint8 (n, H', W', 3)})`` of any
@@ -232,7 +236,8 @@ class Translator:
                 blocks between, on the deep features kept from the last full step (0 or 1: off).
             tome_ratio: r in (0, 0.75] merges the fraction r of self-attention key/value tokens (0: off).
         """
-        check_correspondence(consistency, keyframe_every, refine, flow_band, kv_cache)
+        check_correspondence(consistency, None if keyframe_every == "auto" else keyframe_every,
+                             None if keyframe_every == "auto" else refine, flow_band, kv_cache)
         check_approximations(deepcache_interval, tome_ratio)
         pipe = self.pipe
         guidance_scale = check_finite("guidance_scale", guidance_scale)
@@ -249,8 +254,9 @@ class Translator:
                    guess=bool(guess_mode) and cfg, scheduler=scheduler, eta=eta,
                    deepcache=deepcache_interval if deepcache_interval >= 2 else 0, tome=float(tome_ratio),
                    steps=num_inference_steps, seed=seed, per_frame=consistency == "per-frame", chunk_size=chunk_size,
-                   every=keyframe_every or 1, refine=refine or 0.0, memory=memory,
-                   fusion=FlowFusion(flow_band) if consistency == "flow" else None,
+                   chooser=KeyframeChooser(keyframe_every, keyframe_max_gap, keyframe_threshold),
+                   refine=refine or 0.0, memory=memory, fusion=FlowFusion(flow_band) if consistency == "flow" else None,
+                   correspondence=None,
                    carry=memory is not None and memory.store is None)
 
         # 1. Encode the prompt once for the whole clip
@@ -260,8 +266,11 @@ class Translator:
         shape = None
         received = 0  # frames seen so far: the next frame's index
         keys, held = [], []  # frames to denoise; frames waiting for their right keyframe
-        with bar:
-            for frames, conditions in pieces:
+        if run.chooser.active or run.fusion is not None:  # (RAFT weights are checked here, before any frame)
+            run.correspondence = Correspondence(flow_method, flow_size, device=self.device)
+        with bar, closing(run.correspondence) if run.correspondence else nullcontext():
+            for piece in pieces:
+                frames, conditions, ahead = piece if len(piece) == 3 else (*piece, None)
                 # 2. Check each piece; the first one fixes the clip's size and the working size
                 self.check_inputs(frames, conditions, consistency, chunk_size)
                 if shape is None:
@@ -271,20 +280,30 @@ class Translator:
                     run.latent_shape = (pipe.unet.config.in_channels, run.work[0] // f, run.work[1] // f)
                 elif frames.shape[1:3] != shape:
                     raise InputError(f"frame size changed mid-clip from {shape} to {frames.shape[1:3]}")
-                # 3. Source frames and control images at the working size
+                # 3. Source frames at the working size; keyframes (chosen ahead, or here) get their
+                # control images, the frames between them their source flows (computed ahead)
                 small = resize_frames(frames, *run.work)
-                controls = [resize_frames(conditions[k], *run.work) for k in self.controlnet_names]
+                chosen = run.chooser.choose(small) if ahead is None else np.asarray(ahead, dtype=bool)
                 for j in range(len(frames)):
-                    frame = _Frame(received + j, small[j], [c[j] for c in controls])
-                    (keys if frame.index % run.every == 0 else held).append(frame)
+                    frame = _Frame(received + j, small[j], None)
+                    if chosen[j] or (ahead is None and j == len(frames) - 1):  # (the last may be the clip's last)
+                        frame.controls = [resize_frames(conditions[k][j:j + 1], *run.work)[0]
+                                          for k in self.controlnet_names]
+                    if chosen[j]:
+                        self._keyframe_arrived(run, frame, held)
+                    (keys if chosen[j] else held).append(frame)
                 received += len(frames)
                 # 4. Denoise batches of keyframes as they fill up, then the frames between them
                 while len(keys) >= self._batch_size(run):
                     yield self._keyframe_batch(run, keys, held, shape, bar)
             if shape is None:
                 raise InputError("the clip has no frames")
-            if held and held[-1].index == received - 1:
-                keys.append(held.pop())  # the last frame is always a keyframe
+            if held and held[-1].index == received - 1:  # the last frame is always a keyframe
+                last = held.pop()
+                if last.controls is None:
+                    raise InputError(f"frame {last.index}, the clip's last, is a keyframe: it needs its conditions")
+                self._keyframe_arrived(run, last, held)
+                keys.append(last)
             while keys:
                 yield self._keyframe_batch(run, keys, held, shape, bar)
         if stats is not None:
@@ -295,17 +314,27 @@ class Translator:
         """Keyframes taken per batch: with the anchor carried (no frame memory), later batches leave it room."""
         return max(run.chunk_size - 1, 1) if run.carry and run.anchor is not None else run.chunk_size
 
+    def _keyframe_arrived(self, run, frame, held) -> None:
+        """A keyframe arrived: queue the source flows of the frames since the previous keyframe (their
+        propagation) and, in flow mode, of the pair of keyframes (the fusion link), in the pool."""
+        previous, run.arrived = run.arrived, frame
+        if previous is None or run.correspondence is None:
+            return
+        gap = [f for f in held if f.index > previous.index]
+        links = run.correspondence.gap((previous.index, previous.source), (frame.index, frame.source),
+                                       [(f.index, f.source) for f in gap])
+        for f, link in zip(gap, links):
+            f.link = link
+        if run.fusion is not None:
+            frame.link = run.correspondence.fusion(frame.source, previous.source, run.latent_shape[1:], run.pos.dtype)
+
     def _keyframe_batch(self, run, keys, held, shape, bar) -> np.ndarray:
         """Denoise the next batch of keyframes, build (and refine) the frames up to the last of them;
         returns those frames, uint8 (n, H, W, 3) in order."""
         batch, keys[:] = keys[:self._batch_size(run)], keys[self._batch_size(run):]
         run.anchor = run.anchor or batch[0]
-        if run.fusion is not None:  # source flow from each keyframe to the one denoised before it
-            for frame in batch:
-                if run.previous is not None:
-                    frame.link = fusion_link(run.estimator, frame.source, run.previous, run.latent_shape[1:],
-                                             self.device, run.pos.dtype)
-                run.previous = frame.source
+        for frame in batch:  # flow mode: the fusion links onto the previous keyframes, computed ahead
+            frame.link = frame.link and frame.link.result()
         bar.start_batch(batch[0].index, len(batch))
         outputs = dict(zip([f.index for f in batch], self._denoise_frames(run, batch, bar)))
         propagated = []
@@ -313,10 +342,9 @@ class Translator:
             gap = [f for f in held if f.index < frame.index]
             del held[:len(gap)]
             if gap:
-                left = (run.left[0].index, run.left[0].source, run.left[1])
-                images, unseen = propagate(run.estimator, np.stack([f.source for f in gap]), [f.index for f in gap],
-                                           left, (frame.index, frame.source, outputs[frame.index]))
-                run.unseen += unseen
+                links = [f.link.result() for f in gap]
+                images = propagate(links, run.left[1], outputs[frame.index], self.device)
+                run.unseen += [link.unseen for link in links]
                 propagated += [(f, image) for f, image in zip(gap, images)]
             run.left = (frame, outputs[frame.index])
         run.keyframes += [f.index for f in batch]
@@ -481,7 +509,8 @@ class _Frame:
     index: int
     source: np.ndarray
     controls: list
-    link: tuple | None = None  # flow mode: (grid, weight) onto the previously denoised frame
+    link: object = None  # Future (then result) of its correspondence: a propagated frame's ``warp.Link``;
+    # a keyframe's fusion link (grid, weight) onto the previous keyframe (flow mode)
 
 
 @dataclass
@@ -495,10 +524,11 @@ class _Run:
     seed: int
     per_frame: bool
     chunk_size: int
-    every: int  # keyframe interval (1: every frame is denoised)
+    chooser: KeyframeChooser  # which frames are keyframes (unless chosen ahead, by the pieces)
     refine: float
     memory: FrameMemory | None
     fusion: FlowFusion | None
+    correspondence: Correspondence | None  # source flows, computed ahead (keyframes or flow mode)
     carry: bool  # no frame memory: every batch carries the anchor (cross-frame with kv_cache off)
     control: tuple = (0.0, 1.0)  # (control_start, control_end) as given: a float or {kind: float} each
     guess: bool = False  # guess mode under guidance
@@ -512,16 +542,7 @@ class _Run:
     latent_shape: tuple | None = None
     anchor: _Frame | None = None
     left: tuple | None = None  # (frame, uint8 output at the working size) of the latest keyframe
-    previous: np.ndarray | None = None  # source of the latest keyframe queued for flow fusion
+    arrived: _Frame | None = None  # the latest keyframe received (its flows are queued)
     keyframes: list = field(default_factory=list)
     unseen: list = field(default_factory=list)
     peak_bytes: int = 0
-    _estimator: object = None
-
-    @property
-    def estimator(self):
-        """The source-flow estimator (DIS), made on first use."""
-        if self._estimator is None:
-            from vidreal.flow import make_flow_estimator
-            self._estimator = make_flow_estimator("dis")
-        return self._estimator
