@@ -204,7 +204,7 @@ def test_refuses_overlapping_folders(tmp_path):
     with pytest.raises(ConfigError, match="inside OUT_DIR"):
         run_batch(tmp_path / "in" / "ground", tmp_path / "in", progress=False)
     result = run_cli(tmp_path / "in", tmp_path / "in" / "out")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert result.output.startswith("error: OUT_DIR") and result.output.count("\n") == 1
     assert not (tmp_path / "in" / "out").exists()
 

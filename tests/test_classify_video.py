@@ -20,7 +20,7 @@ import yaml
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-import vidreal.io as vio
+import vidreal.io.decode as vio
 from vidreal.classify import evaluate, load_samples, load_train_config, train
 from vidreal.classify.evaluate import compare
 from vidreal.classify.video import ClipTransform, VideoDataset, sample_clips

@@ -23,9 +23,9 @@ def translator(tiny_models):
                                       device="cpu", dtype="fp32")
 
 
-def _one_line_error(res, *phrases):
+def _one_line_error(res, *phrases, exit_code=1):
     lines = [line for line in res.output.splitlines() if line.strip()]
-    assert res.exit_code == 1, res.output
+    assert res.exit_code == exit_code, res.output
     assert len(lines) == 1 and lines[0].startswith("error: "), res.output
     for phrase in phrases:
         assert phrase in lines[0], (phrase, lines[0])
@@ -58,7 +58,7 @@ def test_non_finite_flags_refused_before_any_model_loads(samples, tmp_path, flag
     # the model does not exist: an error about the number shows it was checked first
     res = CliRunner().invoke(cli, ["translate", str(samples / "humanoid_walk_ground.mp4"), "-o", str(out),
                                    "--model", str(tmp_path / "no-such-model"), "--no-progress", *flag])
-    _one_line_error(res, "must be a finite number")
+    _one_line_error(res, "must be a finite number", exit_code=2)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -113,7 +113,7 @@ def test_repeated_controlnet_kind_is_refused(tiny_models, samples, tmp_path, opt
     res = CliRunner().invoke(cli, ["translate", str(samples / "humanoid_walk_ground.mp4"), "-o",
                                    str(tmp_path / "out.mp4"), "--model", str(tiny_models["sd"]), "--size", "32",
                                    "--steps", "1", "--no-progress", option, first, option, second])
-    _one_line_error(res, f"{option} canny=... is given twice")
+    _one_line_error(res, f"{option} canny=... is given twice", exit_code=2)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -186,7 +186,7 @@ def test_openpose_annotator_pickles_need_allow_pickle(tmp_path, samples):
 def test_non_finite_flags_of_other_verbs_refused_first(tmp_path, monkeypatch, verb, flag, value, rest):
     monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(cli, [*verb, flag, value, *rest])
-    _one_line_error(res, f"{flag} must be a finite number, got {value}")
+    _one_line_error(res, f"{flag} must be a finite number, got {value}", exit_code=2)
     assert list(tmp_path.iterdir()) == []
     res = CliRunner().invoke(cli, [*verb, flag, "fast", *rest])
     assert res.exit_code == 2  # not a number at all: still Click's usage error

@@ -104,5 +104,5 @@ def test_cli_flags_set_the_timing(tiny_models, samples, tmp_path):
     assert np.abs(read_video(outs["timed"]).frames.astype(int) - read_video(outs["default"]).frames).max() > 0
     result = CliRunner().invoke(cli, args + ["-o", str(tmp_path / "bad.png"), "--control-start", "0.9",
                                              "--control-end", "0.1"])
-    assert result.exit_code == 1 and "control_start (0.9) must be < control_end (0.1)" in result.output
+    assert result.exit_code == 2 and "control_start (0.9) must be < control_end (0.1)" in result.output
     assert not (tmp_path / "bad.png").exists()

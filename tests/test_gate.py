@@ -140,7 +140,7 @@ def test_cli_bad_threshold_writes_nothing(tiny_models, dataset, tmp_path):
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["batch", str(base / "in"), str(out), "--model", str(tiny_models["sd"]),
                                       "--min-edge-f1", "1.5", "--no-progress"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert result.output.strip() == "error: min_edge_f1 must be a number in [0, 1], got 1.5"
     assert not out.exists()
 

@@ -6,6 +6,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import decord
 import numpy as np
 import pytest
 from PIL import Image
@@ -136,13 +137,13 @@ def test_iter_video_chunks_concatenate_to_full_decode(samples):
 def test_iter_video_decodes_one_chunk_at_a_time(tmp_path, monkeypatch):
     path = io.write_video(tmp_path / "c.mp4", smooth_frames(10), 24)
     requested = []
-    original = io.decord.VideoReader.get_batch
+    original = decord.VideoReader.get_batch
 
     def spy(self, indices):
         requested.append(list(indices))
         return original(self, indices)
 
-    monkeypatch.setattr(io.decord.VideoReader, "get_batch", spy)
+    monkeypatch.setattr(decord.VideoReader, "get_batch", spy)
     iterator = io.iter_video(path, chunk_size=4)
     assert requested == []  # nothing decoded before the first chunk is asked for
     next(iterator)
@@ -328,7 +329,7 @@ def test_encoder_failure_keeps_previous_output(tmp_path, monkeypatch):
             raise RuntimeError("encoder crashed")
         return original(array, format=format)
 
-    monkeypatch.setattr(io.av.VideoFrame, "from_ndarray", staticmethod(failing))
+    monkeypatch.setattr(av.VideoFrame, "from_ndarray", staticmethod(failing))
     with pytest.raises(RuntimeError, match="encoder crashed"):
         io.write_video(path, smooth_frames(6), 24)
     assert path.read_bytes() == before

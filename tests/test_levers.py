@@ -121,12 +121,13 @@ def test_bad_lora_files_fail_with_one_line(tiny_models, samples, tmp_path, loras
     out = tmp_path / "out.mp4"
     base = ["translate", str(samples / "humanoid_walk_ground.mp4"), "-o", str(out), "--model", str(tiny_models["sd"]),
             "--controlnet", f"canny={tiny_models['canny']}", "--steps", "1", "--size", "32", "--no-progress"]
-    for flags, message in [(["--lora", str(loras[0]), "--lora", str(tmp_path / "nope.safetensors")], "LoRA not found"),
-                           (["--lora", f"{loras[0]}:strong"], "bad scale 'strong'"),
-                           (["--lora", str(tmp_path / "garbage.safetensors")], "cannot load LoRA")]:
+    for flags, message, code in [
+            (["--lora", str(loras[0]), "--lora", str(tmp_path / "nope.safetensors")], "LoRA not found", 1),
+            (["--lora", f"{loras[0]}:strong"], "bad scale 'strong'", 2),  # a usage error: no file read
+            (["--lora", str(tmp_path / "garbage.safetensors")], "cannot load LoRA", 1)]:
         res = CliRunner().invoke(cli, [*base, *flags])
         lines = [line for line in res.output.splitlines() if line.startswith("error:")]
-        assert res.exit_code == 1 and len(lines) == 1 and message in lines[0], res.output
+        assert res.exit_code == code and len(lines) == 1 and message in lines[0], res.output
         assert "Traceback" not in res.output and not out.exists()
 
 

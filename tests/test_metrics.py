@@ -383,3 +383,54 @@ def test_cli_images_and_bad_inputs(videos, tmp_path):
 
     result = runner.invoke(cli, ["metrics", str(source), str(tmp_path / "missing.mp4"), "--no-clip"])
     assert result.exit_code == 1 and result.stderr.startswith("error:")
+
+
+# ------------------------------------------------------------------- frame selection, inputs kept
+
+
+def test_frame_selected_translation_is_scored_against_its_frames(tiny_models, samples, tmp_path):
+    """translate --start/--every/--max-frames writes a record; metrics reads the selection from it
+    (flags override), so the output is compared with the source frames it was made from."""
+    source = samples / "humanoid_walk_ground.mp4"
+    out = tmp_path / "out.mp4"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["translate", str(source), "-o", str(out), "--model", str(tiny_models["sd"]),
+                                 "--controlnet", f"canny={tiny_models['canny']}", "--size", "32", "--steps", "1",
+                                 "--start", "0.5s", "--every", "5", "--max-frames", "4", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    base = ["metrics", str(source), str(out), "--json", "--no-pose", "--no-clip", "--no-progress"]
+    result = runner.invoke(cli, base)
+    assert result.exit_code == 0, result.output
+    scored = json.loads(result.stdout)
+    assert scored["n_frames"] == 4 and scored["selection"]["kept"] == "12..27 step 5"
+
+    # the same source frames written as the "output": a perfect structure score against those frames only
+    from vidreal.io import read_frames
+    copy = write_video(tmp_path / "copy.mp4", read_frames(source, [12, 17, 22, 27]), fps=4.8)
+    (tmp_path / "copy.mp4.vidreal.yaml").write_text((tmp_path / "out.mp4.vidreal.yaml").read_text())
+    same = json.loads(runner.invoke(cli, ["metrics", str(source), str(copy), "--json", "--no-pose", "--no-clip",
+                                          "--no-progress"]).stdout)
+    shifted = runner.invoke(cli, ["metrics", str(source), str(copy), "--json", "--no-pose", "--no-clip",
+                                  "--no-progress", "--start", "0"])  # a flag over the record: frames 0, 5, ...
+    assert shifted.exit_code == 0, shifted.output
+    assert same["edge_f1"] > 0.95 and json.loads(shifted.stdout)["edge_f1"] < same["edge_f1"] - 0.1
+
+    (tmp_path / "copy.mp4.vidreal.yaml").unlink()  # no record: flags alone select
+    flags = runner.invoke(cli, ["metrics", str(source), str(copy), "--json", "--no-pose", "--no-clip",
+                                "--no-progress", "--start", "0.5s", "--every", "5", "--max-frames", "4"])
+    assert json.loads(flags.stdout)["edge_f1"] == same["edge_f1"]
+    plain = runner.invoke(cli, ["metrics", str(source), str(copy), "--no-pose", "--no-clip", "--no-progress"])
+    assert plain.exit_code == 1 and "frame counts differ" in plain.output
+
+
+@pytest.mark.parametrize("flag, target", [("-o", "noisy"), ("-o", "source"), ("--plot", "source"),
+                                          ("--plot", "noisy")])
+def test_metrics_refuses_to_write_over_its_inputs(videos, tmp_path, flag, target):
+    source, noisy, _ = videos
+    path = {"source": source, "noisy": noisy}[target]
+    before = path.read_bytes()
+    result = CliRunner().invoke(cli, ["metrics", str(source), str(noisy), flag, str(path), "--no-pose", "--no-clip",
+                                      "--no-progress"])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip() == f"error: the output would overwrite the input ({path})"
+    assert path.read_bytes() == before

@@ -132,7 +132,7 @@ def test_cli_scheduler_flag_recorded_and_bad_name_one_line(tiny_models, samples,
     assert record["scheduler"] == "ddim" and record["eta"] == 0.5
     bad = CliRunner().invoke(cli, ["translate", str(image), "-o", str(tmp_path / "bad.png"), *base,
                                    "--scheduler", "nope"])
-    assert bad.exit_code == 1
+    assert bad.exit_code == 2
     lines = [line for line in bad.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: unknown scheduler 'nope'") and "euler-a" in lines[0]
     assert not (tmp_path / "bad.png").exists()

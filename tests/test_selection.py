@@ -139,7 +139,7 @@ class RecordingReader(decord.VideoReader):
 def test_decoder_reads_only_the_kept_frames(samples, monkeypatch):
     path = samples / "humanoid_walk_ground.mp4"
     full = io.read_video(path).frames
-    monkeypatch.setattr(io.decord, "VideoReader", RecordingReader)
+    monkeypatch.setattr(decord, "VideoReader", RecordingReader)
     RecordingReader.batches = []
     plan = selection.select(io.probe(path), start=3, every=5, max_frames=7)
     chunks = list(io.iter_video(path, chunk_size=3, indices=plan.indices))
@@ -218,12 +218,13 @@ def one_clip(samples, tmp_path) -> Path:
     return src
 
 
-@pytest.mark.parametrize("args, message", CONFIG_ERRORS + [(a, "error: " + m) for a, m in CLIP_ERRORS])
+@pytest.mark.parametrize("args, message, code", [(a, m, 2) for a, m in CONFIG_ERRORS]  # usage errors
+                         + [(a, "error: " + m, 1) for a, m in CLIP_ERRORS])  # found reading the clip
 @pytest.mark.parametrize("verb", ["translate", "conditions"])
-def test_bad_selection_is_one_line_and_writes_nothing(samples, tmp_path, verb, args, message):
+def test_bad_selection_is_one_line_and_writes_nothing(samples, tmp_path, verb, args, message, code):
     src, out = one_clip(samples, tmp_path), tmp_path / "out"
     result = run(verb, src / "a.mp4", "-o", out / "a.mp4", *args, "--no-progress")
-    assert result.exit_code == 1
+    assert result.exit_code == code
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), result.output
     assert not out.exists()
@@ -234,7 +235,7 @@ def test_bad_selection_stops_a_batch_before_it_writes(samples, tmp_path, args, m
     src, out = one_clip(samples, tmp_path), tmp_path / "out"
     for extra in ([], ["--estimate"]):
         result = run("batch", src, out, *args, *extra, "--no-progress")
-        assert result.exit_code == 1
+        assert result.exit_code == 2
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(message), result.output
         assert not out.exists()

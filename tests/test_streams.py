@@ -182,7 +182,7 @@ def test_condition_flag_reaches_the_detector_before_the_model_loads(tmp_path, cl
     assert "OpenPose weights" in res.output and str(missing) in res.output  # not "model not found"
     assert not (tmp_path / "o.mp4").exists()
     res = CliRunner().invoke(cli, ["translate", str(clip_path), "-o", "o.mp4", "--condition", "canny.low=3"])
-    assert res.exit_code == 1 and "did you mean 'low_threshold'" in res.output
+    assert res.exit_code == 2 and "did you mean 'low_threshold'" in res.output
     with pytest.raises(ModelError):
         from vidreal.conditions import make_detector
 
@@ -250,7 +250,7 @@ def test_personalize_section_sets_options(tiny_models, tmp_path, verb):
     base = ["personalize", verb, images_flag, str(images), "-o", str(out), "--model", str(tiny_models["sd"]),
             "--config", str(preset), "--no-progress"]
     res = CliRunner().invoke(cli, base)
-    assert res.exit_code == 1 and f"did you mean '{key}'" in res.output
+    assert res.exit_code == 2 and f"did you mean '{key}'" in res.output
     preset.write_text(f"personalize:\n  {section}: {{steps: 3, {options}}}\n")
     res = CliRunner().invoke(cli, [*base, "--steps", "1"])
     assert res.exit_code == 0, res.output
@@ -273,5 +273,5 @@ def test_conditions_verb_takes_detector_options(clip_path, tmp_path):
         edges[name] = (io.read_video(tmp_path / f"{name}.mp4").frames > 127).sum()
     assert edges["low"] > edges["default"]
     res = CliRunner().invoke(cli, ["conditions", str(clip_path), "-o", str(tmp_path / "x.mp4"), "--condition", "pose.vis=1"])
-    assert res.exit_code == 1 and "did you mean 'visibility_threshold'" in res.output
+    assert res.exit_code == 2 and "did you mean 'visibility_threshold'" in res.output
 

@@ -184,7 +184,7 @@ def test_cli_config_errors(tiny_models, tmp_path):
     preset = tmp_path / "p.yaml"
     preset.write_text("stpes: 3\n")
     res = CliRunner().invoke(cli, ["translate", "x.mp4", "-o", str(tmp_path / "o.mp4"), "--config", str(preset)])
-    assert res.exit_code == 1 and "did you mean 'steps'" in res.output
+    assert res.exit_code == 2 and "did you mean 'steps'" in res.output
     res = CliRunner().invoke(cli, ["translate", "x.mp4", "-o", "o.mp4", "--steps", "many"])
     assert res.exit_code == 2
 

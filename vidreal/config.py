@@ -366,6 +366,12 @@ def load_config(path: str | Path | None = None, **overrides) -> TranslateConfig:
         raise ConfigError(f"invalid config: {exc}") from None
 
 
+def record_path(output: str | Path) -> Path:
+    """Where the resolved config of ``output`` is written: ``OUTPUT.vidreal.yaml``."""
+    output = Path(output)
+    return output.with_name(output.name + ".vidreal.yaml")
+
+
 def write_config(path: str | Path, config: TranslateConfig, extra: dict[str, Any] | None = None,
                  files=None) -> Path:
     """Write the resolved config as YAML, atomically; ``extra`` (e.g. metrics) goes under ``result:``.

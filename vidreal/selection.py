@@ -31,6 +31,7 @@ import math
 import re
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 
@@ -100,6 +101,24 @@ def check(start=None, end=None, every=1, max_frames=None) -> None:
     if stop is not None and type(stop) is type(base) and stop <= base:
         raise ConfigError(f"end ({end}) must be after start ({start if start is not None else 0}); "
                           "end is exclusive: start 0, end 24 keeps frames 0-23")
+
+
+def recorded(record) -> dict:
+    """The selection a run's record (``OUTPUT.vidreal.yaml``, as ``translate`` writes it) holds:
+    ``{start, end, every, max_frames}``, the keys it sets; {} when there is no record. InputError
+    (one line) for a record that is not a YAML mapping."""
+    import yaml
+
+    record = Path(record)
+    if not record.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(record.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise InputError(f"cannot read the record ({type(exc).__name__})", record) from None
+    if not isinstance(data, dict):
+        raise InputError("the record is not a YAML mapping", record)
+    return {key: data[key] for key in KEYS if data.get(key) is not None}
 
 
 def is_active(start=None, end=None, every=1, max_frames=None) -> bool:

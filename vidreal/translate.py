@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from vidreal import selection
-from vidreal.config import TranslateConfig, write_config
+from vidreal.config import TranslateConfig, record_path, write_config
 from vidreal.io import OutputFiles, check_output, open_media, resize_frames
 
 log = logging.getLogger(__name__)
@@ -56,12 +56,6 @@ def load_translator(config: TranslateConfig):
     if config.compile:
         translator.compile()
     return translator
-
-
-def record_path(output: str | Path) -> Path:
-    """Where the resolved config of ``output`` is written: ``OUTPUT.vidreal.yaml``."""
-    output = Path(output)
-    return output.with_name(output.name + ".vidreal.yaml")
 
 
 def translate_file(input, output, config: TranslateConfig | None = None, translator=None, preview=None,

@@ -261,6 +261,23 @@ def check_batch(in_dir, out_dir, config: TranslateConfig, *, pattern=None, exten
                 min_pose_pck=None, keypoints=False, sheet=None):
     """Every check of a batch that needs no model and writes nothing (``run_batch``'s arguments):
     returns (input root, OUT_DIR, entries, Gate). Raises VidrealError naming the problem."""
+    in_root, out_dir, gate = check_settings(in_dir, out_dir, config, list_file=list_file, root=root,
+                                            executor=executor, workers=workers, gpus_per_worker=gpus_per_worker,
+                                            min_edge_f1=min_edge_f1, min_pose_pck=min_pose_pck,
+                                            keypoints=keypoints, sheet=sheet)
+    entries = (read_list(list_file, pattern, extensions) if list_file is not None
+               else walk(in_root, pattern, extensions))
+    if not entries:
+        raise InputError(f"no input files found (pattern {pattern!r}, extensions {extensions or 'all'})",
+                         list_file or in_root)
+    return in_root, out_dir, entries, gate
+
+
+def check_settings(in_dir, out_dir, config: TranslateConfig, *, list_file=None, root=None, executor="local",
+                   workers=None, gpus_per_worker=None, min_edge_f1=None, min_pose_pck=None, keypoints=False,
+                   sheet=None, **_):
+    """The checks of :func:`check_batch` that read no file (values and paths only; the CLI's usage
+    errors): returns (input root, OUT_DIR, Gate). Raises ConfigError naming the problem."""
     if executor not in EXECUTORS:
         raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     if workers is not None and (not isinstance(workers, int) or workers < 1):
@@ -289,12 +306,7 @@ def check_batch(in_dir, out_dir, config: TranslateConfig, *, pattern=None, exten
         _check_list_target(Path(list_file), out_dir / Path(list_file).name)
     for own in (out_dir / MANIFEST_NAME, out_dir / CONFIG_NAME):
         refuse_symlink(own, f"OUT_DIR's {own.name}")
-    entries = (read_list(list_file, pattern, extensions) if list_file is not None
-               else walk(in_root, pattern, extensions))
-    if not entries:
-        raise InputError(f"no input files found (pattern {pattern!r}, extensions {extensions or 'all'})",
-                         list_file or in_root)
-    return in_root, out_dir, entries, gate
+    return in_root, out_dir, gate
 
 
 def is_current(last: dict | None, fingerprint: str, prompt, output: str, dst: Path, gate, keypoints: bool) -> bool:

@@ -1,7 +1,9 @@
 """The ``vidreal`` command line: a Click group whose verbs each live in their own module.
 
 Commands only parse options and call one library function; ``VidrealError`` becomes a one-line
-``error: ...`` message and exit code 1 (``--debug`` shows the traceback). Usage errors exit 2.
+``error: ...`` message and exit code 1 (``--debug`` shows the traceback). Usage errors (a value that
+is wrong before any file is read: Click's own parse errors, and ConfigErrors a verb raises inside
+``cli.common.usage()``) print the same ``error: ...`` line and exit 2.
 """
 from __future__ import annotations
 
@@ -56,10 +58,18 @@ class VidrealGroup(click.Group):
                 return None
             raise
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.ClickException as exc:  # the group's own options (vidreal --bogus)
+            usage_error(exc)
+
     def invoke(self, ctx):
         try:
             with progress.interruptible():  # Ctrl-C stops within one denoising step
                 return super().invoke(ctx)
+        except click.ClickException as exc:
+            usage_error(exc)
         except VidrealError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -68,6 +78,16 @@ class VidrealGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
             sys.exit(130)
+
+
+def usage_error(exc: click.ClickException):
+    """Click's errors written as vidreal's: one ``error: ...`` line, exit 2 for a usage error
+    (``NoArgsIsHelpError``, a verb group called with nothing, still shows its help)."""
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        exc.show()
+    else:
+        click.echo(f"error: {exc.format_message()}", err=True)
+    sys.exit(exc.exit_code)
 
 
 @click.group(cls=VidrealGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})

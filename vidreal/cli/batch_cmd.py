@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from vidreal.cli.common import option, progress_option
+from vidreal.cli.common import option, progress_option, usage
 from vidreal.cli.options import FiniteFloat, translate_options
 
 
@@ -56,10 +56,12 @@ def batch(in_dir, out_dir, config, config_path, progress, estimate, **options):
     --start/--end/--every/--max-frames select the frames of every clip (part of the config hash:
     changing them redoes the items). --estimate says how long the batch would take.
     """
-    from vidreal.batch import run_batch
+    from vidreal.batch import check_settings, run_batch
     from vidreal.config import BATCH_KEYS, merge_settings, read_section
 
-    settings = merge_settings(read_section(config_path, "batch", BATCH_KEYS), **options)
+    with usage():
+        settings = merge_settings(read_section(config_path, "batch", BATCH_KEYS), **options)
+        check_settings(in_dir, out_dir, config, **settings)
     if estimate:
         from vidreal.batch.estimate import estimate_batch
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from vidreal.cli.common import option, progress_option, status
+from vidreal.cli.common import option, progress_option, status, usage
 from vidreal.cli.options import FiniteFloat
 
 SRC_HELP = ("a folder of <class>/ image or video folders, or a 'relative/path label' list file (VisDA "
@@ -83,7 +83,8 @@ def train_cmd(train_data, val_data, test_data, output, config_file, progress, **
     from vidreal.classify.scores import format_table
     from vidreal.classify.train import train
 
-    cfg = load_train_config(config_file, **options)
+    with usage():
+        cfg = load_train_config(config_file, **options)
     result = train(_one_or_many(train_data), _one_or_many(val_data), output, test_data=_one_or_many(test_data),
                    config=cfg, progress=progress)
     last = result.metrics["epochs"][-1]

@@ -2,15 +2,28 @@
 spellings kept as hidden aliases, and defaults shown one way (Click's ``[default: X]``)."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import click
 
 from vidreal import logs, progress
+from vidreal.errors import ConfigError
 
 
 def status(message: str, err: bool = False) -> None:
     """A status line (``wrote ...``, ``config: ...``): stdout, left out under ``-q``."""
     if not logs.quiet():
         click.echo(message, err=err)
+
+
+@contextmanager
+def usage():
+    """Checks of the values a verb was given, before it reads any file: a ConfigError raised
+    inside becomes a usage error (``error: ...``, exit 2) rather than a processing failure (1)."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
 
 
 def _progress_flag(ctx, param, value):

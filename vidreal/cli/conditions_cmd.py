@@ -5,9 +5,10 @@ import logging
 
 import click
 
-from vidreal.cli.common import option, progress_option, status
+from vidreal import selection
+from vidreal.cli.common import option, progress_option, status, usage
 from vidreal.cli.options import canny_options, condition_options, selection_options
-from vidreal.conditions import available_kinds, extract_file
+from vidreal.conditions import available_kinds, check_options, extract_file
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,12 @@ def conditions(input, output, kinds, condition, canny_low, canny_high, pose_mode
     if allow_pickle:
         options.setdefault("openpose", {})["allow_pickle"] = True
     options = options or None
+    selected = {"start": start, "end": end, "every": 1 if every is None else every, "max_frames": max_frames}
+    with usage():
+        selection.check(**selected)
+        check_options(options, kinds)
     result = extract_file(input, output, kinds=kinds or ("canny", "pose"), options=options,
-                          chunk_size=chunk_size, progress=progress, keypoints=keypoints,
-                          selection={"start": start, "end": end, "every": 1 if every is None else every,
-                                     "max_frames": max_frames})
+                          chunk_size=chunk_size, progress=progress, keypoints=keypoints, selection=selected)
     for kind, path in result.paths.items():
         status(f"{kind}: {path}")
     for report in result.reports.values():

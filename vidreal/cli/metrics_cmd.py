@@ -6,7 +6,9 @@ import logging
 
 import click
 
-from vidreal.cli.common import option, progress_option, status
+from vidreal import selection
+from vidreal.cli.common import option, progress_option, status, usage
+from vidreal.cli.options import selection_options
 from vidreal.metrics import DEFAULT_CLIP_MODEL, FLOW_METHODS, compute_file_metrics, format_table
 
 GROUP_NAMES = {"clip": "CLIP", "pose": "pose"}
@@ -19,6 +21,7 @@ log = logging.getLogger(__name__)
 Examples:
   vidreal metrics samples/humanoid_walk_ground.mp4 out.mp4 --plot metrics.png
   vidreal metrics render.mp4 real.mp4 -o metrics.json --prompt "a person"
+  vidreal metrics clip.mp4 out.mp4 --start 0.5s --every 5   # frames kept by translate (read from out.mp4.vidreal.yaml when there)
 """)
 @click.argument("source", type=click.Path(dir_okay=False))
 @click.argument("translated", type=click.Path(dir_okay=False))
@@ -39,25 +42,31 @@ Examples:
 @click.option("--pck-alpha", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,
               help="PCK threshold as a fraction of the source keypoints' bounding-box diagonal.")
 @option("--device", help="Device for CLIP and RAFT: cuda, cpu, ....", show_default="auto")
+@selection_options
 @progress_option()
 def metrics(source, translated, output, as_json, plot, flow, clip_model, no_clip, prompt, no_pose, edge_radius,
-            pck_alpha, device, progress):
+            pck_alpha, device, start, end, every, max_frames, progress):
     """Compare TRANSLATED (a translation) with its SOURCE: warp and interpolation error along the
     source's optical flow, edge F1, pose PCK and CLIP consistency.
 
-    Both must have the same frame count; a TRANSLATED clip of another size is resized to SOURCE's
-    size. The source's own temporal numbers are shown as the floor a translation can reach.
+    SOURCE's frames are those TRANSLATED was made from: the frame selection recorded in
+    TRANSLATED.vidreal.yaml (translate --start/--end/--every/--max-frames), with these flags
+    over it. Both must then have the same frame count; a TRANSLATED clip of another size is
+    resized to SOURCE's size. The source's own temporal numbers are shown as the floor a
+    translation can reach.
     """
-    from vidreal.metrics.report import save_json
-
+    chosen = {"start": start, "end": end, "every": every, "max_frames": max_frames}
+    with usage():
+        selection.check(**{**chosen, "every": 1 if every is None else every})
     result = compute_file_metrics(
-        source, translated, plot=plot, flow=flow, pose=not no_pose, clip_model=None if no_clip else clip_model,
-        prompt=prompt, edge_radius=edge_radius, pck_alpha=pck_alpha, device=device, progress=progress,
+        source, translated, plot=plot, save=output, selection=chosen, flow=flow, pose=not no_pose,
+        clip_model=None if no_clip else clip_model, prompt=prompt, edge_radius=edge_radius, pck_alpha=pck_alpha,
+        device=device, progress=progress,
     )
     for name, reason in result["unavailable"].items():
         log.warning("%s metrics unavailable: %s", GROUP_NAMES.get(name, name), reason)
     click.echo(json.dumps(result, indent=2) if as_json else format_table(result))
     if output:
-        status(f"wrote {save_json(result, output)}", err=as_json)
+        status(f"wrote {output}", err=as_json)
     if plot and not as_json:
         status(f"plot: {plot}")

@@ -11,7 +11,7 @@ import math
 import click
 import yaml
 
-from vidreal.cli.common import option, show_default
+from vidreal.cli.common import option, show_default, usage
 from vidreal.config import (CONDITION_ALIASES, CONSISTENCY_MODES, KV_CACHE, LEVERS, TOME_MAX, TranslateConfig,
                             load_config)
 from vidreal.errors import ConfigError
@@ -20,13 +20,13 @@ from vidreal.pipeline.schedulers import SCHEDULER_NAMES
 
 class FiniteFloat(click.FloatRange):
     """A float flag (optionally bounded, as ``click.FloatRange``) that refuses ``nan`` and ``inf``
-    with one ``error:`` line (a ConfigError), as a non-finite config value is refused."""
+    as a usage error, as a non-finite config value is refused."""
 
     def convert(self, value, param, ctx):
-        number = click.FLOAT.convert(value, param, ctx)  # "abc" stays a usage error
+        number = click.FLOAT.convert(value, param, ctx)
         if not math.isfinite(number):
             name = param.opts[0] if param is not None and param.opts else "value"
-            raise ConfigError(f"{name} must be a finite number, got {value}")
+            raise click.UsageError(f"{name} must be a finite number, got {value}", ctx)
         return super().convert(number, param, ctx)
 
 
@@ -128,6 +128,22 @@ def canny_options(func):
     return func
 
 
+def _config(config_path, given: dict) -> TranslateConfig:
+    """The preset at ``config_path`` with the translation flags ``given`` (as Click parsed them) over it."""
+    given["controlnets"] = _pairs(given.get("controlnets"), "--controlnet")
+    given["controlnet_scale"] = _pairs(given.get("controlnet_scale"), "--controlnet-scale", float)
+    given["embeddings"] = list(given["embeddings"]) or None
+    given["lora"] = _loras(given.get("lora"))
+    given["levers"] = _levers(given.get("levers"))
+    given["conditions"] = condition_options(given.get("conditions"))
+    for name in ("control_start", "control_end"):
+        given[name] = _timing(given.get(name), "--" + name.replace("_", "-"))
+    given["flow_band"] = list(given["flow_band"]) if given.get("flow_band") else None
+    if given.get("dtype") == "auto":
+        given["dtype"] = None
+    return load_config(config_path, **given)
+
+
 def translate_options(func):
     """Add the translation flags; the command receives ``config`` (a TranslateConfig)."""
     opts = [
@@ -196,18 +212,8 @@ def translate_options(func):
     def wrapper(*args, config_path=None, **kwargs):
         given = {name: kwargs.pop(name) for name in list(kwargs)
                  if name in TranslateConfig.__dataclass_fields__ or name in CONDITION_ALIASES}
-        given["controlnets"] = _pairs(given.get("controlnets"), "--controlnet")
-        given["controlnet_scale"] = _pairs(given.get("controlnet_scale"), "--controlnet-scale", float)
-        given["embeddings"] = list(given["embeddings"]) or None
-        given["lora"] = _loras(given.get("lora"))
-        given["levers"] = _levers(given.get("levers"))
-        given["conditions"] = condition_options(given.get("conditions"))
-        for name in ("control_start", "control_end"):
-            given[name] = _timing(given.get(name), "--" + name.replace("_", "-"))
-        given["flow_band"] = list(given["flow_band"]) if given.get("flow_band") else None
-        if given.get("dtype") == "auto":
-            given["dtype"] = None
-        kwargs["config"] = load_config(config_path, **given)
+        with usage():  # a wrong flag or preset value: exit 2 before any input is read
+            kwargs["config"] = _config(config_path, given)
         if wants_path:  # the verb reads its own section of the file (batch:)
             kwargs["config_path"] = config_path
         return func(*args, **kwargs)

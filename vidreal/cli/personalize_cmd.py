@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from vidreal.cli.common import option, progress_option, status
+from vidreal.cli.common import option, progress_option, status, usage
 from vidreal.config import DEFAULT_MODEL
 from vidreal.errors import ConfigError
 
@@ -124,7 +124,8 @@ def dreambooth(instance_dir, output, config_path, progress, **options):
     """
     from vidreal.personalize import train_dreambooth
 
-    settings = _settings(config_path, "dreambooth", train_dreambooth, **options)
+    with usage():
+        settings = _settings(config_path, "dreambooth", train_dreambooth, **options)
     _report(train_dreambooth(instance_dir, output, progress=progress, **settings))
 
 
@@ -147,7 +148,8 @@ def textual_inversion(train_dir, output, config_path, progress, **options):
     """
     from vidreal.personalize import train_textual_inversion
 
-    settings = _settings(config_path, "textual_inversion", train_textual_inversion, **options)
+    with usage():
+        settings = _settings(config_path, "textual_inversion", train_textual_inversion, **options)
     _report(train_textual_inversion(train_dir, output, progress=progress, **settings))
 
 

@@ -14,7 +14,7 @@ Examples:
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @option("-o", "--output", type=click.Path(dir_okay=False), default=None, show_default="OUT_DIR/sheet.png",
         help="The sheet (.png); report.html is written beside it.")
-@click.option("-n", "n", type=int, default=8, show_default=True, help="Items on the sheet.")
+@click.option("-n", "n", type=click.IntRange(min=1), default=8, show_default=True, help="Items on the sheet.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random choice of items.")
 @click.option("--worst", type=click.Choice(["edge_f1", "pose_pck"]), default=None,
               help="Show the N items with the lowest score instead of a random choice.")

@@ -194,22 +194,38 @@ def compute_metrics(
     return result
 
 
-def compute_file_metrics(source, output, *, plot=None, **options) -> dict:
+def compute_file_metrics(source, output, *, plot=None, save=None, selection=None, **options) -> dict:
     """``compute_metrics`` of two video/image files, plus ``source``/``output`` paths in the result.
 
-    Frame counts are compared before decoding (InputError naming both counts). plot: a PNG path
-    for ``plot_metrics`` (written atomically), or None. options: ``compute_metrics`` keywords.
+    The source frames compared are those the output was translated from: the frame selection
+    (``{start, end, every, max_frames}``, see ``vidreal.selection``) recorded in OUTPUT.vidreal.yaml
+    when there is one, with the keys of ``selection`` that are not None over it; ``result["selection"]``
+    says what was kept. Frame counts are compared before decoding (InputError naming both
+    counts). plot: a PNG path for ``plot_metrics``; save: a JSON path for the whole result
+    (``report.save_json``); both written atomically, and refused (OutputError) when they are
+    ``source`` or ``output``. options: ``compute_metrics`` keywords.
     """
-    from vidreal.io import probe, read_video
+    from vidreal import selection as frames
+    from vidreal.config import record_path
+    from vidreal.io import probe, read_frames, read_video, refuse_overwriting
+    from vidreal.metrics.report import save_json
 
-    n_source, n_output = probe(source).n_frames, probe(output).n_frames
-    _check_counts(n_source, n_output, path=output)
-    source_frames = read_video(source).frames
+    for path in (plot, save):
+        refuse_overwriting(path, [source, output])
+    chosen = frames.recorded(record_path(output))
+    chosen.update({key: value for key, value in (selection or {}).items() if value is not None})
+    plan = frames.select(probe(source), **chosen)
+    n_output = probe(output).n_frames
+    _check_counts(len(plan.indices), n_output, path=output)
+    source_frames = read_frames(source, plan.indices) if plan.active else read_video(source).frames
     output_frames = read_video(output).frames
     _check_counts(len(source_frames), len(output_frames), path=output)  # probe counts can be estimates
     result = compute_metrics(source_frames, output_frames, **options)
     result["source"] = str(source)
     result["output"] = str(output)
+    result["selection"] = plan.summary() if plan.active else None
     if plot is not None:
         plot_metrics(result, plot)
+    if save is not None:
+        save_json(result, save)
     return result

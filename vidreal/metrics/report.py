@@ -54,6 +54,9 @@ def format_table(result: dict) -> str:
         h, w = result["output_resized_from"]
         size += f" (output resized from {w}x{h})"
     notes = [f"{size}; flow {settings.get('flow', '?')}"]
+    if result.get("selection"):
+        kept = result["selection"]
+        notes.append(f"source frames {kept['kept']} ({kept['frames']} of {kept['source_frames']})")
     if result.get("masked_fraction") is not None:
         notes.append(f"occlusion mask drops {100 * result['masked_fraction']:.1f}% of pixels per frame pair")
     if result.get("pose_frames") is not None:

@@ -26,13 +26,14 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 
 from vidreal.config import DEFAULT_CONTROLNETS, DEFAULT_MODEL, lora_list
 from vidreal.errors import ConfigError, InputError, ModelError, VidrealError
-from vidreal.runtime import first_line, hub_endpoint, hub_offline, hub_reachable, resolve_device, resolve_dtype
+from vidreal.hub import (CONFIG_FILES, check_hub, controlnet_need, hub_cache_dir, hub_error, lora_need, model_config_need,
+                         model_need)
+from vidreal.runtime import first_line, resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +41,6 @@ SAFE_SUFFIXES = {".safetensors"}
 PICKLE_SUFFIXES = {".ckpt", ".bin", ".pt", ".pth"}
 # Files that make a folder's weights; tokenizers and configs hold no tensors.
 _WEIGHT_SUFFIXES = SAFE_SUFFIXES | PICKLE_SUFFIXES
-
-# What `hf download` needs to fetch per kind of repo: only the components a Stable Diffusion
-# pipeline loads (no safety checker), a ControlNet's config and safetensors weights, or the
-# component configs of a pipeline (for a single-file model).
-_HUB_INCLUDE = " --include '*.json' '*.txt' '*model.safetensors' --exclude 'safety_checker/*'"
-_CONTROLNET_INCLUDE = " --include config.json diffusion_pytorch_model.safetensors"
-_CONFIG_INCLUDE = " --include '*.json' '*.txt'"
 
 
 # --------------------------------------------------------------------------- embeddings spec
@@ -71,20 +65,6 @@ def parse_embedding(spec: str | os.PathLike) -> tuple[Path, str | None]:
 
 
 # --------------------------------------------------------------------------- sources
-def hub_cache_dir() -> str:
-    """The hub cache folder, honouring ``HF_HUB_CACHE`` and ``HF_HOME`` as set at call time."""
-    from huggingface_hub import constants
-
-    env = os.environ
-    if env.get("HF_HUB_CACHE"):
-        return os.path.expandvars(os.path.expanduser(env["HF_HUB_CACHE"]))
-    if env.get("HUGGINGFACE_HUB_CACHE"):
-        return os.path.expandvars(os.path.expanduser(env["HUGGINGFACE_HUB_CACHE"]))
-    if env.get("HF_HOME"):
-        return os.path.join(os.path.expandvars(os.path.expanduser(env["HF_HOME"])), "hub")
-    return constants.HF_HUB_CACHE
-
-
 def _looks_local(spec: str) -> bool:
     """A string that is meant as a path, never as a hub id ``org/name``."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -183,88 +163,10 @@ def _check_controlnet_folder(folder: Path, what: str, allow_pickle: bool) -> Non
     _check_folder_weights(folder, what, allow_pickle)
 
 
-class HubNeed(NamedTuple):
-    """A hub repo the run needs: a file that shows it is cached, the flag that replaces it, and
-    what ``hf download`` should fetch of it."""
-
-    repo: str
-    filename: str | None
-    flag: str
-    include: str = ""
-
-
-def _hub_missing(missing: list[HubNeed]) -> ModelError:
-    """One line naming every missing repo, each with its own download command."""
-    state = ("offline (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set)" if hub_offline()
-             else f"unreachable ({hub_endpoint()})")
-    what = (f"'{missing[0].repo}': no local folder of that name" if len(missing) == 1
-            else f"{len(missing)} models: no local folders of those names")
-    how = "; ".join(f"get '{m.repo}' with `hf download {m.repo}{m.include}` or pass {m.flag}" for m in missing)
-    return ModelError(f"cannot load {what}, not in the local Hugging Face cache ({hub_cache_dir()}) and the hub "
-                      f"is {state}; {how}")
-
-
-def check_hub(needed: list[HubNeed]) -> bool:
-    """Check up front that every hub repo of a run can be loaded; returns True to load them from
-    the local cache only (offline, or the hub does not answer), False to let downloads happen.
-
-    Costs at most one short connection attempt (none offline), so an unreachable hub fails in
-    seconds instead of after tens of seconds of retries per model. Raises ModelError naming every
-    repo that is neither cached nor downloadable.
-    """
-    if not needed:
-        return hub_offline()
-    local_only = hub_offline() or not hub_reachable()
-    missing = [need for need in needed if not _hub_cached(need.repo, need.filename)]
-    if missing and local_only:
-        raise _hub_missing(missing)
-    return local_only
-
-
-def _hub_error(repo: str, flag: str, filename: str | None, error: BaseException, include: str = "") -> ModelError:
-    """Turn a failed hub load into one line saying what is missing and how to get it."""
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
-
-    chain, e = [], error
-    while e is not None and len(chain) < 10:
-        chain.append(e)
-        e = e.__cause__ or e.__context__
-    if any(isinstance(c, GatedRepoError) for c in chain):
-        return ModelError(f"cannot load '{repo}': the repository is gated; accept its terms on huggingface.co and "
-                          f"log in with `hf auth login`, or pass {flag}")
-    if any(isinstance(c, RepositoryNotFoundError) for c in chain):
-        return ModelError(f"cannot load '{repo}': no such repository on the Hugging Face hub (or it is private); "
-                          f"check the id or pass {flag}")
-    if _hub_cached(repo, filename):
-        return ModelError(f"cannot load '{repo}' from the Hugging Face cache ({hub_cache_dir()}): "
-                          f"{first_line(error, with_type=True)}; complete it with `hf download {repo}{include}`")
-    return _hub_missing([HubNeed(repo, filename, flag, include)])
-
-
-def _hub_cached(repo: str, filename: str | None) -> bool:
-    """``filename`` of ``repo`` is in the local cache (``None``: any snapshot of the repo is)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    if filename is None:
-        snapshots = Path(hub_cache_dir()) / f"models--{repo.replace('/', '--')}" / "snapshots"
-        return snapshots.is_dir() and any(snapshots.iterdir())
-    hit = try_to_load_from_cache(repo, filename, cache_dir=hub_cache_dir())
-    return isinstance(hit, str)
-
-
 # --------------------------------------------------------------------------- components
 def _hub_kwargs(allow_pickle: bool, local_only: bool) -> dict:
     return {"cache_dir": hub_cache_dir(), "local_files_only": local_only,
             "use_safetensors": None if allow_pickle else True}
-
-
-_MODEL_FLAG = "--model PATH (a diffusers folder or a .safetensors file)"
-_CONFIG_FLAG = "--model-config DIR (a diffusers Stable Diffusion folder; only its configs and tokenizer are read)"
-_LORA_FLAG = "--lora PATH (a .safetensors file)"
-
-
-def _controlnet_flag(name: str) -> str:
-    return f"--controlnet {name}=PATH (a ControlNet folder or a .safetensors file)"
 
 
 def _check_model(kind: str, src, allow_pickle: bool) -> None:
@@ -304,7 +206,7 @@ def _load_controlnet(name: str, kind: str, src, dtype: torch.dtype, allow_pickle
         raise
     except Exception as e:  # diffusers raises OSError/ValueError/... for every kind of load failure
         if kind == "hub":
-            raise _hub_error(src, _controlnet_flag(name), "config.json", e, _CONTROLNET_INCLUDE) from e
+            raise hub_error(controlnet_need(name, src), e) from e
         hint = "; put its config.json (or original .yaml) beside the file" if kind == "file" else ""
         raise ModelError(f"cannot load ControlNet '{name}': {first_line(e, with_type=True)}{hint}", src) from e
 
@@ -322,9 +224,9 @@ def _resolve_model_config(kind: str, src, local_only: bool) -> str:
 
     try:
         return snapshot_download(src, cache_dir=hub_cache_dir(), local_files_only=local_only,
-                                 allow_patterns=["*.json", "*.txt", "*.model"])
+                                 allow_patterns=list(CONFIG_FILES))
     except Exception as e:
-        raise _hub_error(src, _CONFIG_FLAG, "model_index.json", e, _CONFIG_INCLUDE) from e
+        raise hub_error(model_config_need(src), e) from e
 
 
 def _load_sd(kind: str, src, config: str | None, controlnet, dtype: torch.dtype, allow_pickle: bool,
@@ -346,7 +248,7 @@ def _load_sd(kind: str, src, config: str | None, controlnet, dtype: torch.dtype,
         raise
     except Exception as e:
         if kind == "hub":
-            raise _hub_error(src, _MODEL_FLAG, "model_index.json", e, _HUB_INCLUDE) from e
+            raise hub_error(model_need(src), e) from e
         raise ModelError(f"cannot load the model: {first_line(e, with_type=True)}", src) from e
 
 
@@ -460,7 +362,7 @@ def _load_lora(pipe, kind: str, src, scale: float, allow_pickle: bool, local_onl
         pipe.unload_lora_weights()
     except Exception as e:
         if kind == "hub":
-            raise _hub_error(src, _LORA_FLAG, None, e) from e
+            raise hub_error(lora_need(src), e) from e
         raise ModelError(f"cannot load LoRA: {first_line(e, with_type=True)}", src) from e
 
 
@@ -532,13 +434,13 @@ def load_pipeline(
     embedding_files = [_embedding_file(spec, allow_pickle) for spec in embeddings]
     for src, _ in lora_srcs:
         _check_lora(*src, allow_pickle)
-    needed = [HubNeed(src, "config.json", _controlnet_flag(name), _CONTROLNET_INCLUDE)
+    needed = [controlnet_need(name, src)
               for name, (kind, src) in nets.items() if kind == "hub"]
     if model_kind == "hub":
-        needed.insert(0, HubNeed(model_src, "model_index.json", _MODEL_FLAG, _HUB_INCLUDE))
+        needed.insert(0, model_need(model_src))
     if config_src is not None and config_src[0] == "hub":
-        needed.insert(0, HubNeed(config_src[1], "model_index.json", _CONFIG_FLAG, _CONFIG_INCLUDE))
-    needed += [HubNeed(src[1], None, _LORA_FLAG) for src, _ in lora_srcs if src[0] == "hub"]
+        needed.insert(0, model_config_need(config_src[1]))
+    needed += [lora_need(src[1]) for src, _ in lora_srcs if src[0] == "hub"]
     local_only = check_hub(needed)
     config_dir = None if config_src is None else _resolve_model_config(*config_src, local_only)
 
