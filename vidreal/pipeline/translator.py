@@ -222,7 +222,11 @@ class Translator:
                 and ``flow`` (memory + flow-guided fusion of predicted latents in ``flow_band``).
             keyframe_every: K; denoise frames 0, K, 2K, ... and the last, build the others from their
                 two keyframes along the source flow (``vidreal.propagate``). None (or 1): every frame.
-                Frames wait for their right keyframe: at most ``chunk_size * K`` frames are held.
+                Frames wait for their right keyframe: at most ``chunk_size * K`` frames are held, and a
+                batch's frames are propagated (in a worker pool, with the source flows computed there as
+                the frames arrive) while the next batch denoises. ``"auto"``: a keyframe where the source
+                changes enough (``vidreal.keyframes``). Pieces may carry the choice made ahead:
+                ``(frames, conditions, keys)`` with bool ``keys`` (n,); then only keyframes' conditions are read.
             refine: S in [0, 1]; an img2img pass of strength S over propagated frames (None/0: off).
             flow_band: (start, end) fractions of the denoising steps where ``flow`` fuses.
             kv_cache: where the frame memory lives: ``device``, ``cpu`` (host memory), or ``off``
@@ -266,6 +270,7 @@ class Translator:
         shape = None
         received = 0  # frames seen so far: the next frame's index
         keys, held = [], []  # frames to denoise; frames waiting for their right keyframe
+        pending = []  # the latest batch's outputs while its frames are propagated (a Future)
         if run.chooser.active or run.fusion is not None:  # (RAFT weights are checked here, before any frame)
             run.correspondence = Correspondence(flow_method, flow_size, device=self.device)
         with bar, closing(run.correspondence) if run.correspondence else nullcontext():
@@ -295,7 +300,7 @@ class Translator:
                 received += len(frames)
                 # 4. Denoise batches of keyframes as they fill up, then the frames between them
                 while len(keys) >= self._batch_size(run):
-                    yield self._keyframe_batch(run, keys, held, shape, bar)
+                    yield from self._in_order(pending, self._keyframe_batch(run, keys, held, shape, bar))
             if shape is None:
                 raise InputError("the clip has no frames")
             if held and held[-1].index == received - 1:  # the last frame is always a keyframe
@@ -305,7 +310,8 @@ class Translator:
                 self._keyframe_arrived(run, last, held)
                 keys.append(last)
             while keys:
-                yield self._keyframe_batch(run, keys, held, shape, bar)
+                yield from self._in_order(pending, self._keyframe_batch(run, keys, held, shape, bar))
+            yield from self._in_order(pending, None)
         if stats is not None:
             stats.update(keyframes=run.keyframes, propagated=len(run.unseen), frame_memory_bytes=run.peak_bytes,
                          unseen_fraction=float(np.mean(run.unseen)) if run.unseen else 0.0)
@@ -328,36 +334,56 @@ class Translator:
         if run.fusion is not None:
             frame.link = run.correspondence.fusion(frame.source, previous.source, run.latent_shape[1:], run.pos.dtype)
 
-    def _keyframe_batch(self, run, keys, held, shape, bar) -> np.ndarray:
-        """Denoise the next batch of keyframes, build (and refine) the frames up to the last of them;
-        returns those frames, uint8 (n, H, W, 3) in order."""
+    def _keyframe_batch(self, run, keys, held, shape, bar):
+        """Denoise the next batch of keyframes, build (and refine) the frames up to the last of them.
+
+        Returns those frames, uint8 (n, H, W, 3) in order, or (frames to propagate, no refine) a
+        Future of them: the propagation runs in the stream's flow pool while the next batch denoises.
+        """
         batch, keys[:] = keys[:self._batch_size(run)], keys[self._batch_size(run):]
         run.anchor = run.anchor or batch[0]
         for frame in batch:  # flow mode: the fusion links onto the previous keyframes, computed ahead
             frame.link = frame.link and frame.link.result()
         bar.start_batch(batch[0].index, len(batch))
         outputs = dict(zip([f.index for f in batch], self._denoise_frames(run, batch, bar)))
-        propagated = []
+        gaps = []  # (frames between two keyframes, left output, right output)
         for frame in batch:
             gap = [f for f in held if f.index < frame.index]
             del held[:len(gap)]
             if gap:
-                links = [f.link.result() for f in gap]
-                images = propagate(links, run.left[1], outputs[frame.index], self.device)
-                run.unseen += [link.unseen for link in links]
-                propagated += [(f, image) for f, image in zip(gap, images)]
+                gaps.append((gap, run.left[1], outputs[frame.index]))
             run.left = (frame, outputs[frame.index])
         run.keyframes += [f.index for f in batch]
-        if run.refine and propagated:
-            for i in range(0, len(propagated), run.chunk_size):
-                part = propagated[i:i + run.chunk_size]
-                images = self._denoise_frames(run, [f for f, _ in part], bar, start=np.stack([im for _, im in part]))
-                propagated[i:i + run.chunk_size] = [(f, im) for (f, _), im in zip(part, images)]
-        outputs.update({f.index: image for f, image in propagated})
         run.peak_bytes = max(run.peak_bytes, (run.memory.nbytes if run.memory else 0) +
                              (run.fusion.nbytes if run.fusion else 0))
-        bar.update(len(outputs))
-        return resize_frames(np.stack([outputs[i] for i in sorted(outputs)]), *shape)
+        bar.update(len(batch) + sum(len(gap) for gap, _, _ in gaps))
+
+        def finish() -> np.ndarray:
+            propagated = []
+            for gap, left, right in gaps:
+                links = [f.link.result() for f in gap]
+                propagated += zip(gap, propagate(links, left, right, self.device))
+                run.unseen += [link.unseen for link in links]
+            if run.refine and propagated:
+                for i in range(0, len(propagated), run.chunk_size):
+                    part = propagated[i:i + run.chunk_size]
+                    images = self._denoise_frames(run, [f for f, _ in part], bar,
+                                                  start=np.stack([im for _, im in part]))
+                    propagated[i:i + run.chunk_size] = [(f, im) for (f, _), im in zip(part, images)]
+            outputs.update({f.index: image for f, image in propagated})
+            return resize_frames(np.stack([outputs[i] for i in sorted(outputs)]), *shape)
+        return run.correspondence.submit(finish) if gaps and not run.refine else finish()
+
+    @staticmethod
+    def _in_order(pending: list, result):
+        """Yield what a batch gave in order: a Future (propagation under way) waits until the next
+        batch is denoised, or the stream ends (``result`` None)."""
+        if pending:
+            yield pending.pop().result()
+        if isinstance(result, np.ndarray):
+            yield result
+        elif result is not None:
+            pending.append(result)
 
     def _denoise_frames(self, run, batch, bar, start=None) -> np.ndarray:
         """Denoise and decode frames (``start``: uint8 (n, h, w, 3) images to refine, img2img);

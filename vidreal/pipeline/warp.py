@@ -8,8 +8,9 @@ with ``align_corners=True`` and border padding is ``cv2.remap`` with ``BORDER_RE
 ``Correspondence`` is one stream's flow work: fed the source frames of a keyframe gap (or a pair of
 keyframes, for fusion) as soon as they are known, it returns Futures; a worker pool
 (``vidreal.flow.FlowPool``) estimates each pair's two flows once and prepares, on the device, all
-that depends on the source alone (sampling grids, occlusion masks, blend weights). The denoising
-thread then only warps and blends the keyframes' outputs (``propagate``).
+that depends on the source alone (sampling grids, occlusion masks, blend weights). Once the
+keyframes are denoised, warping and blending their outputs (``propagate``) is a short job for the
+same pool (``submit``), done while the next batch denoises: the denoising thread waits for no flow.
 
 Propagation: for a frame t between keyframes a < t < b, each keyframe's output is warped to t
 along the source flow from t to that keyframe (direct flows: errors do not accumulate over the
@@ -158,6 +159,10 @@ class Correspondence:
             forward, backward = pairs(current[None], previous[None])
             return fusion_link(self._tensor(forward), self._tensor(backward), latent_hw, dtype)
         return self.pool.submit(job)
+
+    def submit(self, fn):
+        """Run ``fn()`` in the pool (after the work queued before it); its Future."""
+        return self.pool.submit(lambda pairs: fn())
 
     def close(self) -> None:
         self.pool.close()
