@@ -73,12 +73,13 @@ def test_readme_table_matches_the_code():
     ("classify train", "--img-size", "--size"),
     ("classify train", "--workers", "--decode-workers"),
     ("classify eval", "--workers", "--decode-workers"),
+    ("personalize dreambooth", "--preset", "--prompt-set"),  # not a second "preset" beside --config
 ])
 def test_old_spellings_parse_as_hidden_aliases(verb, old, new):
     command = verbs()[verb]
     assert new in visible_options(command) and old not in visible_options(command)
     option = next(p for p in command.params if new in p.opts)
-    value = "fp32" if new == "--dtype" else "64"
+    value = {"--dtype": "fp32", "--prompt-set": "rocog"}.get(new, "64")
     args = {"personalize dreambooth": ["--train-dir", "x", "-o", "y"],
             "personalize textual-inversion": ["--train-dir", "x", "-o", "y"],
             "classify train": ["--train", ".", "--val", ".", "-o", "y"],
@@ -92,3 +93,17 @@ def test_canny_thresholds_are_integers_everywhere():
     for name in ("translate", "batch", "conditions"):
         param = next(p for p in verbs()[name].params if "--canny-low" in p.opts)
         assert isinstance(param.type, click.IntRange) and param.type.min == 0 and param.type.max == 255
+
+
+@pytest.mark.parametrize("verb", sorted(verbs()))
+def test_help_shows_no_empty_range_and_no_deprecated_flag(verb):
+    result = CliRunner().invoke(cli, [*verb.split(), "--help"])
+    assert "None]" not in result.output and "x<=None" not in result.output, result.output
+    assert not visible_options(verbs()[verb]) & {"--canny-low", "--canny-high", "--preset"}
+    assert "preset" not in result.output.lower() or verb in {"translate", "batch"}, result.output
+
+
+def test_deprecated_canny_flags_still_parse():
+    command = verbs()["conditions"]
+    params = command.make_context("conditions", ["in.mp4", "-o", "o.mp4", "--canny-low", "50"]).params
+    assert params["canny_low"] == 50

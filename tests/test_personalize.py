@@ -327,7 +327,7 @@ def test_bad_inputs_fail_before_training(tiny_models, images, tmp_path, monkeypa
          lambda: train_dreambooth(images, out, sd, num_class_images=10**9, **FAST)),
         (ModelError, "not a diffusers model folder",
          lambda: train_dreambooth(images, out, str(tmp_path / "empty"), **FAST)),
-        (ModelError, "cannot load model 'nobody/missing-model'",
+        (ModelError, "cannot load 'nobody/missing-model'",
          lambda: train_textual_inversion(images, out, "nobody/missing-model", **FAST)),
         (ConfigError, "steps must be positive", lambda: train_dreambooth(images, out, sd, steps=0, **FAST)),
     ]
@@ -401,7 +401,7 @@ def test_caption_writes_one_line_per_image(tiny_blip, tmp_path):
 
 
 def test_caption_errors(tiny_blip, tmp_path):
-    with pytest.raises(ModelError, match="cannot load BLIP captioning model 'nobody/missing-blip'.*--model PATH"):
+    with pytest.raises(ModelError, match="cannot load 'nobody/missing-blip'.*`hf download nobody/missing-blip .*--model PATH"):
         caption_images(make_images(tmp_path / "imgs", n=1), tmp_path / "p.txt", model="nobody/missing-blip",
                        progress=False)
     (tmp_path / "empty").mkdir()

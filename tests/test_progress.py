@@ -66,20 +66,23 @@ def test_plain_lines_advance_at_every_denoising_step_within_a_chunk(translator, 
     lines = [line for line in err.splitlines() if line.startswith("translating")]
     steps = [line for line in lines if ", step " in line]
     # PNDM (the tiny model's scheduler, as SD 1.5's) runs steps + 1 timesteps; 3 frames at chunk 2 in
-    # cross-frame mode are two batches ([0, 1], then the anchor + [2]): a line at every step of both.
+    # cross-frame mode are two batches ([0, 1], then the anchor + [2]): a line at every timestep of
+    # both, counted in the 2 steps the user asked for (never "step 1/3").
     scheduler = translator.pipe.scheduler.__class__.from_config(translator.pipe.scheduler.config)
     scheduler.set_timesteps(2)
     n = len(scheduler.timesteps)
     assert n == 3  # 2 steps + PNDM's warm-up step
     counts = [(int(m[1]), int(m[2])) for m in (re.search(r"step (\d+)/(\d+)", line) for line in steps)]
-    assert counts == [(i, n) for i in range(1, n + 1)] * 2
+    assert counts == [(1, 2), (2, 2), (2, 2)] * 2
     # Within the first chunk (frames 0-1) no frame is finished, yet the bar moves at each step, with a rate.
     first_chunk = [line for line in steps if "frames 0-1, step" in line]
     assert len(first_chunk) == n
-    done = [float(re.search(r"\| (\d+\.\d)/3 frames", line)[1]) for line in first_chunk]
-    assert done == sorted(done) and 0 < done[0] < done[-1] <= 2.0
+    assert all("| 0/3 frames" in line for line in first_chunk)  # whole frames only: no "0.7/3"
+    done = [int(re.search(r"(\d+)%", line)[1]) for line in first_chunk]
+    assert done == sorted(done) and 0 < done[0] < done[-1] <= 67
     assert all(re.search(r"frame/s|s/frame", line) for line in first_chunk)  # a rate, hence an ETA
-    assert "3.0/3 frames" in lines[-1] and "100%" in lines[-1]
+    assert "3/3 frames" in lines[-1] and "100%" in lines[-1]
+    assert not any(re.search(r"\d\.\d/3 frames", line) for line in lines)
 
 
 def test_terminal_gets_a_tqdm_bar_and_no_progress_gets_nothing(translator, clip, capsys, monkeypatch):
@@ -129,9 +132,12 @@ def test_default_run_prints_one_line_per_output_and_each_warning_once(tiny_model
 def test_no_progress_hides_the_libraries_bars_too(tiny_models, video, tmp_path, monkeypatch):
     monkeypatch.setattr(progress, "is_terminal", lambda stream=None: True)  # as on a terminal
     args = ["translate", str(video), "-o", str(tmp_path / "out.mp4"), *model_args(tiny_models)]
-    shown = CliRunner().invoke(cli, args)
+    default = CliRunner().invoke(cli, args)  # the libraries' loading bars are their chatter: -vv only
+    assert default.exit_code == 0, default.output
+    assert "Loading" not in default.stderr and "translating" in default.stderr
+    shown = CliRunner().invoke(cli, ["-vv", *args])
     assert shown.exit_code == 0, shown.output
-    assert "Loading pipeline components" in shown.stderr and "translating" in shown.stderr
+    assert "Loading pipeline components" in shown.stderr and "Loading weights" in shown.stderr
     hidden = CliRunner().invoke(cli, [*args, "--no-progress"])
     assert hidden.exit_code == 0, hidden.output
     assert "Loading" not in hidden.stderr and "translating" not in hidden.stderr and "\r" not in hidden.stderr
@@ -155,7 +161,7 @@ def test_redirected_stderr_holds_plain_lines_only(tiny_models, video, tmp_path):
     text = log.read_text()
     assert "\r" not in text and not ESCAPE.search(text)
     assert "Loading pipeline components" not in text  # the libraries' bars are for terminals only
-    assert re.search(r"^translating: +\d+%.*step \d+/3", text, re.M)
+    assert re.search(r"^translating: +\d+%.*step \d+/2", text, re.M)
 
 
 @pytest.mark.slow
@@ -197,4 +203,18 @@ def test_batch_shows_items_and_frames_for_the_dataset(translator, tmp_path, caps
     batch = [line for line in err.splitlines() if line.startswith("batch:")]
     assert re.search(r"2/2 items .*, 4 frames, \d+\.\d\d frames/s, ETA 00:00, 0 failed", batch[-1]), batch[-1]
     assert any(re.search(r"1/2 items .*, 2 frames, \d+\.\d\d frames/s, ETA \d\d:\d\d", line) for line in batch)
-    assert any(re.search(r"^translating: .*step 1/3", line) for line in err.splitlines())  # each item's steps
+    assert any(re.search(r"^translating: .*step 1/2", line) for line in err.splitlines())  # each item's steps
+
+
+def test_verbose_is_vidreals_story_and_vv_adds_the_libraries(tiny_models, video, tmp_path):
+    def stderr(*flags):
+        cmd = [sys.executable, "-m", "vidreal", *flags, *_command(tiny_models, video, tmp_path / "out.mp4")[3:],
+               "--no-progress"]
+        done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    lines = stderr("-v").splitlines()
+    assert any(line.startswith("info: loaded") for line in lines)
+    assert all(re.match(r"(info|warning): (?!\[)", line) for line in lines), lines  # vidreal's own lines only
+    assert re.search(r"CLIPTextConfig|loading weights file", stderr("-vv"))  # the libraries' info: -vv

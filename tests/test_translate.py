@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import yaml
 import torch
 from click.testing import CliRunner
 
@@ -154,7 +155,11 @@ def test_cli_translate_image_in_image_out(tiny_models, samples, tmp_path):
     assert res.exit_code == 0, res.output
     frames = vidreal.read_video(out).frames
     assert frames.shape == (1, *vidreal.read_video(src).frames.shape[1:])
-    assert "a car in the style of sks object" in out.with_name("car.png.vidreal.yaml").read_text()
+    record = out.with_name("car.png.vidreal.yaml")
+    assert "a car in the style of sks object" in record.read_text()
+    data = yaml.safe_load(record.read_text())  # the values the run used, not auto's null
+    assert (data["device"], data["dtype"]) == ("cpu", "fp32") and "device" not in data["result"]
+    assert vidreal.load_config(record).dtype == "fp32"  # still a valid preset
 
 
 @pytest.mark.parametrize("case", ["zero-byte", "truncated", "text", "unsupported", "missing", "directory"])

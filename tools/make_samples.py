@@ -15,7 +15,8 @@ Needs ``pip install pybullet`` (the ``samples`` extra). What it writes (~1 MB in
   with footstep-like clicks), to exercise audio passthrough.
 * ``objects/<class>/<class>_<n>.png`` - 256x256 renders of single objects on plain backgrounds,
   VisDA-2017-style (classes car, bicycle, person, plant), and ``objects/image_list.txt`` with
-  ``relative/path label`` lines using VisDA's class indices.
+  ``relative/path label`` lines; a label indexes the sorted class names (bicycle 0, car 1, person 2,
+  plant 3), as the class folders give them, so the list trains as it is.
 
 Deterministic: the renderer, x264 and the AAC encoder give the same bytes on every run.
 Everything is written through ``vidreal.io.write_video``.
@@ -43,8 +44,6 @@ SIZE = 256
 FPS = 24
 N_FRAMES = 48
 SCALE = 0.25  # DeepMimic loads its humanoid at a quarter of the URDF's units
-VISDA_CLASSES = ["aeroplane", "bicycle", "bus", "car", "horse", "knife", "motorcycle", "person",
-                 "plant", "skateboard", "train", "truck"]
 
 SKIN = (0.92, 0.74, 0.62)
 HAIR = (0.22, 0.13, 0.07)
@@ -327,7 +326,7 @@ def render_objects(out: Path, folder: Path) -> list[str]:
             image = render(matrix, SIZE, np.array(colour, np.uint8))
             relative = f"{name}/{name}_{n:03d}.png"
             write_video(out / "objects" / relative, image[None])
-            lines.append(f"{relative} {VISDA_CLASSES.index(name)}")
+            lines.append(f"{relative} {sorted(scenes).index(name)}")
     return lines
 
 

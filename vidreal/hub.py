@@ -26,6 +26,7 @@ SD_FILES = ("*.json", "*.txt", "*model.safetensors")
 SD_SKIP = ("safety_checker/*",)
 CONTROLNET_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
 CONFIG_FILES = ("*.json", "*.txt", "*.model")
+HF_MODEL_FILES = ("*.json", "*.txt", "model.safetensors")  # a transformers model (CLIP, BLIP): configs, tokenizer
 
 
 class HubNeed(NamedTuple):
@@ -50,6 +51,20 @@ class HubNeed(NamedTuple):
         return args
 
 
+def is_hub_id(spec) -> bool:
+    """``spec`` names a hub repo (``org/name``), not an existing or path-like local file or folder."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    text = os.fspath(spec)
+    if Path(text).expanduser().exists() or text.startswith((".", "/", "~")) or "\\" in text:
+        return False
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    return True
+
+
 def model_need(repo: str) -> HubNeed:
     """A Stable Diffusion 1.5 pipeline repo (``--model``)."""
     return HubNeed(repo, "model_index.json", "--model PATH (a diffusers folder or a .safetensors file)", SD_FILES,
@@ -66,6 +81,11 @@ def controlnet_need(name: str, repo: str) -> HubNeed:
     """The ControlNet of condition ``name``."""
     return HubNeed(repo, "config.json", f"--controlnet {name}=PATH (a ControlNet folder or a .safetensors file)",
                    CONTROLNET_FILES)
+
+
+def transformers_need(repo: str, flag: str) -> HubNeed:
+    """A transformers model repo (CLIP, BLIP): its configs, tokenizer and safetensors weights."""
+    return HubNeed(repo, "config.json", flag, HF_MODEL_FILES)
 
 
 def lora_need(repo: str) -> HubNeed:

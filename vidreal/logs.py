@@ -5,8 +5,8 @@
 ======== ==================================== =======================================
  ``-q``   errors only (no bars, no status)     errors
  default  warnings (+ one status line/output)  warnings
- ``-v``   info: device, dtype, weights, files  info
- ``-vv``  debug                                info
+ ``-v``   info: device, dtype, weights, files  warnings
+ ``-vv``  debug                                info (and their loading bars)
 ======== ==================================== =======================================
 
 Lines read ``warning: <message>`` (``warning: [<logger>] <message>`` for other libraries'
@@ -30,11 +30,12 @@ _state = {"verbosity": 0, "handler": None}
 
 
 def levels(verbosity: int) -> tuple[int, int]:
-    """(vidreal's level, the libraries' level) for -1 (quiet), 0 (default), 1 (-v), 2+ (-vv)."""
+    """(vidreal's level, the libraries' level) for -1 (quiet), 0 (default), 1 (-v), 2+ (-vv):
+    ``-v`` is vidreal's own story; the libraries' info (config dumps, loading notes) is ``-vv``'s."""
     if verbosity < 0:
         return logging.ERROR, logging.ERROR
     mine = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbosity, 2)]
-    return mine, max(mine, logging.INFO)
+    return mine, logging.INFO if verbosity >= 2 else logging.WARNING
 
 
 def verbosity() -> int:

@@ -7,16 +7,18 @@
   step of every batch (so the ETA comes from the first steps, not from the first chunk).
 * :class:`DatasetRate` is what the batch bar says about the whole dataset: frames/s over the
   wall time of the run (all workers together) and the ETA of the items left.
-* :func:`configure` also switches the libraries' own bars (diffusers' "Loading pipeline
-  components", transformers' "Loading weights", huggingface_hub's downloads): they show only
-  where vidreal's bars would be tqdm bars. :func:`sync_libraries` applies that to a library
-  imported since (call it after importing diffusers).
+* :func:`configure` also switches the libraries' own bars: diffusers' "Loading pipeline
+  components" and transformers' "Loading weights" are the libraries' chatter, shown only at
+  ``-vv`` on a terminal; huggingface_hub's downloads show where vidreal's bars would be tqdm bars.
+  :func:`sync_libraries` applies that to a library imported since (call it after importing
+  diffusers or transformers).
 * :func:`interruptible` (the CLI runs every verb in it): Ctrl-C raises ``KeyboardInterrupt`` in
   the main thread as usual and also stops other threads (batch workers) at their next denoising
   step, where :func:`check_interrupt` is called.
 """
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -37,13 +39,13 @@ def configure(enabled: bool = True) -> None:
     """Turn every progress bar on or off for this process (the CLI: ``-q``, ``--no-progress``).
 
     Off, :func:`bar` returns disabled bars whatever its caller asks, and the libraries' bars are
-    hidden. On, the libraries' bars show only when stderr is a terminal.
+    hidden. On, download bars show when stderr is a terminal, loading bars also need ``-vv``.
     """
     _state["enabled"] = bool(enabled)
-    if not library_bars_shown() and "HF_HUB_DISABLE_PROGRESS_BARS" not in os.environ:
+    if not download_bars_shown() and "HF_HUB_DISABLE_PROGRESS_BARS" not in os.environ:
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read by huggingface_hub (so transformers) at import
         _state["set_env"] = True
-    elif library_bars_shown() and _state["set_env"]:
+    elif download_bars_shown() and _state["set_env"]:
         del os.environ["HF_HUB_DISABLE_PROGRESS_BARS"]
         _state["set_env"] = False
     sync_libraries()
@@ -61,19 +63,27 @@ def is_terminal(stream=None) -> bool:
         return False
 
 
-def library_bars_shown() -> bool:
-    """Whether diffusers', transformers' and huggingface_hub's own bars may show."""
+def download_bars_shown() -> bool:
+    """Whether huggingface_hub's download bars may show."""
     return _state["enabled"] and is_terminal()
 
 
+def library_bars_shown() -> bool:
+    """Whether diffusers' and transformers' loading bars may show: at ``-vv`` (their chatter)."""
+    from vidreal import logs
+
+    return download_bars_shown() and logs.verbosity() >= 2
+
+
 def sync_libraries() -> None:
-    """Apply the library bar setting to those of diffusers, transformers and huggingface_hub that
-    are imported (importing them here would cost seconds; call this again after importing one)."""
+    """Apply the bar settings to those of diffusers, transformers and huggingface_hub that are
+    imported (importing them here would cost seconds; call this again after importing one)."""
     shown = library_bars_shown()
     for name in ("diffusers.utils.logging", "transformers.utils.logging"):
         module = sys.modules.get(name)
-        if module is not None:
+        if module is not None:  # transformers' switch also sets huggingface_hub's: set below
             (module.enable_progress_bar if shown else module.disable_progress_bar)()
+    shown = download_bars_shown()
     hub = sys.modules.get("huggingface_hub.utils")
     if hub is not None and not shown:
         hub.disable_progress_bars()
@@ -130,19 +140,24 @@ class PlainBar(tqdm):
 class DenoiseProgress:
     """The translation bar of one clip: counts frames (``total=n_frames``) and moves at every
     denoising step, so a user sees the rate and ETA after the first step, not the first chunk.
+    It says the frames finished (whole ones) and the step in the steps the user asked for
+    (``step 1/2`` for ``--steps 2``, though PNDM runs a third, warm-up, timestep).
 
     The Translator calls :meth:`start_batch` before a batch, :meth:`step` after each denoising
     step (it also stops the run there on Ctrl-C) and :meth:`update` with the frames a batch
     finished. ``counts`` records (frames done, step, steps) at every step, for tests and tools.
     """
 
+    FORMAT = "{{l_bar}}{{bar}}| {frames}/{{total_fmt}} frames [{{elapsed}}<{{remaining}}, {{rate_fmt}}{{postfix}}]"
+
     def __init__(self, n_frames: int | None, enabled: bool = True):
         self.frames = 0  # frames finished
         self.first = self.size = 0  # the current batch: first frame index, frames in it
-        self.index = self.steps = 0  # steps done in the current batch, steps per batch
+        self.index = self.steps = 0  # timesteps done in the current batch, timesteps per batch
+        self.shown = 0  # the steps the user asked for, of those timesteps
         self.counts: list[tuple[float, int, int]] = []
         self.bar = bar(total=n_frames, desc="translating", unit="frame", disable=not enabled, leave=False,
-                       bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} frames [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
+                       bar_format=self.FORMAT.format(frames=0))
 
     def start_batch(self, first: int, size: int, steps: int | None = None) -> None:
         """A batch of ``size`` new frames from frame index ``first`` (``steps`` may come later)."""
@@ -151,17 +166,23 @@ class DenoiseProgress:
             self.steps = steps
         self._show()
 
-    def start_steps(self, steps: int) -> None:
-        """The number of denoising steps (scheduler timesteps) the current batch will take."""
+    def start_steps(self, steps: int, shown: int | None = None) -> None:
+        """The number of denoising steps (scheduler timesteps) the current batch will take, and
+        ``shown``: the steps the user asked for, which the bar counts in (default ``steps``)."""
         self.steps, self.index = steps, 0
+        self.shown = steps if shown is None else shown
 
     def step(self) -> None:
         """One denoising step of the current batch is done (raises KeyboardInterrupt on Ctrl-C)."""
         check_interrupt()
         self.index += 1
         done = self.frames + self.size * min(self.index, self.steps) / max(self.steps, 1)
-        self.counts.append((done, self.index, self.steps))
+        self.counts.append((done, self._step(), self.shown))
         self._show(done)
+
+    def _step(self) -> int:
+        """The current timestep as one of the steps asked for: 1..shown, in proportion."""
+        return min(self.shown, max(1, math.ceil(self.index * self.shown / max(self.steps, 1))))
 
     def update(self, n: int) -> None:
         """``n`` more frames are finished (decoded)."""
@@ -172,8 +193,9 @@ class DenoiseProgress:
     def _show(self, done: float | None = None) -> None:
         last = self.first + self.size - 1
         where = f"frames {self.first}-{last}" if self.size > 1 else f"frame {self.first}"
-        step = f", step {self.index}/{self.steps}" if self.steps and self.index else ""
+        step = f", step {self._step()}/{self.shown}" if self.steps and self.index else ""
         self.bar.set_postfix_str(where + step, refresh=False)
+        self.bar.bar_format = self.FORMAT.format(frames=self.frames)  # whole frames, though the bar moves by steps
         self.bar.update((self.bar.n if done is None else done) - self.bar.n)
         if done is None and not isinstance(self.bar, PlainBar):  # a plain bar has just decided itself
             self.bar.refresh()

@@ -10,7 +10,8 @@ import logging
 import threading
 import time
 from collections import deque
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
+import dataclasses
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -20,10 +21,12 @@ import numpy as np
 from vidreal import selection
 from vidreal.config import TranslateConfig, record_path, write_config
 from vidreal.io import OutputFiles, check_output, open_media, resize_frames
+from vidreal.stages import Stages
 
 log = logging.getLogger(__name__)
 
 PREVIEW_HEIGHT = 256  # each panel of the side-by-side preview
+STAGE_NAMES = ("decode", "conditions", "flow", "propagation", "denoise", "encode")  # result.stages
 
 
 @dataclass
@@ -41,6 +44,7 @@ class TranslateResult:
     conditions: dict[str, Path] = field(default_factory=dict)
     structure: dict | None = None  # {"edge_f1", "pose_pck"} from the frames in memory (structure=True)
     keypoints: Path | None = None
+    stages: dict | None = None  # {stage: {"ms_per_frame", "busy", ...}} (vidreal.stages.Timings.report)
 
 
 def load_translator(config: TranslateConfig):
@@ -60,7 +64,7 @@ def load_translator(config: TranslateConfig):
 
 def translate_file(input, output, config: TranslateConfig | None = None, translator=None, preview=None,
                    save_conditions=None, progress=True, prompt=None, metrics=False, record=True, structure=False,
-                   keypoints=None) -> TranslateResult:
+                   keypoints=None, overlap=True) -> TranslateResult:
     """Translate one video or image file.
 
     Args:
@@ -78,19 +82,22 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
         metrics: compute ``vidreal.metrics`` (source vs output, on the frames in hand, before
             encoding) and record them.
         record: write the resolved config beside the output (``OUTPUT.vidreal.yaml``).
+        structure: score edge F1 and pose PCK (``vidreal.gate.StructureScores``) from the frames
+            in memory as they stream; ``"edges"`` scores the edges only.
+        keypoints: a ``.json`` path for the source's pose keypoints (``vidreal.conditions.keypoints``,
+            in input pixels; needs a pose ControlNet).
+        overlap: run the stages (decode, conditions, denoising, encoding) at the same time, in
+            threads connected by bounded queues (``vidreal.stages``); False: one after another in
+            this thread (the same output; for tests and debugging).
 
     The input is opened once and streamed: memory depends on ``chunk_size``, not on the clip's
     length, with or without preview, condition maps and metrics. Condition kinds and their
     options are checked (and detector weights loaded) before the model. Every file of the run -
     output, preview, condition maps, record - is moved into place together, after all of them
-    were written; on any failure (a full disk included) none is, and nothing is left behind.
-        structure: score edge F1 and pose PCK (``vidreal.gate.StructureScores``) from the frames
-            in memory as they stream; ``"edges"`` scores the edges only.
-        keypoints: a ``.json`` path for the source's pose keypoints (``vidreal.conditions.keypoints``,
-            in input pixels; needs a pose ControlNet).
+    were written; on any failure in any stage (a full disk included) none is, nothing is left
+    behind and every stage has stopped. ``result.stages`` says how busy each stage was.
     """
     from vidreal.conditions import DetectorSet
-    from vidreal.metrics import SUMMARY_KEYS, MetricsStream
     from vidreal.prompts import Prompts
 
     start = time.perf_counter()
@@ -110,83 +117,53 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
     if info.timestamps is not None:
         log.warning("%s: variable frame rate (%d frames over %.2f s, %.3f fps on average): frame times are kept",
                     input, info.n_frames, info.timestamps[-1], float(info.fps))
-    options = {kind: opts for kind, opts in config.conditions.items() if kind in kinds}
-    if "openpose" in kinds:  # the annotator's .pth files are pickles: the same consent as other weights
-        options["openpose"] = {"allow_pickle": config.allow_pickle, **options.get("openpose", {})}
-    with DetectorSet(kinds, options) as detectors, ExitStack() as stack:
+    with DetectorSet(kinds, _detector_options(config, kinds)) as detectors, ExitStack() as stack:
         translator = translator or load_translator(config)
         work = translator.working_size(info.height, info.width, config.size)
         log.info("translating %s: %d frame(s) %dx%d%s at %dx%d, %s, prompt %r", input, info.n_frames, info.width,
                  info.height, f" @ {float(info.fps):.3f} fps" if info.fps else "", work[1], work[0],
                  config.consistency, prompt)
         files = stack.enter_context(OutputFiles())
-        video = dict(codec=config.codec, crf=config.crf, timestamps=info.timestamps)
-        writer = files.video(output, info.fps, audio_from=input if info.has_audio else None,
-                             audio_span=plan.audio_span, **video)
-        preview_writer = None if preview is None else files.video(preview, info.fps, **video)
-        condition_writers = {kind: files.video(path, info.fps, **video) for kind, path in condition_paths.items()}
-        scores = None if not metrics else stack.enter_context(MetricsStream())
-        structure_scores, people = _structure_hooks(structure, keypoints, kinds, info, work)
-        if structure_scores is not None:
-            stack.callback(structure_scores.close)
-        waiting = _Waiting() if preview_writer is not None or scores is not None or structure_scores is not None \
-            else None
-
+        encoder = _Encoder(files, stack, input, output, plan, config, kinds, preview, condition_paths, metrics,
+                           structure)
+        people = _keypoints_log(keypoints, kinds, info, work)
         stats: dict = {}  # keyframes, propagated frames, frame memory size (Translator.stream)
 
-        def pieces():  # may run in a prefetch thread (batch overlap): it only touches its own writers
-            for chunk in media.chunks(config.chunk_size, plan.indices if plan.active else None):
-                small = resize_frames(chunk, *work)  # conditions are extracted at the working size
-                maps = detectors(small)
-                for kind, condition_writer in condition_writers.items():
-                    condition_writer.write(maps[kind])
-                if waiting is not None:
-                    row = None if preview_writer is None else np.concatenate(
-                        [_panel(small), *(_panel(maps[kind]) for kind in kinds)], axis=2)
-                    waiting.put(chunk, row)
-                if people is not None:
-                    people.add(detectors.detectors["pose"].last_people)
-                yield chunk, maps
-
-        emitted = 0  # frames written so far: the next frame's index
-        for frames in translator.stream(
-            pieces(), prompt, config.negative_prompt, config.steps, config.guidance, config.controlnet_scale or None,
+        # The stages, each up to two chunks ahead of the next; entered last, so they have all
+        # stopped before the output files are finished or dropped
+        stages = stack.enter_context(Stages(overlap))
+        decoded = stages.ahead("decode", media.chunks(config.chunk_size, plan.indices if plan.active else None))
+        pieces = stages.ahead("conditions", _conditions(decoded, work, detectors, encoder.waiting, people))
+        encode = stages.behind("encode", encoder.write)
+        outputs = stages.iterate("denoise", translator.stream(
+            pieces, prompt, config.negative_prompt, config.steps, config.guidance, config.controlnet_scale or None,
             config.seed, config.chunk_size, config.consistency, config.size, progress, n_frames=info.n_frames,
             control_start=config.control_start, control_end=config.control_end, guess_mode=config.guess_mode,
             keyframe_every=config.keyframe_every, refine=config.refine, flow_band=config.flow_band,
             kv_cache=config.kv_cache, stats=stats, scheduler=config.scheduler, eta=config.eta,
             deepcache_interval=config.deepcache_interval, tome_ratio=config.tome_ratio,
-        ):
-            writer.write(frames)
-            if waiting is not None:
-                source, rows = waiting.take(len(frames))
-                if preview_writer is not None:
-                    marked = _mark_keyframes(frames, emitted, config.keyframe_every, info.n_frames)
-                    preview_writer.write(np.concatenate([rows, _panel(marked)], axis=2))
-                if scores is not None:
-                    scores.add(source, frames)
-                if structure_scores is not None:
-                    structure_scores.add(source, frames)
-            emitted += len(frames)
+        ))
+        with closing(outputs):
+            for frames in outputs:
+                encode(frames)
+        encode.finish()
+        stages.timings.frames["denoise"] = len(stats.get("keyframes", ()))  # the frames denoised
+
         reports = detectors.reports()
         result = TranslateResult(input, output, info.n_frames, info.fps, 0.0, prompt, config, reports,
                                  preview=None if preview is None else Path(preview), conditions=condition_paths)
-        if scores is not None:
-            values = scores.result()
-            result.metrics = {**{key: values.get(key) for key in SUMMARY_KEYS}, "settings": values.get("settings", {})}
-        if structure_scores is not None:
-            result.structure = structure_scores.result()
+        result.metrics, result.structure = encoder.scores()
         if people is not None:
             result.keypoints = people.write(keypoints)
+        result.stages = stages.timings.report(STAGE_NAMES)
         result.seconds = time.perf_counter() - start
         if record:
-            write_config(record_path(output), config, files=files, extra={
+            write_config(record_path(output), _as_run(config, translator), files=files, extra={
                 "input": str(input), "prompt": prompt, "frames": info.n_frames,
                 "fps": None if info.fps is None else str(info.fps),
                 "timestamps": "kept (variable frame rate)" if info.timestamps is not None else None,
                 **({"selection": plan.summary()} if plan.active else {}),
                 "seconds": round(result.seconds, 3),
-                "device": str(translator.device), "dtype": str(translator.pipe.unet.dtype).replace("torch.", ""),
                 "reports": reports, "metrics": result.metrics, "correspondence": _summary(stats, config),
             })
     for note in reports.values():
@@ -195,51 +172,151 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
     return result
 
 
+DTYPE_NAMES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}  # torch's -> the config's
+
+
+def _as_run(config: TranslateConfig, translator) -> TranslateConfig:
+    """``config`` with the device and dtype the run used in place of auto (None), for the record."""
+    dtype = str(translator.pipe.unet.dtype).replace("torch.", "")
+    return dataclasses.replace(config, device=str(translator.device), dtype=DTYPE_NAMES.get(dtype, dtype))
+
+
+def _detector_options(config: TranslateConfig, kinds) -> dict:
+    """The condition options of ``kinds`` in ``config`` (openpose also gets the config's pickle consent)."""
+    options = {kind: opts for kind, opts in config.conditions.items() if kind in kinds}
+    if "openpose" in kinds:  # the annotator's .pth files are pickles: the same consent as other weights
+        options["openpose"] = {"allow_pickle": config.allow_pickle, **options.get("openpose", {})}
+    return options
+
+
+def _conditions(chunks, work, detectors, waiting, people):
+    """The conditions stage: the decoded chunks (uint8 (n, H, W, 3)) at the working size and their
+    condition maps; yields the translator's pieces ``(chunk, {kind: maps})``. What the encoding
+    stage needs later (source, working-size frames, maps) is left in ``waiting`` (None: nothing).
+
+    Work on the source frames, in order, that the denoiser reads later belongs in this stage."""
+    for chunk in chunks:
+        small = resize_frames(chunk, *work)  # conditions are extracted at the working size
+        maps = detectors(small)
+        if people is not None:
+            people.add(detectors.detectors["pose"].last_people)
+        if waiting is not None:
+            waiting.put(source=chunk, small=small, maps=maps)
+        yield chunk, maps
+
+
+class _Encoder:
+    """The encoding stage: writes each output chunk (output, preview, condition maps) and scores it
+    (metrics, structure) against its source frames, which wait in :attr:`waiting` meanwhile."""
+
+    def __init__(self, files, stack, input, output, plan, config, kinds, preview, condition_paths, metrics,
+                 structure):
+        from vidreal.metrics import MetricsStream
+
+        info = plan.info
+        video = dict(codec=config.codec, crf=config.crf, timestamps=info.timestamps)
+        self.writer = files.video(output, info.fps, audio_from=input if info.has_audio else None,
+                                  audio_span=plan.audio_span, **video)
+        self.preview = None if preview is None else files.video(preview, info.fps, **video)
+        self.condition_writers = {kind: files.video(path, info.fps, **video) for kind, path in condition_paths.items()}
+        self.metrics = None if not metrics else stack.enter_context(MetricsStream())
+        self.structure = None
+        if structure:
+            from vidreal.gate import StructureScores
+
+            self.structure = StructureScores(pose=structure != "edges")
+            stack.callback(self.structure.close)
+        self.kinds, self.every, self.n_frames = kinds, config.keyframe_every, info.n_frames
+        wanted = self.preview, self.metrics, self.structure, *self.condition_writers.values()
+        self.waiting = _Waiting() if any(x is not None for x in wanted) else None
+        self.emitted = 0  # frames written so far: the next frame's index
+
+    def write(self, frames: np.ndarray) -> None:
+        """Write and score the next output frames, uint8 (n, H, W, 3)."""
+        self.writer.write(frames)
+        if self.waiting is not None:
+            waiting = self.waiting.take(len(frames))
+            for kind, condition_writer in self.condition_writers.items():
+                condition_writer.write(waiting["maps"][kind])
+            if self.preview is not None:
+                self.preview.write(self._preview_rows(waiting["small"], waiting["maps"], frames))
+            if self.metrics is not None:
+                self.metrics.add(waiting["source"], frames)
+            if self.structure is not None:
+                self.structure.add(waiting["source"], frames)
+        self.emitted += len(frames)
+
+    def _preview_rows(self, small, maps, frames) -> np.ndarray:
+        """Side-by-side rows: source | each condition | output (keyframes marked)."""
+        marked = _mark_keyframes(frames, self.emitted, self.every, self.n_frames)
+        return np.concatenate([_panel(small), *(_panel(maps[kind]) for kind in self.kinds), _panel(marked)], axis=2)
+
+    def scores(self) -> tuple[dict | None, dict | None]:
+        """(metrics summary, structure scores), each None when not asked for."""
+        from vidreal.metrics import SUMMARY_KEYS
+
+        summary = None
+        if self.metrics is not None:
+            values = self.metrics.result()
+            summary = {**{key: values.get(key) for key in SUMMARY_KEYS}, "settings": values.get("settings", {})}
+        return summary, None if self.structure is None else self.structure.result()
+
+
 class _Waiting:
-    """Source frames (and preview rows) waiting for their outputs, first in first out; ``put`` may
-    run in another thread than ``take``."""
+    """Per-frame arrays (by name) waiting for their outputs, first in first out; ``put`` may run in
+    another thread than ``take``."""
 
     def __init__(self):
         self._items: deque = deque()
         self._lock = threading.Lock()
 
-    def put(self, frames: np.ndarray, rows: np.ndarray | None) -> None:
+    def put(self, **arrays) -> None:
+        """Add the next frames: arrays of the same length, or dicts of such arrays (condition maps)."""
         with self._lock:
-            self._items.append((frames, rows))
+            self._items.append(arrays)
 
-    def take(self, n: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """The next ``n`` frames: uint8 (n, H, W, 3) source, and (n, h, w', 3) rows or None."""
-        frames, rows = [], []
+    def take(self, n: int) -> dict:
+        """The next ``n`` frames of every array put, concatenated."""
+        parts = []
         with self._lock:
             while n > 0:
-                f, r = self._items[0]
-                if len(f) > n:
-                    self._items[0] = (f[n:], None if r is None else r[n:])
-                    f, r = f[:n], None if r is None else r[:n]
+                item = self._items[0]
+                size = _length(item)
+                if size > n:
+                    parts.append(_cut(item, slice(0, n)))
+                    self._items[0] = _cut(item, slice(n, None))
+                    size = n
                 else:
-                    self._items.popleft()
-                frames.append(f)
-                rows.append(r)
-                n -= len(f)
-        return np.concatenate(frames), None if rows[0] is None else np.concatenate(rows)
+                    parts.append(self._items.popleft())
+                n -= size
+        return _join(parts)
 
 
-def _structure_hooks(structure, keypoints, kinds, info, work):
-    """(StructureScores or None, KeypointsLog or None) for ``translate_file``'s options."""
-    scores = people = None
-    if structure:
-        from vidreal.gate import StructureScores
+def _length(value) -> int:
+    return _length(next(iter(value.values()))) if isinstance(value, dict) else len(value)
 
-        scores = StructureScores(pose=structure != "edges")
-    if keypoints is not None:
-        from vidreal.conditions.keypoints import KeypointsLog, check_keypoints_path
-        from vidreal.errors import ConfigError
 
-        check_keypoints_path(keypoints)
-        if "pose" not in kinds:
-            raise ConfigError(f"keypoints come from the pose condition: the ControlNets read {', '.join(kinds)}")
-        people = KeypointsLog(info.width, info.height, scale=(info.width / work[1], info.height / work[0]))
-    return scores, people
+def _cut(value, part: slice):
+    return {k: _cut(v, part) for k, v in value.items()} if isinstance(value, dict) else value[part]
+
+
+def _join(values: list):
+    if isinstance(values[0], dict):
+        return {k: _join([v[k] for v in values]) for k in values[0]}
+    return np.concatenate(values)
+
+
+def _keypoints_log(keypoints, kinds, info, work):
+    """The KeypointsLog of ``translate_file(keypoints=...)``, or None."""
+    if keypoints is None:
+        return None
+    from vidreal.conditions.keypoints import KeypointsLog, check_keypoints_path
+    from vidreal.errors import ConfigError
+
+    check_keypoints_path(keypoints)
+    if "pose" not in kinds:
+        raise ConfigError(f"keypoints come from the pose condition: the ControlNets read {', '.join(kinds)}")
+    return KeypointsLog(info.width, info.height, scale=(info.width / work[1], info.height / work[0]))
 
 
 def _summary(stats: dict, config: TranslateConfig) -> dict:

@@ -6,12 +6,12 @@ A job: ``{"input": rel, "src": absolute input path, "dst": absolute output path,
 A result: ``{"input": rel, "status": "done"|"failed", "error": str|None, "frames": int, "seconds": float}``,
 plus ``"metrics": {name: number|None}`` (``vidreal.metrics.SUMMARY_KEYS``) when the worker computes them.
 
-Overlap (``overlap=True``): ``translate_file`` streams an item as pieces (decode a chunk, extract
-its conditions) into ``Translator.stream``. The worker hands it a :class:`SharedTranslator`,
-which pulls those pieces in a prefetch thread, up to two ahead, and lets one item at a time use
-the model. With two items in flight (a 2-thread pool locally; a Ray actor with
-``max_concurrency=2`` and two calls in flight) the next item's decoding and condition extraction
-run while the current one is denoised (torch, OpenCV and mediapipe release the GIL).
+Overlap (``overlap=True``): ``translate_file`` runs an item as stages (``vidreal.stages``): its
+decoding and condition extraction run in threads of their own, ahead of ``Translator.stream``.
+The worker hands it a :class:`SharedTranslator`, which lets one item at a time use the model.
+With two items in flight (a 2-thread pool locally; a Ray actor with ``max_concurrency=2`` and two
+calls in flight) the next item's decoding and condition extraction run while the current one is
+denoised (torch, OpenCV and mediapipe release the GIL).
 ``overlap=None`` (the default) overlaps when the model runs on a GPU: on a CPU both kinds of work
 compete for the same cores and overlapping measured 0.95x (``tools/bench_batch.py``, 2 cores).
 Without overlap a worker translates one whole item at a time (calls in flight wait their turn).
@@ -19,7 +19,6 @@ Without overlap a worker translates one whole item at a time (calls in flight wa
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -32,7 +31,6 @@ from vidreal.runtime import first_line
 log = logging.getLogger(__name__)
 
 RAY_MISSING = "the ray executor needs Ray: pip install 'vidreal[ray]'"
-PREFETCH_DEPTH = 2  # pieces (chunks of frames + conditions) prepared ahead of the model
 
 
 def one_line(exc: BaseException, path: str | None = None) -> str:
@@ -45,58 +43,12 @@ def one_line(exc: BaseException, path: str | None = None) -> str:
     return text[:300]
 
 
-class Prefetch:
-    """Iterate ``iterable`` in a background thread, up to ``depth`` items ahead of the consumer.
-
-    Exceptions of the producer are re-raised to the consumer; :meth:`close` stops the thread
-    and waits for it (after the item it is producing, if any).
-    """
-
-    def __init__(self, iterable, depth: int = PREFETCH_DEPTH):
-        self._queue: queue.Queue = queue.Queue(depth)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._produce, args=(iter(iterable),), daemon=True,
-                                        name="vidreal-prefetch")
-        self._thread.start()
-
-    def _produce(self, items) -> None:
-        try:
-            for item in items:
-                if self._stop.is_set() or not self._put((True, item)):
-                    return
-            self._put((False, None))
-        except BaseException as exc:  # handed to the consumer
-            self._put((False, exc))
-
-    def _put(self, message) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(message, timeout=0.1)
-                return True
-            except queue.Full:
-                pass
-        return False
-
-    def __iter__(self):
-        while True:
-            more, value = self._queue.get()
-            if not more:
-                if value is not None:
-                    raise value
-                return
-            yield value
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 class SharedTranslator:
     """A Translator shared by the threads of one worker, for one ``translate_file`` call.
 
-    ``stream()`` starts prefetching the item's pieces at once, then waits for the worker's lock
-    and translates; the lock is held until the stream ends (one item at a time uses the model and
-    its attention processors). Everything else is the wrapped Translator's. :meth:`close` ends a
+    ``stream()`` waits for the worker's lock (the item's stages meanwhile decode and extract
+    conditions ahead, as far as their queues allow) and translates; the lock is held until the
+    stream ends (one item at a time uses the model and its attention processors). Everything else is the wrapped Translator's. :meth:`close` ends a
     stream that was left open (e.g. when writing failed), releasing the lock.
     ``waited``: seconds spent waiting for the lock.
     """
@@ -116,14 +68,10 @@ class SharedTranslator:
         return gen
 
     def _stream(self, pieces, *args, **kwargs):
-        ahead = Prefetch(pieces)
-        try:
-            start = time.perf_counter()
-            with self._lock:
-                self.waited += time.perf_counter() - start
-                yield from self._translator.stream(ahead, *args, **kwargs)
-        finally:
-            ahead.close()
+        start = time.perf_counter()
+        with self._lock:
+            self.waited += time.perf_counter() - start
+            yield from self._translator.stream(pieces, *args, **kwargs)
 
     def close(self) -> None:
         for gen in self._streams:

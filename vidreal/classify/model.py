@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from vidreal.errors import ConfigError, ModelError
+from vidreal.hub import HubNeed, check_hub, hub_cache_dir, hub_error
 from vidreal.runtime import first_line
 
 log = logging.getLogger(__name__)
@@ -59,29 +60,63 @@ def create_backbone(
         hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
         raise ConfigError(f"unknown backbone {name!r}{hint}")
     kwargs = dict(backbone_kwargs or {})
-    if img_size is not None:
-        kwargs["img_size"] = int(img_size)
+    need = None
     if weights is not None:
         weights = Path(weights)
         if not weights.is_file():
             raise ModelError("backbone weights file not found", weights)
         if not pretrained:
             raise ConfigError("weights were given together with pretrained=False; drop one of them")
+    elif pretrained:
+        need = backbone_need(name)
+        weights = _cached_weights(need)
+    if weights is not None:
         kwargs["pretrained_cfg_overlay"] = dict(file=str(weights))
+    if img_size is not None:
+        kwargs["img_size"] = int(img_size)
     try:
-        model = timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
-    except (OSError, RuntimeError, ValueError) as exc:
+        try:
+            return timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
+        except TypeError as exc:  # convolutional backbones take any input size as they are built
+            if "img_size" not in str(exc) or img_size is None:
+                raise
+            del kwargs["img_size"]
+            return timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
+    except (OSError, RuntimeError, ValueError, TypeError) as exc:
         if not pretrained:
-            raise ConfigError(f"cannot build backbone {name!r} with {kwargs}: {exc}") from None
-        if weights is not None:
-            raise ModelError(f"cannot load backbone weights into {name!r}: {first_line(exc)}", weights) from None
-        hub_id = (timm.models.get_pretrained_cfg(name).hf_hub_id if timm.models.get_pretrained_cfg(name) else None) or name
-        raise ModelError(
-            f"pretrained weights for {name!r} are not available offline: download them with "
-            f"`huggingface-cli download {hub_id}` (network needed) and pass the model.safetensors "
-            f"file with --weights FILE, or use --no-pretrained"
-        ) from None
-    return model
+            raise ConfigError(f"cannot build backbone {name!r} with {kwargs}: {first_line(exc)}") from None
+        if need is not None and weights is None:  # timm's own download failed
+            raise hub_error(need, exc) from None
+        raise ModelError(f"cannot load backbone weights into {name!r}: {first_line(exc)}", weights) from None
+
+
+def backbone_need(name: str) -> HubNeed | None:
+    """The hub repo holding timm backbone ``name``'s pretrained weights (None: it has none there)."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None or not cfg.hf_hub_id:
+        return None
+    return HubNeed(cfg.hf_hub_id, cfg.hf_hub_filename or "model.safetensors",
+                   "--weights FILE (the backbone's model.safetensors) or --no-pretrained",
+                   (cfg.hf_hub_filename or "model.safetensors",))
+
+
+def check_pretrained(name: str, pretrained: bool = True, weights: str | Path | None = None) -> None:
+    """Check up front (before any data is read) that timm backbone ``name``'s pretrained weights can
+    be had: cached, or the hub answers; ModelError naming the missing repo otherwise."""
+    if pretrained and weights is None:
+        _cached_weights(backbone_need(name))
+
+
+def _cached_weights(need: HubNeed | None) -> str | None:
+    """The cached weights file of ``need`` when the hub cannot be used (checked up front: the
+    missing file named at once, no retries); None to let timm download them."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if need is None or not check_hub([need]):
+        return None
+    return try_to_load_from_cache(need.repo, need.filename, cache_dir=hub_cache_dir())
 
 
 def data_config(backbone: nn.Module, img_size: int | None = None) -> dict[str, Any]:

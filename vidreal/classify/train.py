@@ -25,7 +25,7 @@ from vidreal.progress import bar as tqdm  # tqdm on a terminal, plain lines in a
 
 from vidreal.classify.data import load_samples
 from vidreal.classify.features import cached_features, fingerprint
-from vidreal.classify.model import Classifier
+from vidreal.classify.model import Classifier, check_pretrained
 from vidreal.classify.run import TrainConfig, build_classifier, make_dataset, save_run, video_settings
 from vidreal.classify.scores import confusion_matrix, mean_class_accuracy, per_class_accuracy
 from vidreal.classify.video_model import is_video_backbone
@@ -170,6 +170,8 @@ def train(
     if run_dir.exists() and not run_dir.is_dir():
         raise InputError("run folder path exists and is not a folder", run_dir)
     device = resolve_device(cfg.device)
+    if not is_video_backbone(cfg.backbone):
+        check_pretrained(cfg.backbone, cfg.pretrained, cfg.weights)  # a missing download fails now, not after the data
     start = time.perf_counter()
 
     # 1. Data

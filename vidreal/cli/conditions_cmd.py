@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 @click.command("conditions", epilog="""\b
 Examples:
   vidreal conditions samples/humanoid_walk_ground.mp4 -o pose.mp4 --kind pose
-  vidreal conditions clip.mp4 -o maps.mp4 --kind canny --kind pose --canny-low 50
+  vidreal conditions clip.mp4 -o maps.mp4 --kind canny --kind pose --condition canny.low_threshold=50
   vidreal conditions street.mp4 -o pose.mp4 --kind pose --pose-mode multi --keypoints pose.json
   vidreal conditions clip.mp4 -o edges.mp4 --kind canny --start 2.5s --every 5 --max-frames 16
 """)

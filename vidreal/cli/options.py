@@ -20,7 +20,15 @@ from vidreal.pipeline.schedulers import SCHEDULER_NAMES
 
 class FiniteFloat(click.FloatRange):
     """A float flag (optionally bounded, as ``click.FloatRange``) that refuses ``nan`` and ``inf``
-    as a usage error, as a non-finite config value is refused."""
+    as a usage error, as a non-finite config value is refused. Unbounded, --help shows it as FLOAT."""
+
+    def __init__(self, min=None, max=None, **kwargs):
+        super().__init__(min, max, **kwargs)
+        if min is None and max is None:
+            self.name = "float"  # not "FLOAT RANGE [x<=None]"
+
+    def _describe_range(self) -> str:
+        return "" if self.min is None and self.max is None else super()._describe_range()
 
     def convert(self, value, param, ctx):
         number = click.FLOAT.convert(value, param, ctx)
@@ -95,9 +103,9 @@ def _levers(value):
 
 SHOWN_DEFAULTS = {"device": "auto", "dtype": "auto"}  # config None means auto-detect
 
-CANNY_OPTIONS = [
-    option("--canny-low", type=click.IntRange(0, 255), help="Canny low threshold.", show_default="100"),
-    option("--canny-high", type=click.IntRange(0, 255), help="Canny high threshold.", show_default="200"),
+CANNY_OPTIONS = [  # deprecated spellings of --condition canny.low_threshold=N / canny.high_threshold=N: not in --help
+    option("--canny-low", type=click.IntRange(0, 255), hidden=True, help="Canny low threshold."),
+    option("--canny-high", type=click.IntRange(0, 255), hidden=True, help="Canny high threshold."),
 ]
 
 
@@ -122,7 +130,8 @@ def selection_options(func):
 
 
 def canny_options(func):
-    """``--canny-low``/``--canny-high`` (INTEGER 0-255), the same in every verb that has them."""
+    """``--canny-low``/``--canny-high`` (INTEGER 0-255, hidden: the old spellings of ``--condition
+    canny.low_threshold=N``), the same in every verb that has them."""
     for opt in reversed(CANNY_OPTIONS):
         func = opt(func)
     return func

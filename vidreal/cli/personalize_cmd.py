@@ -100,16 +100,16 @@ def personalize():
 @personalize.command("dreambooth", epilog="""\b
 Examples:
   vidreal personalize dreambooth --train-dir rocog/real/ground/Advance -o models/rocog \\
-      --preset rocog --num-class-images 200
+      --prompt-set rocog --num-class-images 200
 """)
 @option("--train-dir", "instance_dir", aliases=("--instance-dir",), required=True, type=click.Path(exists=False),
         help="Folder of target (instance) images, searched recursively.")
 @_training_options(steps=800, lr="2e-6", accumulation=1, checkpointing="on")
-@click.option("--preset", type=click.Choice(["visda", "rocog"]),
-              help="Default prompts: visda 'an object in the style of sks object' / 'an object'; "
-                   "rocog 'a person in the style of sks person' / 'a person'.")
-@click.option("--instance-prompt", help="Prompt for the target images (overrides --preset).")
-@click.option("--class-prompt", help="Prompt for the prior-preservation images (overrides --preset).")
+@option("--prompt-set", "preset", aliases=("--preset",), type=click.Choice(["visda", "rocog"]),
+        help="Default prompts: visda 'an object in the style of sks object' / 'an object'; "
+             "rocog 'a person in the style of sks person' / 'a person'.")
+@click.option("--instance-prompt", help="Prompt for the target images (overrides --prompt-set).")
+@click.option("--class-prompt", help="Prompt for the prior-preservation images (overrides --prompt-set).")
 @option("--class-dir", type=click.Path(file_okay=False), help="Class images folder; reused when filled.", show_default="OUT/class_images")
 @option("--num-class-images", type=click.IntRange(min=0), help="Prior-preservation images.", show_default="1000; 0: no prior preservation")
 @option("--prior-loss-weight", type=click.FloatRange(min=0), help="Weight of the prior loss.", show_default="1.0")

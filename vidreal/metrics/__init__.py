@@ -31,7 +31,7 @@ from vidreal.errors import ConfigError, InputError, ModelError
 from vidreal.io import resize_frames
 from vidreal.metrics import clip as _clip
 from vidreal.metrics import temporal as _temporal
-from vidreal.metrics.clip import DEFAULT_CLIP_MODEL, clip_metrics, load_clip
+from vidreal.metrics.clip import DEFAULT_CLIP_MODEL, check_clip, clip_metrics, load_clip
 from vidreal.flow import FLOW_METHODS, check_flow_method, make_flow_estimator, valid_mask, warp
 from vidreal.metrics.report import format_table, plot_metrics
 from vidreal.metrics.structure import (EdgeStream, PoseStream, edge_map, edge_metrics, edge_scores, pose_metrics,
@@ -173,6 +173,12 @@ def compute_metrics(
     source = check_frames(source, "source frames")
     output = check_frames(output, "output frames")
     _check_counts(len(source), len(output))
+    clip_missing = None
+    if clip_model is not None:
+        try:  # up front: a missing CLIP model is known in seconds, and the other scores still run
+            check_clip(clip_model)
+        except ModelError as exc:
+            clip_missing = str(exc)
     with MetricsStream(flow=flow, pose=pose, edge_radius=edge_radius, pck_alpha=pck_alpha, device=device) as stream, \
             tqdm(total=len(source), desc="metrics", unit="frame", disable=not progress) as bar:
         for start in range(0, len(source), 8):
@@ -180,7 +186,9 @@ def compute_metrics(
             bar.update(min(8, len(source) - start))
         result = stream.result()
     result["settings"].update(clip_model=clip_model, prompt=prompt)
-    if clip_model is not None:
+    if clip_missing is not None:
+        result["unavailable"]["clip"] = clip_missing
+    elif clip_model is not None:
         if result["output_resized_from"] is not None:
             output = resize_frames(output, *source.shape[1:3])
         start = time.perf_counter()

@@ -7,21 +7,18 @@
 
 Both are reported for the output and for the source (the reference). The model is a hub id or a
 folder holding a ``CLIPModel`` with its image processor (and tokenizer, for a prompt). The local
-cache is tried first; the hub only when that fails and the hub is not offline
-(``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``).
+cache is read when the hub is offline or unreachable (checked up front, :func:`check_clip`).
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
 from vidreal.progress import bar as tqdm  # tqdm on a terminal, plain lines in a log, off under -q
 
 from vidreal.errors import ModelError
-from vidreal.runtime import first_line, hub_offline, resolve_device
-
-log = logging.getLogger(__name__)
+from vidreal.hub import HubNeed, check_hub, hub_error, transformers_need
+from vidreal.runtime import first_line, resolve_device
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
 SUMMARY_KEYS = (
@@ -36,14 +33,20 @@ def _looks_like_path(model: str) -> bool:
     )
 
 
-def _from_pretrained(cls, model: str):
-    try:
-        return cls.from_pretrained(model, local_files_only=True)
-    except OSError:
-        if hub_offline() or Path(model).exists():
-            raise
-    log.info("CLIP model %s is not in the local cache; trying the hub", model)
-    return cls.from_pretrained(model)
+def clip_need(model: str) -> HubNeed:
+    """The hub repo of CLIP model ``model`` and the files it is loaded from."""
+    return transformers_need(model, "--clip-model PATH (a saved CLIP folder) or --no-clip")
+
+
+def check_clip(model: str) -> bool:
+    """Check up front that CLIP ``model`` can be loaded: a folder, or a hub id that is cached or
+    downloadable (ModelError naming it otherwise, within seconds). True: read it from the cache only."""
+    model = str(model)
+    if _looks_like_path(model):
+        if not Path(model).expanduser().is_dir():
+            raise ModelError("CLIP model folder not found (--clip-model: a hub id or a saved CLIP folder)", path=model)
+        return True
+    return check_hub([clip_need(model)])
 
 
 def load_clip(model: str = DEFAULT_CLIP_MODEL, device=None, with_tokenizer: bool = True):
@@ -54,20 +57,22 @@ def load_clip(model: str = DEFAULT_CLIP_MODEL, device=None, with_tokenizer: bool
     """
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
+    from vidreal.progress import sync_libraries
+
+    sync_libraries()  # transformers' loading bar follows vidreal's settings
     device = resolve_device(device)
     model = str(model)
-    if _looks_like_path(model) and not Path(model).expanduser().is_dir():
-        raise ModelError("CLIP model folder not found (--clip-model: a hub id or a saved CLIP folder)", path=model)
+    local_only = check_clip(model)
     model = str(Path(model).expanduser()) if _looks_like_path(model) else model
     try:
-        clip = _from_pretrained(CLIPModel, model)
-        processor = _from_pretrained(CLIPImageProcessor, model)
-        tokenizer = _from_pretrained(AutoTokenizer, model) if with_tokenizer else None
-    except (OSError, ValueError) as exc:  # not found / offline / not a CLIP folder
-        raise ModelError(
-            f"cannot load CLIP model {model!r} ({first_line(exc)}); download it, pass a local CLIP folder "
-            "(--clip-model PATH) or skip CLIP (--no-clip)"
-        ) from exc
+        clip = CLIPModel.from_pretrained(model, local_files_only=local_only)
+        processor = CLIPImageProcessor.from_pretrained(model, local_files_only=local_only)
+        tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=local_only) if with_tokenizer else None
+    except (OSError, ValueError) as exc:  # not found / not a CLIP folder
+        if _looks_like_path(model):
+            raise ModelError(f"cannot load CLIP model folder: {first_line(exc)}; pass a saved CLIP folder or skip "
+                             "CLIP (--no-clip)", path=model) from exc
+        raise hub_error(clip_need(model), exc) from exc
     return clip.eval().to(device), processor, tokenizer
 
 

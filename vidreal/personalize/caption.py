@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from vidreal.errors import ConfigError, InputError, ModelError
+from vidreal.hub import HubNeed, check_hub, hub_error, is_hub_id, transformers_need
 from vidreal.runtime import first_line, resolve_device, resolve_dtype
 
 DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-base"
@@ -62,17 +63,30 @@ def collect_images(images: str | Path | Sequence[str | Path]) -> list[tuple[str,
     return [(p.as_posix(), p) for p in paths]
 
 
+def blip_need(model: str) -> HubNeed:
+    """The hub repo of BLIP captioning model ``model``."""
+    return transformers_need(model, "--model PATH (a local BLIP folder)")
+
+
 def load_blip(model: str, device, dtype):
-    """BlipProcessor + BlipForConditionalGeneration (eval, on ``device``); failures -> ModelError."""
+    """BlipProcessor + BlipForConditionalGeneration (eval, on ``device``); failures -> ModelError.
+
+    A hub id is checked up front: not cached and the hub offline or unreachable -> ModelError in seconds."""
     from transformers import BlipForConditionalGeneration, BlipProcessor
 
+    from vidreal.progress import sync_libraries
+
+    sync_libraries()  # transformers' loading bar follows vidreal's settings
+    hub = is_hub_id(model)
+    local_only = check_hub([blip_need(model)]) if hub else False
     try:
-        processor = BlipProcessor.from_pretrained(model)
-        blip = BlipForConditionalGeneration.from_pretrained(model, dtype=dtype)
+        processor = BlipProcessor.from_pretrained(model, local_files_only=local_only)
+        blip = BlipForConditionalGeneration.from_pretrained(model, dtype=dtype, local_files_only=local_only)
     except (OSError, ValueError, ImportError) as exc:
-        raise ModelError(f"cannot load BLIP captioning model {model!r} ({first_line(exc, 160)}); download it with "
-                         f"`hf download {DEFAULT_CAPTION_MODEL}` where there is network, or pass "
-                         "--model PATH to a local copy") from exc
+        if hub:
+            raise hub_error(blip_need(model), exc) from exc
+        raise ModelError(f"cannot load BLIP captioning model {model!r} ({first_line(exc, 160)}); pass --model PATH "
+                         "to a local BLIP folder") from exc
     return processor, blip.eval().to(device)
 
 

@@ -7,11 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from vidreal.errors import ConfigError, ModelError
+from vidreal.hub import check_hub, is_hub_id, model_need
 from vidreal.runtime import first_line
 
 
 def check_model(model: str | Path) -> str:
-    """A diffusers model folder or hub id; a single-file checkpoint or a bad folder -> ModelError."""
+    """A diffusers model folder or hub id; a single-file checkpoint or a bad folder -> ModelError, a
+    hub id neither cached nor downloadable -> ModelError in seconds (checked before any loading)."""
+    if is_hub_id(model):
+        check_hub([model_need(str(model))])
     path = Path(model)
     if path.exists():
         if not path.is_dir():

@@ -63,7 +63,8 @@ class Translator:
         defaults are SD 1.5 with the canny and openpose ControlNets from the hub.
         """
         from vidreal.config import DEFAULT_CONTROLNETS, DEFAULT_MODEL
-        import diffusers.utils.logging  # noqa: F401 (loading imports it anyway): its bars follow vidreal's
+        import diffusers.utils.logging  # noqa: F401 (loading imports them anyway): their bars follow vidreal's
+        import transformers.utils.logging  # noqa: F401
 
         from vidreal.pipeline.loading import load_pipeline
 
@@ -443,7 +444,7 @@ class Translator:
         attention = nullcontext() if memory is None and merge is None else cross_frame_attention(pipe.unet, memory,
                                                                                                merge)
         cache = DeepCache(pipe.unet, deepcache) if deepcache else None
-        bar.start_steps(len(scheduler.timesteps) - first)
+        bar.start_steps(len(scheduler.timesteps) - first, shown=steps - first // scheduler.order)
         with attention:
             for i, t in enumerate(scheduler.timesteps[first:], start=first):
                 if memory is not None:
