@@ -35,6 +35,7 @@ from vidreal.keyframes import KeyframeChooser
 from vidreal.pipeline.fusion import FlowFusion
 from vidreal.pipeline.schedulers import make_scheduler, step_kwargs
 from vidreal.pipeline.warp import Correspondence, propagate
+from vidreal.stages import timed
 from vidreal.runtime import CONSISTENCY_MODES, check_finite, check_frames
 
 log = logging.getLogger(__name__)
@@ -266,6 +267,8 @@ class Translator:
 
         # 1. Encode the prompt once for the whole clip
         run.pos, run.neg = pipe.encode_prompt(prompt, self.device, 1, cfg, negative_prompt)
+        if stats is not None:
+            stats["keyframes"] = run.keyframes  # filled as batches are denoised
         bar = progress_bars.DenoiseProgress(n_frames, enabled=progress)  # moves at every denoising step
 
         shape = None
@@ -362,8 +365,10 @@ class Translator:
         def finish() -> np.ndarray:
             propagated = []
             for gap, left, right in gaps:
-                links = [f.link.result() for f in gap]
-                propagated += zip(gap, propagate(links, left, right, self.device))
+                with timed(None):  # waiting for the flows (counted in "flow")
+                    links = [f.link.result() for f in gap]
+                with timed("propagation", frames=len(gap)):
+                    propagated += zip(gap, propagate(links, left, right, self.device))
                 run.unseen += [link.unseen for link in links]
             if run.refine and propagated:
                 for i in range(0, len(propagated), run.chunk_size):

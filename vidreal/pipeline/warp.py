@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from vidreal.flow import (BOUNDARY_BIAS, BOUNDARY_WEIGHT, CONSISTENCY_BIAS, CONSISTENCY_WEIGHT, FlowPool)
+from vidreal.stages import in_run, timed
 
 
 def _coords(height: int, width: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,18 +151,22 @@ class Correspondence:
         ends = np.stack([source_a, source_b])
 
         def job(pairs, t, source):
-            forward, backward = pairs(np.stack([source, source]), ends)
-            return propagation_link(self._tensor(forward), self._tensor(backward), t, a, b)
-        return [self.pool.submit(job, t, source) for t, source in frames]
+            with timed("flow", frames=1):
+                forward, backward = pairs(np.stack([source, source]), ends)
+                return propagation_link(self._tensor(forward), self._tensor(backward), t, a, b)
+        return [self.pool.submit(in_run(job), t, source) for t, source in frames]
 
     def fusion(self, current: np.ndarray, previous: np.ndarray, latent_hw, dtype):
         def job(pairs):
-            forward, backward = pairs(current[None], previous[None])
-            return fusion_link(self._tensor(forward), self._tensor(backward), latent_hw, dtype)
-        return self.pool.submit(job)
+            with timed("flow"):
+                forward, backward = pairs(current[None], previous[None])
+                return fusion_link(self._tensor(forward), self._tensor(backward), latent_hw, dtype)
+        return self.pool.submit(in_run(job))
 
     def submit(self, fn):
-        """Run ``fn()`` in the pool (after the work queued before it); its Future."""
+        """Run ``fn()`` in the pool (after the work queued before it), counted in the caller's run
+        (``vidreal.stages.in_run``); its Future."""
+        fn = in_run(fn)
         return self.pool.submit(lambda pairs: fn())
 
     def close(self) -> None:
