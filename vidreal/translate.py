@@ -231,7 +231,8 @@ def _keyframes_ahead(config: TranslateConfig, preview, save_conditions, keypoint
     the condition maps (a preview, saved maps and keypoints read every frame's); else None."""
     from vidreal.keyframes import KeyframeChooser
 
-    chooser = KeyframeChooser(config.keyframe_every, config.keyframe_max_gap, config.keyframe_threshold)
+    chooser = KeyframeChooser(config.keyframe_every, getattr(config, "keyframe_max_gap", 16),  # (until the
+                              getattr(config, "keyframe_threshold", 0.15))  # options object declares them)
     wanted = preview is not None or save_conditions is not None or keypoints is not None
     return chooser if chooser.active and not wanted else None
 
