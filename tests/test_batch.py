@@ -491,6 +491,18 @@ def test_gpus_per_worker_reaches_the_ray_cluster_plan(tiny_models, ray_local, tm
     assert not (tmp_path / "out").exists()  # the plan is checked before OUT_DIR is touched
 
 
+def test_estimate_with_an_unreachable_ray_cluster_is_one_line(monkeypatch):
+    # the estimate counts the cluster's workers: joining it fails as the batch itself fails, one ConfigError
+    from vidreal.batch.executors import ray_workers
+
+    ray = pytest.importorskip("ray")
+    assert not ray.is_initialized()
+    monkeypatch.setenv("RAY_ADDRESS", "")
+    with pytest.raises(ConfigError, match="cannot start or join the Ray cluster at 'auto'"):
+        ray_workers("auto")
+    assert not ray.is_initialized()
+
+
 @pytest.mark.slow
 def test_ray_address_reaches_ray_init(tiny_models, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")

@@ -39,7 +39,7 @@ def test_one_frame_equals_stock_diffusers_exactly(translator):
     rng = np.random.default_rng(2)  # at 32 px the strided tensors happened to round alike; at 64 px they did not
     frame = rng.integers(0, 255, (1, 64, 64, 3), dtype=np.uint8)
     conds = {k: rng.integers(0, 255, (1, 64, 64, 3), dtype=np.uint8) for k in ("canny", "pose")}
-    ours = translator(frame, conds, PROMPT, "lowres", num_inference_steps=4, guidance_scale=9.0, seed=3,
+    ours = translator(frame, conds, PROMPT, negative_prompt="lowres", num_inference_steps=4, guidance_scale=9.0, seed=3,
                       progress=False, size=None)
     images = [torch.from_numpy(conds[k]).permute(0, 3, 1, 2).contiguous().float() / 255 for k in ("canny", "pose")]
     stock = translator.pipe(PROMPT, negative_prompt="lowres", image=images, num_inference_steps=4, guidance_scale=9.0,
@@ -119,15 +119,17 @@ def test_repeated_controlnet_kind_is_refused(tiny_models, samples, tmp_path, opt
 
 # ----------------------------------------------------------------------------- offline: every missing model, at once
 def _assert_lists_every_default_model(message: str) -> None:
-    assert "\n" not in message
-    repos = [DEFAULT_MODEL, *DEFAULT_CONTROLNETS.values()]
-    for repo in repos:
-        assert f"`hf download {repo}" in message, repo
-    assert "--model PATH" in message and "--controlnet canny=PATH" in message and "--controlnet pose=PATH" in message
-    # the safety checker is excluded from the SD download only
-    assert message.count("--exclude 'safety_checker/*'") == 1
-    sd_command = message.split(f"`hf download {DEFAULT_MODEL}")[1].split("`")[0]
-    assert "--exclude 'safety_checker/*'" in sd_command
+    """A short first line, then `vidreal download` and one indented command per missing model, each
+    fetching into a folder (--local-dir) and naming the flag that then points at it."""
+    first, *commands = message.splitlines()
+    assert first.startswith("cannot load 3 models: not in the Hugging Face cache") and len(first) < 200, first
+    assert commands[0].startswith("  vidreal download") and len(commands) == 4, message
+    for repo, flag in [(DEFAULT_MODEL, "--model "), *((cn, f"--controlnet {kind}=") for kind, cn in DEFAULT_CONTROLNETS.items())]:
+        line = next(line for line in commands if line.startswith(f"  hf download {repo} "))
+        local = f"weights/{repo.split('/')[-1]}"
+        assert f"--local-dir {local}  # then {flag}{local}" in line, line
+        # the safety checker is excluded from the SD download only
+        assert ("--exclude 'safety_checker/*'" in line) == (repo == DEFAULT_MODEL)
 
 
 def test_offline_lists_every_missing_model_with_its_command(empty_hub, samples, tmp_path):
@@ -138,7 +140,8 @@ def test_offline_lists_every_missing_model_with_its_command(empty_hub, samples, 
     # the main job, as README gives it: one line, nothing written
     res = CliRunner().invoke(cli, ["translate", str(samples / "humanoid_punch_ground.mp4"), "-o",
                                    str(tmp_path / "out" / "punch.mp4"), "--no-progress"])
-    _assert_lists_every_default_model(_one_line_error(res, "offline"))
+    assert res.exit_code == 1 and res.output.startswith("error: cannot load 3 models"), res.output
+    _assert_lists_every_default_model(res.output.strip()[len("error: "):])
     assert not (tmp_path / "out" / "punch.mp4").exists()
 
 

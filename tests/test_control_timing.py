@@ -38,8 +38,8 @@ def stock(translator, conds, **options):
 
 def test_full_schedule_equals_todays_output(translator, clip):
     frames, conds = clip
-    today = translator(frames, conds, PROMPT, "lowres", **KW)
-    timed = translator(frames, conds, PROMPT, "lowres", control_start=0, control_end=1, **KW)
+    today = translator(frames, conds, PROMPT, negative_prompt="lowres", **KW)
+    timed = translator(frames, conds, PROMPT, negative_prompt="lowres", control_start=0, control_end=1, **KW)
     np.testing.assert_array_equal(timed, today)
 
 
@@ -51,18 +51,18 @@ def test_full_schedule_equals_todays_output(translator, clip):
 ])
 def test_one_frame_equals_stock_diffusers_with_the_same_timing(translator, clip, options, stock_options):
     frames, conds = clip
-    ours = translator(frames[:1], {k: v[:1] for k, v in conds.items()}, PROMPT, "lowres", **options, **KW)
+    ours = translator(frames[:1], {k: v[:1] for k, v in conds.items()}, PROMPT, negative_prompt="lowres", **options, **KW)
     expected = stock(translator, conds, **stock_options)
     assert np.abs(ours.astype(int) - expected).max() <= 1
-    today = translator(frames[:1], {k: v[:1] for k, v in conds.items()}, PROMPT, "lowres", **KW)
+    today = translator(frames[:1], {k: v[:1] for k, v in conds.items()}, PROMPT, negative_prompt="lowres", **KW)
     assert np.abs(ours.astype(int) - today).max() > 0  # the option has an effect
 
 
 @pytest.mark.slow
 def test_timing_changes_every_frame_and_stays_chunk_invariant(translator, clip):
     frames, conds = clip
-    a = translator(frames, conds, PROMPT, "lowres", control_end=0.5, chunk_size=4, **KW)
-    b = translator(frames, conds, PROMPT, "lowres", control_end=0.5, chunk_size=2, **KW)
+    a = translator(frames, conds, PROMPT, negative_prompt="lowres", control_end=0.5, chunk_size=4, **KW)
+    b = translator(frames, conds, PROMPT, negative_prompt="lowres", control_end=0.5, chunk_size=2, **KW)
     assert np.abs(a.astype(int) - b).max() <= 1
 
 

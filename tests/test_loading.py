@@ -142,12 +142,12 @@ def test_offline_hub_ids_not_cached_fail_with_download_hint(tiny_models, empty_h
     with pytest.raises(ModelError) as info:
         load_pipeline(device="cpu")  # the default hub ids
     msg = str(info.value)
-    assert loading.DEFAULT_MODEL in msg and "hf download" in msg and "--model PATH" in msg
+    assert loading.DEFAULT_MODEL in msg and "hf download" in msg and "--model weights/" in msg
     assert str(empty_hub) in msg and "HF_HUB_OFFLINE" in msg
     with pytest.raises(ModelError) as info:
         load_pipeline(tiny_models["sd"], device="cpu")  # the default ControlNets
     msg = str(info.value)
-    assert "lllyasviel/control_v11p_sd15_canny" in msg and "hf download" in msg and "--controlnet canny=PATH" in msg
+    assert "lllyasviel/control_v11p_sd15_canny" in msg and "hf download" in msg and "--controlnet canny=weights/" in msg
 
 
 def _put_in_hub_cache(home: Path, repo: str, folder: Path) -> None:
@@ -216,7 +216,7 @@ def test_single_file_checkpoint_equals_the_folder(tiny_models, tmp_path, pipe2, 
     assert dict(pipe.scheduler.config) == dict(pipe2.scheduler.config)
 
     # without --model-config the SD 1.5 configs are needed from the (empty, offline) cache
-    with pytest.raises(ModelError, match="--model-config DIR") as info:
+    with pytest.raises(ModelError, match="# then --model-config weights/stable-diffusion-v1-5") as info:
         load_pipeline(single, {"canny": tiny_models["canny"]}, device="cpu")
     assert "hf download" in str(info.value)
 

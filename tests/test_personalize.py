@@ -401,7 +401,7 @@ def test_caption_writes_one_line_per_image(tiny_blip, tmp_path):
 
 
 def test_caption_errors(tiny_blip, tmp_path):
-    with pytest.raises(ModelError, match="cannot load 'nobody/missing-blip'.*`hf download nobody/missing-blip .*--model PATH"):
+    with pytest.raises(ModelError, match="(?s)cannot load 'nobody/missing-blip'.*\n  hf download nobody/missing-blip .*--model weights/missing-blip"):
         caption_images(make_images(tmp_path / "imgs", n=1), tmp_path / "p.txt", model="nobody/missing-blip",
                        progress=False)
     (tmp_path / "empty").mkdir()

@@ -53,7 +53,9 @@ def test_offline_example_downloads_every_model_it_uses():
         assert args[0] == "download"
         downloads[args[args.index("--local-dir") + 1]] = args[1]
     assert set(downloads.values()) == {DEFAULT_MODEL, *DEFAULT_CONTROLNETS.values()}
-    [run] = commands(text, "vidreal")
+    runs = commands(text, "vidreal")
+    assert [args[0] for args in runs][:3] == ["download"] * 3  # the section starts with `vidreal download`
+    [run] = [args for args in runs if args[0] == "translate" and "--model" in args]
     verb, params = parse(run)
     assert verb == "translate"
     used = [run[i + 1] for i, word in enumerate(run) if word == "--model"]
@@ -82,3 +84,16 @@ def test_quick_start_names_the_venv_tools_and_the_cpu_wheel():
     assert "source .venv/bin/activate" in text and ".venv/bin/hf" in text
     assert "https://download.pytorch.org/whl/cpu" in text and "CUDA build" in text
     assert "downsamples by 2" in section("## Development")
+
+
+def test_quick_start_cpu_hint_precedes_the_install_and_selection_example_fits_the_samples():
+    import re
+
+    from vidreal.io import probe
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert text.index("download.pytorch.org/whl/cpu") < text.index(".venv/bin/pip install -e .")
+    for line in re.findall(r"^vidreal translate (samples/\S+) .*--start (\d+(?:\.\d+)?)s", text, re.M):
+        info = probe(Path(__file__).resolve().parents[1] / line[0])
+        assert float(line[1]) < info.n_frames / float(info.fps), line  # the start lies inside the sample
+    assert not re.search(r"^vidreal translate clip\.mp4 .*--start 2\.5s", text, re.M)

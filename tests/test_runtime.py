@@ -104,10 +104,9 @@ def test_shared_constants_have_one_home():
                         found.append((name, target.id))
     assert sorted(set(found) - allowed) == [("vidreal/runtime.py", "CONSISTENCY_MODES"),
                                             ("vidreal/runtime.py", "IMAGE_EXTS"), ("vidreal/runtime.py", "VIDEO_EXTS")]
-    from vidreal import config, io
-    from vidreal.pipeline import translator
+    from vidreal import config, io, options
 
-    assert config.CONSISTENCY_MODES is translator.CONSISTENCY_MODES is runtime.CONSISTENCY_MODES
+    assert config.CONSISTENCY_MODES is options.CONSISTENCY_MODES is runtime.CONSISTENCY_MODES
     assert io.IMAGE_EXTS is runtime.IMAGE_EXTS and io.VIDEO_EXTS is runtime.VIDEO_EXTS
 
 

@@ -16,7 +16,7 @@ from vidreal.cli import cli
 from vidreal.config import load_config
 from vidreal.errors import ConfigError, InputError
 from vidreal.io import read_video, write_video
-from vidreal.sheet import LABEL, PANEL, choose_items, write_report
+from vidreal.batch.sheet import LABEL, PANEL, choose_items, write_report
 
 
 def _read_png(path) -> np.ndarray:
@@ -116,7 +116,7 @@ def test_sheet_errors_are_one_line_and_write_nothing(tmp_path):
 @pytest.mark.slow
 def test_missing_sources_are_said_not_drawn_silently(batch, tmp_path, caplog):
     _, out, _ = batch
-    with caplog.at_level("WARNING", logger="vidreal.sheet"):
+    with caplog.at_level("WARNING", logger="vidreal.batch.sheet"):
         write_report(out, tmp_path / "s.png", root=tmp_path / "nowhere", n=1, report=False)
     assert "source of" in caplog.text and "not found" in caplog.text
     assert not (tmp_path / "report.html").exists()
@@ -133,3 +133,29 @@ def test_batch_record_names_the_input_root(tiny_models, tmp_path):
     run_batch(tmp_path / "in", tmp_path / "out", config, list_file=tmp_path / "list.txt", progress=False)
     data = yaml.safe_load((tmp_path / "out" / "batch.vidreal.yaml").read_text())
     assert data["result"]["root"] == str((tmp_path / "in").resolve())
+
+
+def test_report_without_rejections_has_no_empty_table(tmp_path):
+    from vidreal.batch.sheet import _html
+
+    page = _html(tmp_path, b"png", None, [{"input": "a.mp4", "status": "done"}], 1)
+    assert "Rejected items" not in page and "<table" not in page and "0 rejected" in page
+
+
+def test_preview_panels_are_labelled():
+    import numpy as np
+
+    from vidreal.translate import _panel
+
+    frames = np.full((2, 64, 64, 3), 128, np.uint8)
+    plain, labelled = _panel(frames), _panel(frames, "source")
+    changed = np.argwhere((plain != labelled).any(axis=(0, 3)))
+    assert len(changed) > 20 and changed[:, 0].max() < 24 and changed[:, 1].max() < 80  # small, top-left
+
+
+def test_sheet_rows_are_equally_wide_without_black_padding():
+    from vidreal.batch.sheet import render_sheet
+
+    wide, square = np.full((90, 160, 3), 200, np.uint8), np.full((100, 100, 3), 200, np.uint8)
+    sheet = render_sheet([("wide", "done", [wide] * 4), ("square", "done", [square] * 4)])
+    assert not (sheet[:, -3:] == 0).all(axis=2).any()  # no black column at the right of any row

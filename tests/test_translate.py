@@ -37,7 +37,7 @@ def tiny_args(tiny_models, *extra):
 
 def test_one_frame_equals_stock_diffusers_pipeline(translator, clip):
     frames, conds = clip
-    ours = translator(frames[:1], {k: v[:1] for k, v in conds.items()}, PROMPT, "lowres", **KW)
+    ours = translator(frames[:1], {k: v[:1] for k, v in conds.items()}, PROMPT, negative_prompt="lowres", **KW)
     images = [torch.from_numpy(conds[k][:1]).permute(0, 3, 1, 2).float() / 255 for k in ("canny", "pose")]
     stock = translator.pipe(PROMPT, negative_prompt="lowres", image=images, num_inference_steps=3, guidance_scale=9.0,
                             generator=torch.Generator("cpu").manual_seed(3), output_type="np", height=32,

@@ -100,8 +100,7 @@ def main():
             pieces = [(c, detectors(resize_frames(c, *size))) for c in iter_video(clip, chunk_size=config.chunk_size)]
         t_prep = time.perf_counter() - start
         start = time.perf_counter()
-        list(translator.stream(pieces, "a person", config.negative_prompt, config.steps, config.guidance, None,
-                               config.seed, config.chunk_size, config.consistency, config.size, False))
+        list(translator.stream(pieces, "a person", config.options(), progress=False))
         t_model = time.perf_counter() - start
     print(f"one item: prepare (decode + conditions) {t_prep:.2f} s, translate {t_model:.2f} s: overlap can at best "
           f"save {min(t_prep, t_model) / (t_prep + t_model):.0%} of the time")

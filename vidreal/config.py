@@ -21,8 +21,10 @@ from typing import Any
 
 import yaml
 
+from vidreal import checks
 from vidreal.errors import ConfigError
-from vidreal.runtime import CONSISTENCY_MODES, check_keys, first_line
+from vidreal.options import DEFAULT_FLOW_BAND, KV_CACHE, TOME_MAX, TranslateOptions  # noqa: F401 (names the CLI reads)
+from vidreal.runtime import CONSISTENCY_MODES, check_keys, first_line  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +34,12 @@ DEFAULT_CONTROLNETS = {
     "pose": "lllyasviel/control_v11p_sd15_openpose",
 }
 ROCOG_PROMPT = "a person in the style of sks person"
-VISDA_PROMPT = "a {class_name} in the style of valid, best quality, extremely detailed, in the style of sks object"
 NEGATIVE_PROMPT = (
     "longbody, lowres, bad anatomy, bad hands, missing fingers, extra digit, fewer digits, cropped, "
     "worst quality, low quality"
 )
-# correspondence (keyframe propagation, frame memory, flow fusion)
-DEFAULT_FLOW_BAND = (0.2, 0.8)
-KV_CACHE = ("device", "cpu", "off")
+MAX_CONFIG_BYTES = 1 << 20  # a preset is a few KB; YAML's pure-Python loader takes ~1 s per MB
+DTYPES = ("auto", "fp16", "float16", "half", "bf16", "bfloat16", "fp32", "float32", "float")  # runtime.resolve_dtype
 SECTIONS = ("classify", "batch", "personalize", "result", "vidreal_version")  # not translation keys; ignored here
 # streams: `batch:` section keys = run_batch's settings (its keyword arguments but translator/progress).
 BATCH_KEYS = ("pattern", "extensions", "list_file", "root", "executor", "workers", "gpus_per_worker", "ray_address",
@@ -81,10 +81,14 @@ class TranslateConfig:
     control_start: float | dict[str, float] = 0.0
     control_end: float | dict[str, float] = 1.0
     guess_mode: bool = False
-    # correspondence: keyframe propagation, frame memory, flow-guided fusion (see check_correspondence)
-    keyframe_every: int | None = None  # K: denoise every K-th frame (and the last), propagate the rest
+    # correspondence: keyframe propagation, frame memory, flow-guided fusion (see vidreal.options)
+    keyframe_every: int | str | None = None  # K: denoise every K-th frame (and the last), propagate the rest; "auto"
+    keyframe_max_gap: int = 16  # auto: at most this many frames from one keyframe to the next
+    keyframe_threshold: float = 0.1  # auto: how much the source must change (0..1) for a new keyframe
     refine: float | None = None  # img2img strength over propagated frames, 0..1 (None/0: off)
     flow_band: list[float] = field(default_factory=lambda: list(DEFAULT_FLOW_BAND))  # steps where flow fuses
+    flow_method: str = "dis"  # source flow for propagation and fusion: dis, dis-fast, farneback, raft, raft-small
+    flow_size: int | None = None  # short side flows are estimated at (None: the working size)
     kv_cache: str = "device"  # frame memory: device | cpu | off (off: cross-frame re-denoises the anchor)
     # throughput: sampler choice
     scheduler: str | None = None  # pndm, ddim, euler, euler-a, dpm++2m(-karras), dpm++sde, unipc, lcm, tcd; None = the model's own
@@ -103,78 +107,76 @@ class TranslateConfig:
         self.validate()
 
     def validate(self) -> None:
-        # non-finite numbers (nan, inf: YAML .nan/.inf, Click floats) are refused before anything runs
-        for name, value in [*self.__dict__.items(), *(("controlnet_scale." + k, v) for k, v in self.controlnet_scale.items())]:
+        """Check every key's type and range, before anything loads; ConfigError naming the first bad value.
+        The translation options are checked by :class:`vidreal.options.TranslateOptions` (the same
+        checks the Translator API runs); an alias scheduler name becomes vidreal's."""
+        for name, value in self.__dict__.items():  # nan, inf (YAML .nan/.inf, Click floats) in any key
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{name} must be a finite number, got {value!r}")
-        check_correspondence(self.consistency, self.keyframe_every, self.refine, self.flow_band, self.kv_cache)
-        for name in ("steps", "chunk_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.size is not None and (not isinstance(self.size, int) or self.size < 8):
-            raise ConfigError(f"size must be an integer >= 8 or null, got {self.size!r}")
-        if not self.controlnets:
-            raise ConfigError("at least one controlnet is needed (controlnets: {kind: weights})")
-        unknown = set(self.controlnet_scale) - set(self.controlnets)
-        if unknown:
-            raise ConfigError(f"controlnet_scale names {sorted(unknown)} not among controlnets {list(self.controlnets)}")
+        for name in ("model", "prompt"):
+            checks.string(name, getattr(self, name))
+        for name in ("model_config", "device", "prompts_file"):
+            checks.string(name, getattr(self, name), none=True)
+        if isinstance(self.dtype, str):
+            checks.one_of("dtype", self.dtype.strip().lower().removeprefix("torch."), DTYPES)
+        for name in ("compile", "allow_pickle"):
+            checks.flag(name, getattr(self, name))
+        if (not isinstance(self.controlnets, dict) or not self.controlnets
+                or not all(isinstance(k, str) and isinstance(v, str) for k, v in self.controlnets.items())):
+            raise ConfigError(f"at least one controlnet is needed (controlnets: {{kind: weights}}), "
+                              f"got {self.controlnets!r}")
+        if not isinstance(self.embeddings, (list, tuple)) or not all(isinstance(e, (str, Path)) for e in self.embeddings):
+            raise ConfigError(f"embeddings must be a list of FILE[:TOKEN], got {self.embeddings!r}")
+        _check_codec(self.codec, self.crf)
+        options = TranslateOptions.from_config(self)
+        options.per_kind(self.controlnets)  # the ControlNet kinds that scales and timings name
+        self.scheduler = options.scheduler  # an alias (a diffusers class, a ComfyUI name): vidreal's name
         from vidreal import selection
 
         for key, value in selection.normalize(self.start, self.end, self.every, self.max_frames).items():
             setattr(self, key, value)
-        from vidreal.pipeline.schedulers import check_scheduler
-
-        check_scheduler(self.scheduler)
-        if self.eta is not None and (not isinstance(self.eta, (int, float)) or not 0 <= self.eta <= 1):
-            raise ConfigError(f"eta must be a number in [0, 1] or null, got {self.eta!r}")
         lora_list(self.lora, self.lora_scale)
         check_levers(self.levers)
-        check_approximations(self.deepcache_interval, self.tome_ratio)
         from vidreal.conditions import check_options  # kinds and option names, before any model loads
 
         self.conditions = check_options(self.conditions, kinds=self.controlnets)
-        self._validate_control_timing()
 
-    def _validate_control_timing(self) -> None:
-        kinds = list(self.controlnets)
-        values = {}
-        for name, default in (("control_start", 0.0), ("control_end", 1.0)):
-            value = getattr(self, name)
-            if isinstance(value, dict):
-                unknown = set(value) - set(kinds)
-                if unknown:
-                    raise ConfigError(f"{name} names {sorted(unknown)} not among controlnets {kinds}")
-                items = {kind: value.get(kind, default) for kind in kinds}
-            else:
-                items = {kind: value for kind in kinds}
-            for kind, number in items.items():
-                if isinstance(number, bool) or not isinstance(number, (int, float)):
-                    raise ConfigError(f"{name} must be a number or {{kind: number}}, got {value!r}")
-            values[name] = items
-        for kind in kinds:
-            start, end = values["control_start"][kind], values["control_end"][kind]
-            if not 0 <= start < end <= 1:
-                raise ConfigError(f"control_start ({start:g}) must be < control_end ({end:g}), both in [0, 1]"
-                                  + (f", for the {kind} ControlNet" if len(kinds) > 1 else ""))
+    def options(self) -> TranslateOptions:
+        """The options of one translation run (``Translator.stream``'s)."""
+        return TranslateOptions.from_config(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def fingerprint(self) -> str:
-        """A short hash of everything that decides the output (where and how fast it runs does not)."""
+        """A short hash of everything that decides the output (where and how fast it runs does not).
+
+        Options not in effect (``TranslateOptions.in_effect``: e.g. ``flow_band`` outside flow mode,
+        ``guess_mode`` without guidance) hash as their defaults, so changing them redoes nothing;
+        keys added since (frame selection, approximations, flow method and size, auto keyframes)
+        count only when set, so configs that do not use them keep the hash they always had.
+        """
         data = self.to_dict()
-        data.pop("device")
-        data.pop("compile")
-        data.pop("kv_cache")  # where the frame memory lives does not change the output
+        for key in ("device", "compile", "kv_cache", "levers"):  # where and how fast (up to rounding)
+            data.pop(key)
         from vidreal.selection import KEYS, is_active
 
         if not is_active(*(data[key] for key in KEYS)):  # every frame: the hash of configs before selection existed
             for key in KEYS:
                 data.pop(key)
-        data.pop("levers")  # exact-path levers change speed, not the output (up to rounding)
-        for key, off in (("deepcache_interval", (0, 1)), ("tome_ratio", (0.0,))):
-            if data[key] in off:  # approximations off: the hash of configs before they existed
-                data.pop(key)
+        effect = self.options().in_effect(list(self.controlnets))
+        for name in OPTION_KEYS:
+            if name in LATER_KEYS:
+                if name in effect and effect[name] != FIELDS[name].default:
+                    data[name] = effect[name]
+                else:
+                    data.pop(name)
+            elif name in effect:
+                data[name] = effect[name]
+            else:
+                data[name] = _default(name)
+        if self.codec not in checks.CRF_CODECS:
+            data["crf"] = _default("crf")  # the codec takes none
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def prompt_for(self, path: str | Path) -> str:
@@ -186,34 +188,7 @@ class TranslateConfig:
             raise ConfigError(f"prompt template {self.prompt!r} uses an unknown field {exc}") from None
 
 
-def check_correspondence(consistency, keyframe_every=None, refine=None, flow_band=DEFAULT_FLOW_BAND,
-                         kv_cache="device") -> None:
-    """Validate the consistency mode and the correspondence options (ConfigError naming the value)."""
-    if consistency not in CONSISTENCY_MODES:
-        raise ConfigError(f"consistency must be one of {', '.join(CONSISTENCY_MODES)}, got {consistency!r}")
-    if keyframe_every is not None and (isinstance(keyframe_every, bool) or not isinstance(keyframe_every, int)
-                                       or keyframe_every < 1):
-        raise ConfigError(f"keyframe_every must be an integer >= 1 (or null), got {keyframe_every!r}")
-    if refine is not None and (isinstance(refine, bool) or not isinstance(refine, (int, float))
-                               or not 0 <= refine <= 1):
-        raise ConfigError(f"refine must be a number in [0, 1] (or null), got {refine!r}")
-    if refine and (keyframe_every or 1) == 1:
-        raise ConfigError(f"refine {refine} needs keyframe_every > 1: it repairs propagated frames")
-    try:
-        lo, hi = (float(v) for v in flow_band)
-    except (TypeError, ValueError):
-        raise ConfigError(f"flow_band must be two numbers [start, end], got {flow_band!r}") from None
-    if not 0 <= lo <= hi <= 1:
-        raise ConfigError(f"flow_band must satisfy 0 <= start <= end <= 1, got {list(flow_band)!r}")
-    if kv_cache not in KV_CACHE:
-        raise ConfigError(f"kv_cache must be one of {', '.join(KV_CACHE)}, got {kv_cache!r}")
-    if kv_cache == "off" and (consistency in ("memory", "flow") or (refine and consistency == "cross-frame")):
-        raise ConfigError(f"kv_cache off works with cross-frame without refine only; {consistency!r}"
-                          f"{' with refine' if refine else ''} needs the frame memory (kv_cache device or cpu)")
-
-
 LEVERS = ("fused-qkv", "channels-last")  # exact-path speed levers (Translator.use_levers)
-TOME_MAX = 0.75  # ToMe merges source tokens of 2x2 blocks into their block's first token: at most 3/4
 
 
 def check_levers(levers) -> list[str]:
@@ -224,14 +199,6 @@ def check_levers(levers) -> list[str]:
         if name not in LEVERS:
             raise ConfigError(f"unknown lever {name!r}; valid: {', '.join(LEVERS)}")
     return list(levers)
-
-
-def check_approximations(deepcache_interval=0, tome_ratio=0.0) -> None:
-    """ConfigError unless deepcache_interval is an integer >= 0 and 0 <= tome_ratio <= TOME_MAX."""
-    if isinstance(deepcache_interval, bool) or not isinstance(deepcache_interval, int) or deepcache_interval < 0:
-        raise ConfigError(f"deepcache_interval must be an integer >= 0 (0 or 1: off), got {deepcache_interval!r}")
-    if isinstance(tome_ratio, bool) or not isinstance(tome_ratio, (int, float)) or not 0 <= tome_ratio <= TOME_MAX:
-        raise ConfigError(f"tome_ratio must be a number in [0, {TOME_MAX}] (0: off), got {tome_ratio!r}")
 
 
 def parse_lora(spec, default_scale: float = 1.0) -> tuple[str, float]:
@@ -275,6 +242,26 @@ def lora_list(lora, lora_scale: float = 1.0) -> list[tuple[str, float]]:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TranslateConfig)}
+OPTION_KEYS = [name for name in FIELDS if name in TranslateOptions.__dataclass_fields__ and name != "kv_cache"]
+# keys that did not exist when the first batches were hashed: they count only when set
+LATER_KEYS = ("keyframe_max_gap", "keyframe_threshold", "flow_method", "flow_size", "deepcache_interval", "tome_ratio")
+
+
+def _default(name: str):
+    field_ = FIELDS[name]
+    return field_.default_factory() if field_.default_factory is not dataclasses.MISSING else field_.default
+
+
+def _check_codec(codec, crf) -> None:
+    """ConfigError unless ``codec`` names a video encoder here and ``crf`` is in its range."""
+    import av
+
+    checks.string("codec", codec)
+    try:
+        av.codec.Codec(codec, "w")
+    except Exception:  # av.codec.codec.UnknownCodecError, or a decoder only
+        raise ConfigError(f"unknown video codec {codec!r}; e.g. libx264, libx264rgb, ffv1, mpeg4") from None
+    checks.crf(codec, crf)
 
 
 def _check_keys(keys, where: str) -> None:
@@ -286,7 +273,18 @@ def _read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError("config file not found", path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        with path.open("rb") as file:
+            raw = file.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file: {first_line(exc)}", path) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"the config file is over {MAX_CONFIG_BYTES // 2**20} MB: not a preset", path)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"the config file is not UTF-8 text (byte {exc.start})", path) from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {first_line(exc)}", path) from None
     if not isinstance(data, dict):

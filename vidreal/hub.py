@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from pathlib import Path
 from typing import NamedTuple
@@ -89,8 +90,8 @@ def transformers_need(repo: str, flag: str) -> HubNeed:
 
 
 def lora_need(repo: str) -> HubNeed:
-    """A LoRA repo (every file: LoRA repos name their weights freely)."""
-    return HubNeed(repo, None, "--lora PATH (a .safetensors file)")
+    """A LoRA repo: its safetensors files (LoRA repos name their weights freely) and configs."""
+    return HubNeed(repo, None, "--lora PATH (a .safetensors file)", ("*.safetensors", "*.json"))
 
 
 def hub_cache_dir() -> str:
@@ -114,12 +115,22 @@ def hub_state() -> str:
 
 
 def hub_missing(missing: list[HubNeed]) -> ModelError:
-    """One line naming every missing repo, each with its own download command."""
-    what = (f"'{missing[0].repo}': no local folder of that name" if len(missing) == 1
-            else f"{len(missing)} models: no local folders of those names")
-    how = "; ".join(f"get '{m.repo}' with `hf download {m.repo}{m.include}` or pass {m.flag}" for m in missing)
-    return ModelError(f"cannot load {what}, not in the local Hugging Face cache ({hub_cache_dir()}) and the hub "
-                      f"is {hub_state()}; {how}")
+    """The error naming every missing repo: a short first line, then one indented command per
+    repo that fetches it into a folder (``hf download ... --local-dir weights/NAME``), and the
+    flag that then points vidreal at that folder."""
+    what = f"'{missing[0].repo}'" if len(missing) == 1 else f"{len(missing)} models"
+    lines = [f"cannot load {what}: not in the Hugging Face cache ({hub_cache_dir()}) and the hub is {hub_state()}",
+             "  vidreal download [--config FILE]  # every model of a run, into that cache; or each into a folder:"]
+    lines += [f"  {download_command(need)}" for need in missing]
+    return ModelError("\n".join(lines))
+
+
+def download_command(need: HubNeed, folder: str = "weights") -> str:
+    """``hf download REPO --include ... --local-dir weights/NAME  # then --flag weights/NAME``."""
+    local = f"{folder}/{need.repo.split('/')[-1]}"
+    flag = re.sub(r" \([^)]*\)", "", need.flag).replace("PATH", local).replace("DIR", local)
+    flag = flag.replace("FILE", f"{local}/{need.filename}" if need.filename else local)
+    return f"hf download {need.repo}{need.include} --local-dir {local}  # then {flag}"
 
 
 def hub_cached(repo: str, filename: str | None) -> bool:

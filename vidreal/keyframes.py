@@ -1,7 +1,7 @@
 """Which frames are keyframes (denoised) and which are propagated: chosen from the source alone, in
 frame order, so a stage can choose them ahead of the denoiser (and of the condition detectors).
 
-    choose = KeyframeChooser("auto", max_gap=16, threshold=0.15)
+    choose = KeyframeChooser("auto", max_gap=16, threshold=0.1)
     keys = [choose(frame) for frame in frames]     # frame 0 is always a keyframe
 
 ``every`` K (an int): frames 0, K, 2K, ... ``"auto"`` (adaptive, as FRESCO chooses keyframes): a frame
@@ -22,7 +22,7 @@ from vidreal.flow import DisFlow, valid_mask, warp
 SMALL = 64  # short side (px) the change is measured at
 TOLERANCE = 24  # grey levels a warped pixel may differ and still count as explained
 DEFAULT_MAX_GAP = 16
-DEFAULT_THRESHOLD = 0.15
+DEFAULT_THRESHOLD = 0.1  # (as TranslateOptions)
 
 
 def changed_share(frame: np.ndarray, key: np.ndarray, estimator) -> float:

@@ -14,10 +14,12 @@ loggers), like the CLI's ``error:`` line, and go around tqdm bars on a terminal.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 
+from tqdm import std as tqdm_std
 from tqdm.auto import tqdm
 
 # library -> (environment variable read when it is first imported, module with set_verbosity)
@@ -27,6 +29,11 @@ LIBRARIES = {
     "huggingface_hub": ("HF_HUB_VERBOSITY", "huggingface_hub.utils.logging"),
 }
 _state = {"verbosity": 0, "handler": None}
+
+# The lock every vidreal stderr writer holds while it writes: tqdm's own write lock (bars and
+# tqdm.write take it), taken by Handler too, and held by native_stderr_silenced.
+STDERR_LOCK = tqdm_std.tqdm.get_lock()
+tqdm.set_lock(STDERR_LOCK)
 
 
 def levels(verbosity: int) -> tuple[int, int]:
@@ -67,13 +74,35 @@ class Handler(logging.StreamHandler):
         try:
             stream = sys.stderr
             message = self.format(record)
-            if stream.isatty():
-                tqdm.write(message, file=stream)
-            else:
-                stream.write(message + "\n")
-                stream.flush()
+            with STDERR_LOCK:  # never while a native library's chatter is kept off fd 2
+                if stream.isatty():
+                    tqdm.write(message, file=stream)
+                else:
+                    stream.write(message + "\n")
+                    stream.flush()
         except Exception:
             self.handleError(record)
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Keep a native library's own log lines (mediapipe's absl and TFLite write them straight to
+    file descriptor 2, past Python) off stderr for the block.
+
+    fd 2 points to /dev/null while the block runs, under :data:`STDERR_LOCK`: vidreal's log lines
+    and progress bars wait for it rather than being lost, whichever thread writes them. Keep the
+    block short (a graph's start-up); re-entrant in one thread."""
+    with STDERR_LOCK:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def configure(verbosity: int = 0) -> None:

@@ -18,13 +18,12 @@ this module without loading it.
 from __future__ import annotations
 
 import difflib
-import math
-import numbers
 import os
 import re
 
 import numpy as np
 
+from vidreal import checks
 from vidreal.errors import ConfigError, InputError
 
 CONSISTENCY_MODES = ("per-frame", "shared-noise", "cross-frame", "memory", "flow")
@@ -182,13 +181,7 @@ def check_frames(frames, name: str = "frames") -> np.ndarray:
     return frames
 
 
-def check_finite(name: str, value) -> float:
-    """Return ``value`` as a float if it is a real, finite number; else ConfigError naming it."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(f"{name} must be a number, got {value!r}")
-    if not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
+check_finite = checks.finite  # a real, finite number or ConfigError (one rule: vidreal.checks)
 
 
 def check_keys(keys, valid, where: str | None = None, what: str = "config key") -> None:

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vidreal.checks import positive_int
 from vidreal.errors import ConfigError, InputError
 
 KEYS = ("start", "end", "every", "max_frames")  # TranslateConfig fields, in this order
@@ -92,11 +93,8 @@ def _seconds_text(seconds: Fraction) -> str:
 def check(start=None, end=None, every=1, max_frames=None) -> None:
     """ConfigError for a setting that is wrong whatever the clip (see the module docstring)."""
     first, stop = parse_position(start, "start"), parse_position(end, "end")
-    if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
-        raise ConfigError(f"every must be a positive integer (1 keeps every frame), got {every!r}")
-    if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, (int, np.integer))
-                                   or max_frames < 1):
-        raise ConfigError(f"max_frames must be a positive integer or null, got {max_frames!r}")
+    positive_int("every", every, hint=" (1 keeps every frame)")
+    positive_int("max_frames", max_frames, none=True)
     base = first if first is not None else (0 if isinstance(stop, int) else Fraction(0))
     if stop is not None and type(stop) is type(base) and stop <= base:
         raise ConfigError(f"end ({end}) must be after start ({start if start is not None else 0}); "

@@ -138,13 +138,7 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
                                                                               keypoints)))
         encode = stages.behind("encode", encoder.write)
         outputs = stages.iterate("denoise", translator.stream(
-            pieces, prompt, config.negative_prompt, config.steps, config.guidance, config.controlnet_scale or None,
-            config.seed, config.chunk_size, config.consistency, config.size, progress, n_frames=info.n_frames,
-            control_start=config.control_start, control_end=config.control_end, guess_mode=config.guess_mode,
-            keyframe_every=config.keyframe_every, refine=config.refine, flow_band=config.flow_band,
-            kv_cache=config.kv_cache, stats=stats, scheduler=config.scheduler, eta=config.eta,
-            deepcache_interval=config.deepcache_interval, tome_ratio=config.tome_ratio,
-        ))
+            pieces, prompt, config.options(), progress=progress, n_frames=info.n_frames, stats=stats))
         with closing(outputs):
             for frames in outputs:
                 encode(frames)
@@ -231,8 +225,7 @@ def _keyframes_ahead(config: TranslateConfig, preview, save_conditions, keypoint
     the condition maps (a preview, saved maps and keypoints read every frame's); else None."""
     from vidreal.keyframes import KeyframeChooser
 
-    chooser = KeyframeChooser(config.keyframe_every, getattr(config, "keyframe_max_gap", 16),  # (until the
-                              getattr(config, "keyframe_threshold", 0.15))  # options object declares them)
+    chooser = KeyframeChooser(config.keyframe_every, config.keyframe_max_gap, config.keyframe_threshold)
     wanted = preview is not None or save_conditions is not None or keypoints is not None
     return chooser if chooser.active and not wanted else None
 
@@ -284,7 +277,8 @@ class _Encoder:
     def _preview_rows(self, small, maps, frames) -> np.ndarray:
         """Side-by-side rows: source | each condition | output (keyframes marked)."""
         marked = _mark_keyframes(frames, self.emitted, self.stats.get("keyframes", ()) if self.marks else None)
-        return np.concatenate([_panel(small), *(_panel(maps[kind]) for kind in self.kinds), _panel(marked)], axis=2)
+        return np.concatenate([_panel(small, "source"), *(_panel(maps[kind], kind) for kind in self.kinds),
+                               _panel(marked, "output")], axis=2)
 
     def scores(self) -> tuple[dict | None, dict | None]:
         """(metrics summary, structure scores), each None when not asked for."""
@@ -375,8 +369,17 @@ def _mark_keyframes(frames: np.ndarray, first: int, keyframes) -> np.ndarray:
     return frames
 
 
-def _panel(frames: np.ndarray) -> np.ndarray:
-    """Frames scaled to the preview panel height (even width), for side-by-side previews."""
+def _panel(frames: np.ndarray, label: str | None = None) -> np.ndarray:
+    """Frames scaled to the preview panel height (even width), for side-by-side previews, with
+    ``label`` (source, canny, pose, output) written small in the top-left corner."""
     h, w = frames.shape[1:3]
     width = max(2, round(w * PREVIEW_HEIGHT / h / 2) * 2)
-    return resize_frames(frames, PREVIEW_HEIGHT, width)
+    out = resize_frames(frames, PREVIEW_HEIGHT, width)
+    if label:
+        import cv2
+
+        out = np.ascontiguousarray(out)
+        for frame in out:  # a dark outline under white text: readable on any picture
+            cv2.putText(frame, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 3, cv2.LINE_AA)
+            cv2.putText(frame, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+    return out

@@ -133,7 +133,7 @@ def run_batch(in_dir, out_dir, config: TranslateConfig | None = None, *, pattern
         on a GPU). metrics: score each item (source vs output) and report the means.
     min_edge_f1, min_pose_pck: the gate's thresholds in [0, 1] (see the module docstring).
     keypoints: write each output's source pose keypoints beside it (``OUTPUT.keypoints.json``).
-    sheet: a ``.png`` path for a contact sheet of the outputs (``vidreal.sheet``), with ``report.html``
+    sheet: a ``.png`` path for a contact sheet of the outputs (``vidreal.batch.sheet``), with ``report.html``
         beside it.
     Returns a BatchResult; failed items are in it (and the manifest), not raised. Raises
     VidrealError for problems of the whole batch (folders, config, model, Ray).
@@ -238,7 +238,7 @@ def run_batch(in_dir, out_dir, config: TranslateConfig | None = None, *, pattern
             result.metrics, result.metrics_items = _mean_metrics(
                 [manifest.latest.get(entry.rel) for entry in entries], fingerprint)
         if sheet is not None:
-            from vidreal.sheet import write_report
+            from vidreal.batch.sheet import write_report
 
             result.sheet = write_report(out_dir, sheet, root=in_root)
     if isinstance(runner, RayExecutor):
@@ -294,7 +294,7 @@ def check_settings(in_dir, out_dir, config: TranslateConfig, *, list_file=None, 
     if keypoints and "pose" not in config.controlnets:
         raise ConfigError(f"keypoints come from the pose condition: the ControlNets read {', '.join(config.controlnets)}")
     if sheet is not None:
-        from vidreal.sheet import check_sheet_path
+        from vidreal.batch.sheet import check_sheet_path
 
         check_sheet_path(sheet)
     in_root = Path(root if root is not None else in_dir)

@@ -221,14 +221,14 @@ class RayExecutor:
     initialised (None: an existing local cluster or a new one; "auto": an existing cluster).
 
     Defaults: one actor per GPU of the cluster (1 GPU each), or 1 CPU actor when it has none;
-    ``cpus_per_worker`` 1 for GPU actors, the cluster's CPUs shared out for CPU actors (Ray sets
+    1 CPU for each GPU actor, the cluster's CPUs shared out among CPU actors (Ray sets
     the actor's torch threads from it). A crashed actor is replaced (its in-flight items fail).
     """
 
     ready_timeout = 900.0  # seconds for actors to start and load the model
 
     def __init__(self, config, workers: int | None = None, gpus_per_worker: float | None = None,
-                 address: str | None = None, overlap: bool | None = None, cpus_per_worker: float | None = None,
+                 address: str | None = None, overlap: bool | None = None,
                  metrics: bool = False, structure=False, keypoints: bool = False):
         self.config = config
         self.metrics = metrics
@@ -237,7 +237,6 @@ class RayExecutor:
         self.gpus_per_worker = gpus_per_worker
         self.address = address
         self.overlap = overlap
-        self.cpus_per_worker = cpus_per_worker
         self.ray = import_ray()
 
     def connect(self) -> None:
@@ -245,17 +244,11 @@ class RayExecutor:
         if hasattr(self, "_actor_cls"):
             return
         ray = self.ray
-        self._started = not ray.is_initialized()
-        if self._started:
-            try:
-                ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
-            except (ConnectionError, ValueError, RuntimeError) as exc:
-                where = f"at {self.address!r}" if self.address else "(a new local one)"
-                raise ConfigError(f"cannot start or join the Ray cluster {where}: {first_line(exc)}") from None
+        self._started = join_cluster(ray, self.address)
         resources = ray.cluster_resources()
         gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
         self.workers, self.gpus_per_worker, self.cpus_per_worker = plan_workers(
-            resources, self.workers, self.gpus_per_worker, self.cpus_per_worker)
+            resources, self.workers, self.gpus_per_worker)
         log.info("ray: %d worker(s), %g GPU(s) and %g CPU(s) each; cluster has %g GPUs, %g CPUs",
                     self.workers, self.gpus_per_worker, self.cpus_per_worker, gpus, cpus)
         self._actor_cls = ray.remote(RayActor).options(
@@ -350,7 +343,7 @@ class RayExecutor:
             raise VidrealError("every Ray worker crashed; rerun the batch to resume where it stopped")
 
 
-def plan_workers(resources: dict, workers=None, gpus_per_worker=None, cpus_per_worker=None) -> tuple:
+def plan_workers(resources: dict, workers=None, gpus_per_worker=None) -> tuple:
     """(workers, GPUs per worker, CPUs per worker) on a Ray cluster with ``resources``
     (``ray.cluster_resources()``), the defaults filled in as :class:`RayExecutor` says; ConfigError
     when the cluster cannot hold them."""
@@ -359,8 +352,7 @@ def plan_workers(resources: dict, workers=None, gpus_per_worker=None, cpus_per_w
         gpus_per_worker = 1 if gpus else 0
     if workers is None:
         workers = max(1, int(gpus // gpus_per_worker)) if gpus_per_worker else 1
-    if cpus_per_worker is None:
-        cpus_per_worker = 1 if gpus_per_worker else max(1, int(cpus // workers))
+    cpus_per_worker = 1 if gpus_per_worker else max(1, int(cpus // workers))
     for name, each, have in (("GPU", gpus_per_worker, gpus), ("CPU", cpus_per_worker, cpus)):
         if workers * each > have:
             raise ConfigError(f"{workers} worker(s) x {each:g} {name}(s) need {workers * each:g} "
@@ -368,13 +360,24 @@ def plan_workers(resources: dict, workers=None, gpus_per_worker=None, cpus_per_w
     return workers, gpus_per_worker, cpus_per_worker
 
 
+def join_cluster(ray, address: str | None) -> bool:
+    """Start or join the Ray cluster at ``address`` unless Ray is already initialised; True when
+    this call did. ConfigError (one line) when the cluster cannot be started or reached."""
+    if ray.is_initialized():
+        return False
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        where = f"at {address!r}" if address else "(a new local one)"
+        raise ConfigError(f"cannot start or join the Ray cluster {where}: {first_line(exc)}") from None
+    return True
+
+
 def ray_workers(address=None, workers=None, gpus_per_worker=None) -> int:
     """How many workers the ray executor would start (connects to the cluster as it would, and
     disconnects again when it was not connected before). ConfigError as :func:`plan_workers`."""
     ray = import_ray()
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    started = join_cluster(ray, address)
     try:
         return plan_workers(ray.cluster_resources(), workers, gpus_per_worker)[0]
     finally:

@@ -35,8 +35,6 @@ VISDA_CLASSES = (
     "aeroplane", "bicycle", "bus", "car", "horse", "knife",
     "motorcycle", "person", "plant", "skateboard", "train", "truck",
 )
-#: RoCoG-v2's seven gestures, sorted as their class folders are.
-ROCOG_CLASSES = ("Advance", "Attention", "FollowMe", "Halt", "MoveForward", "MoveInReverse", "Rally")
 
 BAD_IMAGE_POLICIES = ("skip", "fail")
 

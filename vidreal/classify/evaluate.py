@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from vidreal.checks import positive_int
 from vidreal.classify.scores import column_names, format_domain_table, format_table, summarize
 from vidreal.errors import ConfigError, InputError
 
@@ -110,8 +111,7 @@ def evaluate(
     from vidreal.classify.data import load_samples
     from vidreal.classify.run import load_run, make_dataset, write_text
 
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size!r}")
+    positive_int("batch_size", batch_size)
     sources = [data] if isinstance(data, (str, Path)) else list(data)
     name = domain_name(sources[0]) if name is None else name
     if not DOMAIN_NAME.fullmatch(name):

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from safetensors.torch import load_file, save_file
 
+from vidreal.checks import positive_int
 from vidreal.classify.data import BAD_IMAGE_POLICIES, ImageDataset, Samples
 from vidreal.classify.model import (DEFAULT_BACKBONE, HEAD_DROPOUT, HEAD_HIDDEN, Classifier, create_backbone,
                                     make_transform)
@@ -64,9 +65,7 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "eval_batch_size", "step_size", "clip_len", "frame_interval", "eval_clips"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+            positive_int(name, getattr(self, name))
         for name in ("lr", "backbone_lr", "weight_decay", "label_smoothing", "gamma"):
             value = getattr(self, name)
             try:

@@ -20,8 +20,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from vidreal.checks import positive_int
 from vidreal.classify.data import Samples
-from vidreal.errors import ConfigError
 
 
 def sample_clips(n_frames: int, clip_len: int = 16, frame_interval: int = 5, n_clips: int = 1,
@@ -34,8 +34,7 @@ def sample_clips(n_frames: int, clip_len: int = 16, frame_interval: int = 5, n_c
     """
     for name, value in (("n_frames", n_frames), ("clip_len", clip_len), ("frame_interval", frame_interval),
                         ("n_clips", n_clips)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        positive_int(name, value)
     span = clip_len * frame_interval
     share = (n_frames - span + 1) / n_clips  # room for each clip's start
     if random:

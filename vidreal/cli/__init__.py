@@ -33,6 +33,7 @@ COMMANDS = {
     "personalize": "vidreal.cli.personalize_cmd:personalize",
     "caption": "vidreal.cli.personalize_cmd:caption",
     "classify": "vidreal.cli.classify_cmd:classify",
+    "download": "vidreal.cli.download_cmd:download",
 }
 
 

@@ -15,7 +15,7 @@ from vidreal.cli.common import option, show_default, usage
 from vidreal.config import (CONDITION_ALIASES, CONSISTENCY_MODES, KV_CACHE, LEVERS, TOME_MAX, TranslateConfig,
                             load_config)
 from vidreal.errors import ConfigError
-from vidreal.pipeline.schedulers import SCHEDULER_NAMES
+from vidreal.samplers import SCHEDULER_NAMES
 
 
 class FiniteFloat(click.FloatRange):
@@ -204,7 +204,8 @@ def translate_options(func):
         click.option("--guess-mode/--no-guess-mode", "guess_mode", default=None,
                      help="ControlNets see only the conditional half under guidance (diffusers' guess mode)."),
         click.option("--scheduler", metavar="NAME",
-                     help=f"Sampler: {', '.join(SCHEDULER_NAMES)}; default: the model's own (PNDM for SD 1.5)."),
+                     help=f"Sampler: {', '.join(SCHEDULER_NAMES)} (or a diffusers class / ComfyUI name, e.g. dpmpp_2m); "
+                          "default: the model's own (PNDM for SD 1.5)."),
         click.option("--eta", type=float, help="DDIM / TCD eta, 0 to 1; default: the scheduler's."),
         click.option("--levers", metavar="NAME,...",
                      help=f"Exact-path speed levers, comma-separated: {', '.join(LEVERS)} (or none); "

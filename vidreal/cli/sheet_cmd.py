@@ -24,7 +24,7 @@ Examples:
 def sheet(out_dir, output, n, seed, worst, root, report):
     """Draw a contact sheet of OUT_DIR's translated items: source | conditions | output, with
     name and scores; and report.html (sheet, score histograms, rejected items) for a browser."""
-    from vidreal.sheet import write_report
+    from vidreal.batch.sheet import write_report
 
     path = write_report(out_dir, output, root=root, n=n, seed=seed, worst=worst, report=report)
     click.echo(f"sheet: {path}")

@@ -21,6 +21,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+from vidreal.checks import positive_int
 from vidreal.progress import bar as tqdm  # tqdm on a terminal, plain lines in a log, off under -q
 
 from vidreal.conditions.base import Detector
@@ -201,9 +202,7 @@ def extract_conditions(frames: np.ndarray, kinds=("canny", "pose"), options: dic
 
 
 def _check_chunk_size(chunk_size) -> int:
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ConfigError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    return int(chunk_size)
+    return positive_int("chunk_size", chunk_size)
 
 
 def output_paths(output, kinds) -> dict[str, Path]:

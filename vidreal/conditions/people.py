@@ -29,7 +29,6 @@ import numpy as np
 from vidreal.errors import ConfigError, ModelError
 
 BUILTIN_DETECTORS = ("blazepose", "hog")
-BLAZEPOSE_INPUT = 224  # the detector's square input
 ROI_SCALE = 1.25  # mediapipe's body box: the hip-centre circle through the size point, scaled by this
 
 # Our BlazePose detection graph: mediapipe's own calculators and bundled model; every detection
@@ -167,9 +166,14 @@ class BlazePoseDetector:
         from mediapipe.framework import calculator_pb2
         from mediapipe.python.solution_base import SolutionBase
 
+        from vidreal.logs import native_stderr_silenced
+
         self.tiles = tiles
         config = text_format.Parse(_BLAZEPOSE_GRAPH % {"threshold": threshold}, calculator_pb2.CalculatorGraphConfig())
-        self._graph = SolutionBase(graph_config=config, outputs=["detections"])
+        # TFLite and absl log start-up lines to fd 2 at the first image: run one now, kept off stderr
+        with native_stderr_silenced():
+            self._graph = SolutionBase(graph_config=config, outputs=["detections"])
+            self._graph.process(np.zeros((64, 64, 3), np.uint8))
 
     def _detect(self, image: np.ndarray, ox: int, oy: int) -> list:
         h, w = image.shape[:2]

@@ -8,17 +8,14 @@ controlnet-aux's own OpenPose drawing (its limb list and colours), so
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import os
-import sys
-import threading
 
 import cv2
 import numpy as np
 
 from vidreal.conditions.base import Detector, check_range, import_controlnet_aux
 from vidreal.errors import ConfigError
+from vidreal.logs import native_stderr_silenced
 from vidreal.runtime import check_frames
 
 # OpenPose COCO-18 order; "left"/"right" are the person's own, as in mediapipe.
@@ -367,7 +364,7 @@ class _PoseGraph:
         # TFLite and absl log start-up chatter to fd 2 when the graph starts and when the
         # landmark model first sees a person: keep it from users until then.
         self._quiet = True
-        with _native_stderr_silenced():
+        with native_stderr_silenced():
             self._pose = mp_pose.Pose(
                 static_image_mode=False,
                 model_complexity=1,
@@ -383,43 +380,13 @@ class _PoseGraph:
         image = np.ascontiguousarray(image)
         if not self._quiet:
             return self._pose.process(image).pose_landmarks
-        with _native_stderr_silenced():
+        with native_stderr_silenced():
             landmarks = self._pose.process(image).pose_landmarks
         self._quiet = landmarks is None
         return landmarks
 
     def close(self) -> None:
         self._pose.close()
-
-
-@contextlib.contextmanager
-def _native_stderr_silenced():
-    """Send file descriptor 2 to /dev/null for the block (native libraries log there directly).
-
-    Safe across threads (the tracks' graphs run in parallel): the first block to enter redirects,
-    the last to leave restores."""
-    global _silenced_depth, _saved_stderr
-    with _silence_lock:
-        if _silenced_depth == 0:
-            sys.stderr.flush()
-            _saved_stderr = os.dup(2)
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 2)
-            os.close(devnull)
-        _silenced_depth += 1
-    try:
-        yield
-    finally:
-        with _silence_lock:
-            _silenced_depth -= 1
-            if _silenced_depth == 0:
-                os.dup2(_saved_stderr, 2)
-                os.close(_saved_stderr)
-
-
-_silence_lock = threading.Lock()
-_silenced_depth = 0
-_saved_stderr = -1
 
 
 @functools.lru_cache(maxsize=None)

@@ -7,7 +7,6 @@ PyAV takes over where decord 0.6 fails (a few tiny widths). Stills are read by
 from __future__ import annotations
 
 import errno
-import numbers
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import av
 import decord
 import numpy as np
 
+from vidreal.checks import positive_int
 from vidreal.errors import InputError
 from vidreal.io.images import _image_size, _read_image
 from vidreal.runtime import IMAGE_EXTS, VIDEO_EXTS, first_line
@@ -90,8 +90,7 @@ class Media:
         indices: only these frames (increasing frame numbers in ``[0, n_frames)``, e.g. a
         ``vidreal.selection.Plan``'s), ``chunk_size`` of them per decord ``get_batch``; the
         others are never decoded into frames. None: every frame."""
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        positive_int("chunk_size", chunk_size)
         if indices is not None:
             indices = np.asarray(indices, dtype=np.int64)
             if indices.ndim != 1 or indices.size == 0 or np.any(np.diff(indices) <= 0) \
@@ -129,8 +128,7 @@ def iter_video(path, chunk_size: int = 16, indices=None) -> Iterator[np.ndarray]
     decoded; see ``vidreal.selection``). The file is validated when this is called, not at the
     first ``next()``. An image yields one (1, H, W, 3) chunk.
     """
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    positive_int("chunk_size", chunk_size)
     return open_media(path).chunks(chunk_size, indices)
 
 

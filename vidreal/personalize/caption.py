@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from vidreal.errors import ConfigError, InputError, ModelError
+from vidreal.checks import positive_int
+from vidreal.errors import InputError, ModelError
 from vidreal.hub import HubNeed, check_hub, hub_error, is_hub_id, transformers_need
 from vidreal.runtime import first_line, resolve_device, resolve_dtype
 
@@ -107,10 +108,8 @@ def caption_images(images, output, model: str = DEFAULT_CAPTION_MODEL, *, suffix
 
     from vidreal.io import atomic_output, read_video
 
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ConfigError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    positive_int("batch_size", batch_size)
+    positive_int("max_new_tokens", max_new_tokens)
     items = collect_images(images)
     device = resolve_device(device)
     dtype = resolve_dtype(None, device)

@@ -27,6 +27,7 @@ import logging
 
 import torch
 
+from vidreal.checks import positive_int
 from vidreal.config import DEFAULT_MODEL
 from vidreal.errors import ConfigError, OutputError
 from vidreal.personalize.checkpoints import resume_step
@@ -149,8 +150,7 @@ def train_dreambooth(instance_dir, output, model: str = DEFAULT_MODEL, *, preset
     for name, value in dict(steps=steps, batch_size=batch_size, num_class_images=num_class_images,
                             gradient_accumulation=gradient_accumulation, seed=seed,
                             num_samples=num_samples).items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
+        positive_int(name, value, minimum=0)
     if check_finite("prior_loss_weight", prior_loss_weight) < 0:
         raise ConfigError(f"prior_loss_weight must be >= 0, got {prior_loss_weight!r}")
     instances = check_images(find_images(instance_dir, "instance images"), "instance images")

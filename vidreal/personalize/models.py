@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vidreal.checks import positive_int
 from vidreal.errors import ConfigError, ModelError
 from vidreal.hub import check_hub, is_hub_id, model_need
 from vidreal.runtime import first_line
@@ -60,8 +61,7 @@ def resolution_multiple(model: str) -> int:
 
 
 def check_resolution(model: str, resolution: int) -> None:
-    if not isinstance(resolution, int) or resolution < 1:
-        raise ConfigError(f"resolution must be a positive integer, got {resolution!r}")
+    positive_int("resolution", resolution)
     multiple = resolution_multiple(model)
     if resolution % multiple:
         lower = max(multiple, resolution // multiple * multiple)

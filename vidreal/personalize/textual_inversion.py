@@ -19,6 +19,7 @@ import time
 
 import torch
 
+from vidreal.checks import positive_int
 from vidreal.config import DEFAULT_MODEL
 from vidreal.errors import ConfigError
 from vidreal.personalize.checkpoints import resume_step
@@ -110,8 +111,7 @@ def train_textual_inversion(train_dir, output, model: str = DEFAULT_MODEL, *,
                    sample_steps=sample_steps)
     for name, value in dict(steps=steps, batch_size=batch_size, gradient_accumulation=gradient_accumulation,
                             seed=seed, num_samples=num_samples).items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
+        positive_int(name, value, minimum=0)
     if not 0 <= flip_p <= 1:
         raise ConfigError(f"flip_p must be in [0, 1], got {flip_p!r}")
     images = check_images(find_images(train_dir, "training images"), "training images")

@@ -25,18 +25,18 @@ import numpy as np
 import torch
 
 from vidreal import progress as progress_bars
-from vidreal.config import DEFAULT_FLOW_BAND, check_correspondence
+from vidreal.config import check_levers
 from vidreal.errors import ConfigError, InputError, ModelError
 from vidreal.io import resize_frames
-from vidreal.config import check_approximations, check_levers
+from vidreal.options import TranslateOptions
 from vidreal.pipeline.approx import DeepCache, TokenMerge
 from vidreal.pipeline.attention import FrameMemory, cross_frame_attention
 from vidreal.keyframes import KeyframeChooser
 from vidreal.pipeline.fusion import FlowFusion
 from vidreal.pipeline.schedulers import make_scheduler, step_kwargs
 from vidreal.pipeline.warp import Correspondence, propagate
+from vidreal.runtime import check_frames
 from vidreal.stages import timed
-from vidreal.runtime import CONSISTENCY_MODES, check_finite, check_frames
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class Translator:
         scale = 1.0 if size is None else size / min(height, width)
         return (max(m, round(height * scale / m) * m), max(m, round(width * scale / m) * m))
 
-    def check_inputs(self, frames, conditions, consistency, chunk_size):
+    def check_inputs(self, frames, conditions):
         check_frames(frames)
         missing = [name for name in self.controlnet_names if name not in conditions]
         if missing:
@@ -142,10 +142,6 @@ class Translator:
             cond = conditions[name]
             if cond.dtype != np.uint8 or cond.shape[:1] != frames.shape[:1] or cond.ndim != 4 or cond.shape[-1] != 3:
                 raise InputError(f"condition {name!r} must be uint8 ({len(frames)}, H, W, 3), got {cond.dtype} {cond.shape}")
-        if consistency not in CONSISTENCY_MODES:
-            raise ConfigError(f"consistency must be one of {', '.join(CONSISTENCY_MODES)}, got {consistency!r}")
-        if not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
 
     def _to_tensor(self, images: np.ndarray, size: tuple[int, int], dtype) -> torch.Tensor:
         """uint8 (N, H, W, 3) -> float (N, 3, h, w) in [0, 1] on the device (as diffusers' control images)."""
@@ -171,59 +167,50 @@ class Translator:
 
     # ---------------------------------------------------------------- main
     @torch.no_grad()
-    def __call__(self, frames, conditions, prompt, negative_prompt=None, num_inference_steps=20, guidance_scale=9.0,
-                 controlnet_scale=None, seed=0, chunk_size=8, consistency="cross-frame", size=None, progress=True,
-                 keyframe_every=None, refine=None, flow_band=DEFAULT_FLOW_BAND, kv_cache="device", stats=None,
-                 control_start=0.0, control_end=1.0, guess_mode=False, scheduler=None, eta=None,
-                 deepcache_interval=0, tome_ratio=0.0, keyframe_max_gap=16, keyframe_threshold=0.15, flow_method="dis",
-                 flow_size=None):
+    def __call__(self, frames, conditions, prompt, options: TranslateOptions | None = None, *, progress=True,
+                 stats=None, **overrides):
         """Translate a clip held in memory.
 
         Args:
             frames: uint8 (T, H, W, 3) RGB.
             conditions: {kind: uint8 (T, H', W', 3)} for every ControlNet kind; resized to the working size.
-            controlnet_scale: float, or {kind: float}; default 1.0 each.
-            size: working resolution (short side); None denoises at the input size (rounded).
-            keyframe_every, refine, flow_band, kv_cache, stats: see :meth:`stream`.
-            control_start, control_end: float, or {kind: float}: the fraction of the denoising steps
-                where each ControlNet starts and stops acting (diffusers' ``control_guidance_start/end``).
-            guess_mode: the ControlNets see only the conditional half under guidance (diffusers' guess mode).
-            scheduler: a name of ``schedulers.SCHEDULERS`` (``euler-a``, ``dpm++2m-karras``, ``lcm``...);
-                None keeps the model's own (PNDM for SD 1.5). eta: DDIM/TCD's eta (None: theirs).
-            deepcache_interval, tome_ratio: opt-in approximations (``approx.py``), see :meth:`stream`.
+            prompt: the text prompt.
+            options: a :class:`vidreal.options.TranslateOptions` (its defaults when None).
+            overrides: options by name, over ``options``: ``negative_prompt``, ``num_inference_steps``
+                (or ``steps``), ``guidance_scale`` (or ``guidance``), ``controlnet_scale`` (float or
+                {kind: float}; default 1.0 each), ``seed``, ``chunk_size``, ``consistency``, ``size``
+                (working short side; None: the input's), ``control_start``/``control_end`` (float or
+                {kind: float}: the fraction of the steps where each ControlNet acts),
+                ``guess_mode``, ``scheduler`` (a name of ``vidreal.samplers``; None: the model's own),
+                ``eta``, the correspondence options and the approximations (see :meth:`stream`).
+            progress, stats: see :meth:`stream`.
         Returns:
             uint8 (T, H, W, 3) RGB at the input's size.
         """
-        self.check_inputs(frames, conditions, consistency, chunk_size)
-        pieces = [(frames[i:i + chunk_size], {k: v[i:i + chunk_size] for k, v in conditions.items()})
-                  for i in range(0, len(frames), chunk_size)]
-        return np.concatenate(list(self.stream(
-            pieces, prompt, negative_prompt, num_inference_steps, guidance_scale, controlnet_scale, seed,
-            chunk_size, consistency, size, progress, n_frames=len(frames), keyframe_every=keyframe_every,
-            refine=refine, flow_band=flow_band, kv_cache=kv_cache, stats=stats, control_start=control_start,
-            control_end=control_end, guess_mode=guess_mode, scheduler=scheduler, eta=eta,
-            deepcache_interval=deepcache_interval, tome_ratio=tome_ratio, keyframe_max_gap=keyframe_max_gap,
-            keyframe_threshold=keyframe_threshold, flow_method=flow_method, flow_size=flow_size)))
+        options = (options or TranslateOptions()).replace(**overrides)
+        self.check_inputs(frames, conditions)
+        chunk = options.chunk_size
+        pieces = [(frames[i:i + chunk], {k: v[i:i + chunk] for k, v in conditions.items()})
+                  for i in range(0, len(frames), chunk)]
+        return np.concatenate(list(self.stream(pieces, prompt, options, progress=progress, n_frames=len(frames),
+                                               stats=stats)))
 
     @torch.no_grad()
-    def stream(self, pieces, prompt, negative_prompt=None, num_inference_steps=20, guidance_scale=9.0,
-               controlnet_scale=None, seed=0, chunk_size=8, consistency="cross-frame", size=None, progress=True,
-               n_frames=None, keyframe_every=None, refine=None, flow_band=DEFAULT_FLOW_BAND, kv_cache="device",
-               stats=None, control_start=0.0, control_end=1.0, guess_mode=False, scheduler=None, eta=None,
-               deepcache_interval=0, tome_ratio=0.0, keyframe_max_gap=16, keyframe_threshold=0.15, flow_method="dis",
-               flow_size=None):
+    def stream(self, pieces, prompt, options: TranslateOptions | None = None, *, progress=True, n_frames=None,
+               stats=None, **overrides):
         """Translate a clip that arrives in pieces; yields uint8 (n, H, W, 3) outputs in frame order.
 
         ``pieces`` yields ``(frames uint8 (n, H, W, 3), {kind: uint8 (n, H', W', 3)})`` of any
         lengths. They are regrouped into denoising batches of ``chunk_size`` frames, so memory
         depends on ``chunk_size``, never on the clip's length, and the output does not depend on
-        how the clip was cut. ``n_frames`` (if known) sizes the progress bar.
+        how the clip was cut. ``n_frames`` (if known) sizes the progress bar. ``options``
+        (``overrides`` as in :meth:`__call__`) are checked before anything runs.
 
         Correspondence options (the config keys of the same names):
             consistency: also ``memory`` (each frame attends to the anchor and its previous frame)
                 and ``flow`` (memory + flow-guided fusion of predicted latents in ``flow_band``).
             keyframe_every: K; denoise frames 0, K, 2K, ... and the last, build the others from their
-                two keyframes along the source flow (``vidreal.propagate``). None (or 1): every frame.
+                two keyframes along the source flow (``pipeline.warp``). None (or 1): every frame.
                 Frames wait for their right keyframe: at most ``chunk_size * K`` frames are held, and a
                 batch's frames are propagated (in a worker pool, with the source flows computed there as
                 the frames arrive) while the next batch denoises. ``"auto"``: a keyframe where the source
@@ -233,40 +220,35 @@ class Translator:
             flow_band: (start, end) fractions of the denoising steps where ``flow`` fuses.
             kv_cache: where the frame memory lives: ``device``, ``cpu`` (host memory), or ``off``
                 (``cross-frame`` only: the anchor is re-denoised in every batch, as before the memory).
-            stats: an optional dict, filled with ``keyframes`` (indices), ``propagated``,
-                ``unseen_fraction`` (mean share of propagated pixels no keyframe saw) and
-                ``frame_memory_bytes`` (peak size of the frame memory and fusion cache).
+        stats: an optional dict, filled with ``keyframes`` (indices), ``propagated``,
+            ``unseen_fraction`` (mean share of propagated pixels no keyframe saw) and
+            ``frame_memory_bytes`` (peak size of the frame memory and fusion cache).
 
         Opt-in approximations (off by default; they change the output, not its shape):
             deepcache_interval: N >= 2 runs the full UNet every N-th step and only its shallow
                 blocks between, on the deep features kept from the last full step (0 or 1: off).
             tome_ratio: r in (0, 0.75] merges the fraction r of self-attention key/value tokens (0: off).
         """
-        check_correspondence(consistency, None if keyframe_every == "auto" else keyframe_every,
-                             None if keyframe_every == "auto" else refine, flow_band, kv_cache)
-        check_approximations(deepcache_interval, tome_ratio)
+        options = (options or TranslateOptions()).replace(**overrides)
+        consistency = options.consistency
         pipe = self.pipe
-        guidance_scale = check_finite("guidance_scale", guidance_scale)
-        cfg = guidance_scale > 1.0 and pipe.unet.config.time_cond_proj_dim is None
-        scales = _scales(controlnet_scale, self.controlnet_names)
-        control_schedule(scales, control_start, control_end, 1, self.controlnet_names)  # validates
-        step_kwargs(make_scheduler(scheduler, pipe.scheduler), None, eta)  # a bad name or eta fails here
+        cfg = options.guidance > 1.0 and pipe.unet.config.time_cond_proj_dim is None
+        scales, starts, ends = options.per_kind(self.controlnet_names)
+        step_kwargs(make_scheduler(options.scheduler, pipe.scheduler), None, options.eta)  # eta on the model's own
         attend = {"cross-frame": "anchor", "memory": "anchor+previous", "flow": "anchor+previous"}.get(consistency)
+        kv_cache = options.kv_cache
         memory = None if attend is None else FrameMemory(attend, None if kv_cache == "off" else kv_cache,
                                                          groups=2 if cfg else 1)
         if consistency == "flow" and pipe.scheduler.config.get("prediction_type", "epsilon") != "epsilon":
             raise ConfigError("consistency 'flow' needs an epsilon-prediction model")
-        run = _Run(cfg=cfg, guidance_scale=guidance_scale, scales=scales, control=(control_start, control_end),
-                   guess=bool(guess_mode) and cfg, scheduler=scheduler, eta=eta,
-                   deepcache=deepcache_interval if deepcache_interval >= 2 else 0, tome=float(tome_ratio),
-                   steps=num_inference_steps, seed=seed, per_frame=consistency == "per-frame", chunk_size=chunk_size,
-                   chooser=KeyframeChooser(keyframe_every, keyframe_max_gap, keyframe_threshold),
-                   refine=refine or 0.0, memory=memory, fusion=FlowFusion(flow_band) if consistency == "flow" else None,
-                   correspondence=None,
-                   carry=memory is not None and memory.store is None)
+        run = _Run(options=options, cfg=cfg, scales=scales, control=(starts, ends), guess=options.guess_mode and cfg,
+                   per_frame=consistency == "per-frame",
+                   chooser=KeyframeChooser(options.keyframe_every, options.keyframe_max_gap, options.keyframe_threshold),
+                   memory=memory, fusion=FlowFusion(options.flow_band) if consistency == "flow" else None,
+                   correspondence=None, carry=memory is not None and memory.store is None)
 
         # 1. Encode the prompt once for the whole clip
-        run.pos, run.neg = pipe.encode_prompt(prompt, self.device, 1, cfg, negative_prompt)
+        run.pos, run.neg = pipe.encode_prompt(prompt, self.device, 1, cfg, options.negative_prompt)
         if stats is not None:
             stats["keyframes"] = run.keyframes  # filled as batches are denoised
         bar = progress_bars.DenoiseProgress(n_frames, enabled=progress)  # moves at every denoising step
@@ -276,15 +258,15 @@ class Translator:
         keys, held = [], []  # frames to denoise; frames waiting for their right keyframe
         pending = []  # the latest batch's outputs while its frames are propagated (a Future)
         if run.chooser.active or run.fusion is not None:  # (RAFT weights are checked here, before any frame)
-            run.correspondence = Correspondence(flow_method, flow_size, device=self.device)
+            run.correspondence = Correspondence(options.flow_method, options.flow_size, device=self.device)
         with bar, closing(run.correspondence) if run.correspondence else nullcontext():
             for piece in pieces:
                 frames, conditions, ahead = piece if len(piece) == 3 else (*piece, None)
                 # 2. Check each piece; the first one fixes the clip's size and the working size
-                self.check_inputs(frames, conditions, consistency, chunk_size)
+                self.check_inputs(frames, conditions)
                 if shape is None:
                     shape = frames.shape[1:3]
-                    run.work = self.working_size(*shape, size)
+                    run.work = self.working_size(*shape, options.size)
                     f = pipe.vae_scale_factor
                     run.latent_shape = (pipe.unet.config.in_channels, run.work[0] // f, run.work[1] // f)
                 elif frames.shape[1:3] != shape:
@@ -322,7 +304,8 @@ class Translator:
 
     def _batch_size(self, run) -> int:
         """Keyframes taken per batch: with the anchor carried (no frame memory), later batches leave it room."""
-        return max(run.chunk_size - 1, 1) if run.carry and run.anchor is not None else run.chunk_size
+        chunk_size = run.options.chunk_size
+        return max(chunk_size - 1, 1) if run.carry and run.anchor is not None else chunk_size
 
     def _keyframe_arrived(self, run, frame, held) -> None:
         """A keyframe arrived: queue the source flows of the frames since the previous keyframe (their
@@ -370,15 +353,16 @@ class Translator:
                 with timed("propagation", frames=len(gap)):
                     propagated += zip(gap, propagate(links, left, right, self.device))
                 run.unseen += [link.unseen for link in links]
-            if run.refine and propagated:
-                for i in range(0, len(propagated), run.chunk_size):
-                    part = propagated[i:i + run.chunk_size]
+            chunk_size = run.options.chunk_size
+            if run.options.refine and propagated:
+                for i in range(0, len(propagated), chunk_size):
+                    part = propagated[i:i + chunk_size]
                     images = self._denoise_frames(run, [f for f, _ in part], bar,
                                                   start=np.stack([im for _, im in part]))
-                    propagated[i:i + run.chunk_size] = [(f, im) for (f, _), im in zip(part, images)]
+                    propagated[i:i + chunk_size] = [(f, im) for (f, _), im in zip(part, images)]
             outputs.update({f.index: image for f, image in propagated})
             return resize_frames(np.stack([outputs[i] for i in sorted(outputs)]), *shape)
-        return run.correspondence.submit(finish) if gaps and not run.refine else finish()
+        return run.correspondence.submit(finish) if gaps and not run.options.refine else finish()
 
     @staticmethod
     def _in_order(pending: list, result):
@@ -396,7 +380,8 @@ class Translator:
         returns uint8 (n, h, w, 3) at the working size."""
         carried = run.carry and batch[0].index != run.anchor.index
         frames = ([run.anchor] if carried else []) + batch
-        seeds = [run.seed + f.index for f in frames] if run.per_frame else [run.seed] * len(frames)
+        seed = run.options.seed
+        seeds = [seed + f.index for f in frames] if run.per_frame else [seed] * len(frames)
         latents, generators = self._initial_latents(run.latent_shape, seeds, run.pos.dtype)
         dtype = self.pipe.controlnet.dtype
         controls = [self._to_tensor(np.stack([f.controls[k] for f in frames]), run.work, dtype)
@@ -404,34 +389,33 @@ class Translator:
         memory, fusion = run.memory, run.fusion
         if start is not None:  # a refine pass reads the anchor's memory, writes nothing, fuses nothing
             memory = memory and replace(memory, attend="anchor", anchor_in_batch=False, record=False)
-            fusion, start = None, (self._encode(start), run.refine)
+            fusion, start = None, (self._encode(start), run.options.refine)
         elif memory is not None:
             memory.anchor_in_batch = frames[0].index == run.anchor.index
         if fusion is not None:
             fusion.links = [f.link for f in frames]
-        latents = self._denoise(latents, controls, run.pos, run.neg, run.cfg, run.guidance_scale, run.scales,
-                                run.steps, bar, memory=memory, fusion=fusion, start=start, control=run.control,
-                                guess=run.guess, scheduler_name=run.scheduler, eta=run.eta, generators=generators,
-                                deepcache=run.deepcache, tome=run.tome)
+        latents = self._denoise(latents, controls, run, bar, memory=memory, fusion=fusion, start=start,
+                                generators=generators)
         return self._decode(latents[1:] if carried else latents)
 
-    def _denoise(self, latents, controls, pos, neg, cfg, guidance_scale, scales, steps, bar, memory=None,
-                 fusion=None, start=None, control=(0.0, 1.0), guess=False, scheduler_name=None, eta=None,
-                 generators=None, deepcache=0, tome=0.0):
+    def _denoise(self, latents, controls, run, bar, memory=None, fusion=None, start=None, generators=None):
         """The diffusers ControlNet denoising loop on one batch of frames (batch = frames).
 
-        memory: the stream's FrameMemory (cross-frame attention installed for this call only), or None.
-        fusion: the stream's FlowFusion, or None. start: (image latents, strength) for img2img, or None.
-        control: (start, end) of each ControlNet, turned into per-step scales over the scheduler's
-        timesteps (``control_schedule``). guess: the ControlNets run on the conditional half only,
-        the unconditional half gets zero residuals. scheduler_name, eta: the sampler (None: the model's
-        own); generators: one per latent, for the noise stochastic schedulers draw in ``step``.
-        deepcache: DeepCache interval (0: off); tome: ToMe ratio (0: off), see ``approx.py``.
+        run: the stream's ``_Run`` (its options, prompt embeddings, guidance, ControlNet scales and
+        timing: per-step scales over the scheduler's timesteps, ``control_schedule``; under guess
+        mode the ControlNets run on the conditional half only, the unconditional half gets zero
+        residuals). memory: the stream's FrameMemory (cross-frame attention installed for this call
+        only), or None. fusion: the stream's FlowFusion, or None. start: (image latents, strength)
+        for img2img, or None. generators: one per latent, for the noise stochastic schedulers draw
+        in ``step``. DeepCache and ToMe (``approx.py``) follow the options.
         """
         pipe = self.pipe
+        options, pos, neg, cfg, guess = run.options, run.pos, run.neg, run.cfg, run.guess
+        steps, guidance_scale, tome = options.steps, options.guidance, options.tome_ratio
+        deepcache = options.deepcache_interval if options.deepcache_interval >= 2 else 0
         n = latents.shape[0]
-        scheduler = make_scheduler(scheduler_name, pipe.scheduler)
-        step_extra = step_kwargs(scheduler, generators, eta)
+        scheduler = make_scheduler(options.scheduler, pipe.scheduler)
+        step_extra = step_kwargs(scheduler, generators, options.eta)
         scheduler.set_timesteps(steps, device=self.device)
         first = 0
         if start is None:
@@ -443,7 +427,7 @@ class Translator:
             latents = scheduler.add_noise(start[0], latents, scheduler.timesteps[first:first + 1])
         embeds = torch.cat([neg.expand(n, -1, -1), pos.expand(n, -1, -1)]) if cfg else pos.expand(n, -1, -1)
         images = [torch.cat([c, c]) if cfg and not guess else c for c in controls]
-        scales = control_schedule(scales, *control, len(scheduler.timesteps), self.controlnet_names)
+        scales = control_schedule(run.scales, *run.control, len(scheduler.timesteps))
         multi = len(images) > 1
         merge = TokenMerge(tome, tuple(latents.shape[-2:])) if tome > 0 else None
         attention = nullcontext() if memory is None and merge is None else cross_frame_attention(pipe.unet, memory,
@@ -498,40 +482,12 @@ class Translator:
         return (image * 255).round().astype(np.uint8)
 
 
-def _per_kind(name, value, names) -> list[float]:
-    """A float for every ControlNet, or {kind: float} (missing kinds keep the default)."""
-    default = {"control_start": 0.0, "control_end": 1.0}[name]
-    if isinstance(value, dict):
-        unknown = set(value) - set(names)
-        if unknown:
-            raise ConfigError(f"{name} names {sorted(unknown)} are not ControlNets {names}")
-        return [check_finite(name, value.get(kind, default)) for kind in names]
-    return [check_finite(name, value)] * len(names)
-
-
-def control_schedule(scales, control_start, control_end, steps, names) -> list[list[float]]:
+def control_schedule(scales, starts, ends, steps) -> list[list[float]]:
     """Per denoising step, each ControlNet's conditioning scale: ``scales[k]`` while the step lies
-    in [start, end] of the schedule, else 0 - diffusers' ``controlnet_keep`` for
-    ``control_guidance_start/end``. ConfigError unless 0 <= start < end <= 1 for every kind."""
-    starts = _per_kind("control_start", control_start, names)
-    ends = _per_kind("control_end", control_end, names)
-    for kind, start, end in zip(names, starts, ends):
-        if not 0.0 <= start < end <= 1.0:
-            raise ConfigError(f"control_start ({start:g}) must be < control_end ({end:g}), both in [0, 1], "
-                              f"for the {kind} ControlNet")
+    in [starts[k], ends[k]] of the schedule, else 0 - diffusers' ``controlnet_keep`` for
+    ``control_guidance_start/end`` (the values come from ``TranslateOptions.per_kind``)."""
     return [[scale * (1.0 - float(i / steps < start or (i + 1) / steps > end))
              for scale, start, end in zip(scales, starts, ends)] for i in range(steps)]
-
-
-def _scales(controlnet_scale, names) -> list[float]:
-    if controlnet_scale is None:
-        return [1.0] * len(names)
-    if isinstance(controlnet_scale, (int, float)):
-        return [check_finite("controlnet_scale", controlnet_scale)] * len(names)
-    unknown = set(controlnet_scale) - set(names)
-    if unknown:
-        raise ValueError(f"controlnet_scale names {sorted(unknown)} are not ControlNets {names}")
-    return [check_finite(f"controlnet_scale[{name!r}]", controlnet_scale.get(name, 1.0)) for name in names]
 
 
 @dataclass
@@ -549,25 +505,17 @@ class _Frame:
 class _Run:
     """Everything one ``stream`` call carries between batches (nothing of it lives on the Translator)."""
 
-    cfg: bool
-    guidance_scale: float
-    scales: list
-    steps: int
-    seed: int
+    options: TranslateOptions
+    cfg: bool  # classifier-free guidance (guidance > 1, a model without guidance embedding)
+    scales: list  # conditioning scale of each ControlNet
     per_frame: bool
-    chunk_size: int
     chooser: KeyframeChooser  # which frames are keyframes (unless chosen ahead, by the pieces)
-    refine: float
     memory: FrameMemory | None
     fusion: FlowFusion | None
     correspondence: Correspondence | None  # source flows, computed ahead (keyframes or flow mode)
     carry: bool  # no frame memory: every batch carries the anchor (cross-frame with kv_cache off)
-    control: tuple = (0.0, 1.0)  # (control_start, control_end) as given: a float or {kind: float} each
+    control: tuple  # (starts, ends): each ControlNet's fractions of the schedule
     guess: bool = False  # guess mode under guidance
-    scheduler: str | None = None  # sampler name (None: the model's own)
-    eta: float | None = None
-    deepcache: int = 0  # DeepCache interval (0: off)
-    tome: float = 0.0  # ToMe ratio (0: off)
     pos: torch.Tensor | None = None
     neg: torch.Tensor | None = None
     work: tuple | None = None

@@ -23,6 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vidreal.batch.manifest import MANIFEST_NAME, read_manifest
 from vidreal.errors import ConfigError, InputError
 
 PANEL = 160  # panel height in px
@@ -91,13 +92,15 @@ def _fmt(value) -> str:
 
 def render_sheet(rows: list) -> np.ndarray:
     """uint8 (H, W, 3) sheet of rows ``(label, status, [panels uint8 (h, w, 3)])``."""
+    bodies = [np.concatenate([_panel(p) for p in panels], axis=1) for _, _, panels in rows]
+    width = max(body.shape[1] for body in bodies)
     strips = []
-    for label, status, panels in rows:
-        body = np.concatenate([_panel(p) for p in panels], axis=1)
+    for (label, status, _), body in zip(rows, bodies):
+        h, w = body.shape[:2]
+        if w != width:  # every row as wide as the widest (scaled, not padded black)
+            body = cv2.resize(body, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
         colour = (255, 90, 90) if status == "rejected" else (230, 230, 230)
-        strips += [_label(label, body.shape[1], colour), body]
-    width = max(s.shape[1] for s in strips)
-    strips = [np.pad(s, ((0, 0), (0, width - s.shape[1]), (0, 0))) for s in strips]
+        strips += [_label(label, width, colour), body]
     header = _label("source | canny | pose | output (middle frames)", width)
     return np.concatenate([header, *strips])
 
@@ -147,6 +150,9 @@ def _html(out_dir: Path, sheet_png: bytes, hist_png: bytes | None, records: list
         f"<td>{_fmt(item_scores(r)['pose_pck'])}</td><td>{html.escape(str(r.get('rejected', '')))}</td></tr>"
         for r in rejected)
     hist = f'<h2>Scores</h2><img alt="score histograms" src="{_data_uri(hist_png)}">' if hist_png else ""
+    table = "" if not rejected else (  # no empty table when nothing was rejected
+        f"<h2>Rejected items ({len(rejected)})</h2>\n"
+        f"<table><tr><th>item</th><th>edge F1</th><th>pose PCK</th><th>why</th></tr>{rows}</table>")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>vidreal report: {html.escape(out_dir.name)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
@@ -155,8 +161,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px}}img{{max-width:100%}}</style></hea
 <p>{len(records)} translated item(s), {len(rejected)} rejected; the sheet shows {shown}.</p>
 <h2>Contact sheet</h2><img alt="contact sheet" src="{_data_uri(sheet_png)}">
 {hist}
-<h2>Rejected items ({len(rejected)})</h2>
-<table><tr><th>item</th><th>edge F1</th><th>pose PCK</th><th>why</th></tr>{rows}</table>
+{table}
 </body></html>
 """
 
@@ -166,7 +171,6 @@ def write_report(out_dir, sheet=None, root=None, n: int = 8, seed: int = 0, wors
     """Write the contact sheet of a batch's OUT_DIR (default ``OUT_DIR/sheet.png``) and, with
     ``report``, ``report.html`` beside it. Returns the sheet's path. InputError when OUT_DIR has
     no manifest or no translated item."""
-    from vidreal.batch.manifest import MANIFEST_NAME, read_manifest
     from vidreal.conditions import DetectorSet
     from vidreal.io import atomic_output
 
