@@ -18,6 +18,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -117,6 +119,8 @@ def _load_raft(small: bool, device=None) -> RaftFlow:
     return RaftFlow(model, device=device)
 
 
+LEARNED = ("raft", "raft-small")  # methods that run on the translator's device (one model, one worker)
+
 FLOW_METHODS = {
     "dis": lambda device=None: DisFlow(),
     "dis-fast": lambda device=None: DisFlow(cv2.DISOPTICAL_FLOW_PRESET_FAST),
@@ -191,19 +195,66 @@ def valid_mask(flow_ab: np.ndarray, flow_ba: np.ndarray) -> np.ndarray:
     return consistent & smooth & in_bounds(flow_ab)
 
 
-def masked_flow(estimator, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Flow from each frame of ``a`` to the matching frame of ``b``, and where it can be trusted.
+def check_flow_size(size) -> int | None:
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 16):
+        raise ConfigError(f"flow_size must be an integer >= 16 (or null: the working size), got {size!r}")
+    return size
 
-    a, b: uint8 ``(N, H, W, 3)`` RGB; estimator: from ``make_flow_estimator``. Returns float32
-    ``(N, H, W, 2)`` flows ``a -> b`` and bool ``(N, H, W)`` ``valid_mask``s (both directions are
-    estimated for the occlusion test).
+
+class FlowPool:
+    """Source flows estimated off the caller's thread, ahead of their use.
+
+        pool = FlowPool("dis", size=256)
+        future = pool.submit(job, a, b)     # job(pool.pairs, a, b) runs in a worker
+        pool.close()
+
+    ``pairs(a, b)`` gives both directions of frame pairs at once (call it from the workers). OpenCV
+    methods run in up to ``workers`` threads (OpenCV releases the GIL), each with its own estimator;
+    ``raft``/``raft-small`` run in one thread on ``device`` (the model is loaded here, so missing
+    weights fail before any frame). ``size``: flows are estimated with the short side at ``size``
+    pixels and scaled up to the frames' size (None, or a size >= the frames': at their size).
     """
-    forward, backward = estimator(np.concatenate([a, b]), np.concatenate([b, a])).reshape(2, *a.shape[:3], 2)
-    return forward, np.stack([valid_mask(f, g) for f, g in zip(forward, backward)])
+
+    def __init__(self, method: str = "dis", size: int | None = None, workers: int | None = None, device=None):
+        self.method, self.size, self.device = check_flow_method(method), check_flow_size(size), device
+        learned = method in LEARNED
+        self._shared = make_flow_estimator(method, device=device) if learned else None
+        workers = 1 if learned else workers or max(1, min(4, os.cpu_count() or 1))
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="vidreal-flow")
+        self._local = threading.local()
+
+    def _estimator(self):
+        if self._shared is not None:
+            return self._shared
+        if getattr(self._local, "estimator", None) is None:
+            self._local.estimator = make_flow_estimator(self.method)
+        return self._local.estimator
+
+    def pairs(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Flows ``a -> b`` and ``b -> a``: uint8 ``(N, H, W, 3)`` -> two float32 ``(N, H, W, 2)``."""
+        n, height, width = a.shape[:3]
+        scale = 1.0 if self.size is None else self.size / min(height, width)
+        both_a, both_b = np.concatenate([a, b]), np.concatenate([b, a])
+        if scale >= 1.0:
+            flows = self._estimator()(both_a, both_b)
+        else:
+            h, w = max(8, round(height * scale)), max(8, round(width * scale))
+            small = [np.stack([cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA) for x in xs])
+                     for xs in (both_a, both_b)]
+            flows = np.stack([upscale_flow(f, height, width) for f in self._estimator()(*small)])
+        return flows[:n], flows[n:]
+
+    def submit(self, fn, *args) -> Future:
+        """Run ``fn(self.pairs, *args)`` in a worker; its Future."""
+        return self._executor.submit(fn, self.pairs, *args)
+
+    def close(self) -> None:
+        """Drop queued jobs, wait for running ones."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
 
-def resize_flow(flow: np.ndarray, height: int, width: int) -> np.ndarray:
-    """A flow field ``(H, W, 2)`` resampled to ``(height, width, 2)`` (area average), in the new pixels."""
+def upscale_flow(flow: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A flow field ``(h, w, 2)`` resampled up to ``(height, width, 2)`` (bilinear), in the new pixels."""
     h, w = flow.shape[:2]
-    small = cv2.resize(flow, (width, height), interpolation=cv2.INTER_AREA)
-    return small * np.array([width / w, height / h], dtype=np.float32)
+    big = cv2.resize(flow, (width, height), interpolation=cv2.INTER_LINEAR)
+    return big * np.array([width / w, height / h], dtype=np.float32)

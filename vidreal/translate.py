@@ -126,13 +126,15 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
         encoder = _Encoder(files, stack, input, output, plan, config, kinds, preview, condition_paths, metrics,
                            structure)
         people = _keypoints_log(keypoints, kinds, info, work)
-        stats: dict = {}  # keyframes, propagated frames, frame memory size (Translator.stream)
+        stats = encoder.stats  # keyframes, propagated frames, frame memory size (Translator.stream)
 
         # The stages, each up to two chunks ahead of the next; entered last, so they have all
         # stopped before the output files are finished or dropped
         stages = stack.enter_context(Stages(overlap))
         decoded = stages.ahead("decode", media.chunks(config.chunk_size, plan.indices if plan.active else None))
-        pieces = stages.ahead("conditions", _conditions(decoded, work, detectors, encoder.waiting, people))
+        pieces = stages.ahead("conditions", _conditions(decoded, work, detectors, encoder.waiting, people,
+                                                             _keyframes_ahead(config, preview, save_conditions,
+                                                                              keypoints)))
         encode = stages.behind("encode", encoder.write)
         outputs = stages.iterate("denoise", translator.stream(
             pieces, prompt, config.options(), progress=progress, n_frames=info.n_frames, stats=stats))
@@ -183,20 +185,49 @@ def _detector_options(config: TranslateConfig, kinds) -> dict:
     return options
 
 
-def _conditions(chunks, work, detectors, waiting, people):
+def _conditions(chunks, work, detectors, waiting, people, chooser=None):
     """The conditions stage: the decoded chunks (uint8 (n, H, W, 3)) at the working size and their
     condition maps; yields the translator's pieces ``(chunk, {kind: maps})``. What the encoding
     stage needs later (source, working-size frames, maps) is left in ``waiting`` (None: nothing).
 
+    ``chooser`` (a ``vidreal.keyframes.KeyframeChooser``, when only the keyframes need conditions):
+    the keyframes are chosen here, ahead, the clip's last frame among them (one chunk is looked
+    ahead), the detectors run on them only (the others get black maps), and the pieces carry the
+    choice: ``(chunk, {kind: maps}, keys)``.
+
     Work on the source frames, in order, that the denoiser reads later belongs in this stage."""
-    for chunk in chunks:
+    for chunk, last in _mark_last(chunks):
         small = resize_frames(chunk, *work)  # conditions are extracted at the working size
-        maps = detectors(small)
+        keys = None if chooser is None else chooser.choose(small)
+        if keys is not None and last:
+            keys[-1] = True  # the last frame is always a keyframe
+        maps = detectors(small, only=keys)
         if people is not None:
             people.add(detectors.detectors["pose"].last_people)
         if waiting is not None:
             waiting.put(source=chunk, small=small, maps=maps)
-        yield chunk, maps
+        yield (chunk, maps) if keys is None else (chunk, maps, keys)
+
+
+def _mark_last(chunks):
+    """(chunk, whether it is the last), one chunk behind ``chunks``."""
+    previous = None
+    for chunk in chunks:
+        if previous is not None:
+            yield previous, False
+        previous = chunk
+    if previous is not None:
+        yield previous, True
+
+
+def _keyframes_ahead(config: TranslateConfig, preview, save_conditions, keypoints):
+    """A KeyframeChooser for the conditions stage when, with keyframes, nothing but the denoiser reads
+    the condition maps (a preview, saved maps and keypoints read every frame's); else None."""
+    from vidreal.keyframes import KeyframeChooser
+
+    chooser = KeyframeChooser(config.keyframe_every, config.keyframe_max_gap, config.keyframe_threshold)
+    wanted = preview is not None or save_conditions is not None or keypoints is not None
+    return chooser if chooser.active and not wanted else None
 
 
 class _Encoder:
@@ -220,7 +251,10 @@ class _Encoder:
 
             self.structure = StructureScores(pose=structure != "edges")
             stack.callback(self.structure.close)
-        self.kinds, self.every, self.n_frames = kinds, config.keyframe_every, info.n_frames
+        self.kinds = kinds
+        # Translator.stream's stats: its "keyframes" list grows as batches are denoised (ahead of this stage)
+        self.stats: dict = {}
+        self.marks = config.keyframe_every not in (None, 1)
         wanted = self.preview, self.metrics, self.structure, *self.condition_writers.values()
         self.waiting = _Waiting() if any(x is not None for x in wanted) else None
         self.emitted = 0  # frames written so far: the next frame's index
@@ -242,7 +276,7 @@ class _Encoder:
 
     def _preview_rows(self, small, maps, frames) -> np.ndarray:
         """Side-by-side rows: source | each condition | output (keyframes marked)."""
-        marked = _mark_keyframes(frames, self.emitted, self.every, self.n_frames)
+        marked = _mark_keyframes(frames, self.emitted, self.stats.get("keyframes", ()) if self.marks else None)
         return np.concatenate([_panel(small, "source"), *(_panel(maps[kind], kind) for kind in self.kinds),
                                _panel(marked, "output")], axis=2)
 
@@ -317,18 +351,20 @@ def _keypoints_log(keypoints, kinds, info, work):
 def _summary(stats: dict, config: TranslateConfig) -> dict:
     """What the correspondence options did, for OUTPUT.vidreal.yaml."""
     keys = stats.get("keyframes", [])
-    return {"keyframes": len(keys), "propagated": stats.get("propagated", 0),
+    chosen = {"chosen": [int(i) for i in keys]} if stats.get("propagated") else {}  # which frames were denoised
+    return {"keyframes": len(keys), **chosen, "propagated": stats.get("propagated", 0),
             "unseen_fraction": round(stats.get("unseen_fraction", 0.0), 4),
             "frame_memory_mb": round(stats.get("frame_memory_bytes", 0) / 2**20, 2)}
 
 
-def _mark_keyframes(frames: np.ndarray, first: int, every: int | None, n_frames: int) -> np.ndarray:
-    """Preview frames (indices first, first+1, ...) with a green top bar on keyframes, when keyframes are on."""
-    if (every or 1) == 1:
+def _mark_keyframes(frames: np.ndarray, first: int, keyframes) -> np.ndarray:
+    """Preview frames (indices first, first+1, ...) with a green top bar on the keyframes (indices;
+    None: no frame is propagated, no marks)."""
+    if keyframes is None:
         return frames
-    frames = frames.copy()
+    keyframes, frames = set(keyframes), frames.copy()
     for i in range(len(frames)):
-        if (first + i) % every == 0 or first + i == n_frames - 1:
+        if first + i in keyframes:
             frames[i, :max(2, frames.shape[1] // 32)] = (0, 255, 0)
     return frames
 

@@ -129,11 +129,33 @@ class DetectorSet:
         if len(kinds) > 1:
             self._threads = {kind: ThreadPoolExecutor(1, thread_name_prefix=f"vidreal-{kind}") for kind in kinds}
 
-    def __call__(self, chunk: np.ndarray) -> dict[str, np.ndarray]:
-        """Maps of one uint8 ``(n, H, W, 3)`` chunk: ``{kind: uint8 (n, H, W, 3)}``."""
+    def __call__(self, chunk: np.ndarray, only=None) -> dict[str, np.ndarray]:
+        """Maps of one uint8 ``(n, H, W, 3)`` chunk: ``{kind: uint8 (n, H, W, 3)}``.
+
+        ``only``: bool (n,), the frames that need maps (e.g. keyframes); the others get black maps
+        and are not detected: the detectors are told of each gap (``Detector.skip``)."""
+        if only is not None and not np.all(only):
+            return self._some(chunk, np.asarray(only, dtype=bool))
         if not self._threads:
             return {kind: detector(chunk) for kind, detector in self.detectors.items()}
         futures = {kind: self._threads[kind].submit(d, chunk) for kind, d in self.detectors.items()}
+        return {kind: future.result() for kind, future in futures.items()}
+
+    def _some(self, chunk: np.ndarray, only: np.ndarray) -> dict[str, np.ndarray]:
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], only.astype(np.int8), [0]])))
+        runs = list(zip(edges[::2], edges[1::2]))  # [start, end) of each run of frames to detect
+
+        def detect(detector):
+            maps, done = np.zeros_like(chunk), 0
+            for start, end in runs:
+                detector.skip(start - done)
+                maps[start:end] = detector(chunk[start:end])
+                done = end
+            detector.skip(len(chunk) - done)
+            return maps
+        if not self._threads:
+            return {kind: detect(detector) for kind, detector in self.detectors.items()}
+        futures = {kind: self._threads[kind].submit(detect, d) for kind, d in self.detectors.items()}
         return {kind: future.result() for kind, future in futures.items()}
 
     def reports(self) -> dict[str, str]:

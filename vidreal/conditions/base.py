@@ -36,6 +36,9 @@ class Detector:
     def process(self, frames: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def skip(self, n: int) -> None:
+        """``n`` frames of the clip pass without being detected (stateful detectors track across the gap)."""
+
     def load(self):
         """Load weights now rather than on the first frames (no-op for detectors without any)."""
         return self

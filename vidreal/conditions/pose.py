@@ -114,6 +114,7 @@ class PoseDetector(Detector):
         self.multi = mode == "multi"
         self._next_id = 0
         self._index = 0  # frames seen: the next frame's index in the clip
+        self._detect_now = False  # frames were skipped: a detection pass on the next frame
         self.n_frames = 0
         self.n_missing = 0
         self.last_people: list[list[tuple[int, np.ndarray]]] = []
@@ -160,7 +161,8 @@ class PoseDetector(Detector):
 
     def _frame_people(self, frame: np.ndarray) -> list[tuple[int, np.ndarray]]:
         height, width = frame.shape[:2]
-        if self._people is not None and self._index % self.detect_every == 0:
+        if self._people is not None and (self._detect_now or self._index % self.detect_every == 0):
+            self._detect_now = False
             boxes = self._people(frame)
             if not self.multi and (len(boxes) >= 2 or (
                     len(boxes) == 1 and boxes[0][3] - boxes[0][1] < self.single_fraction * height)):
@@ -225,7 +227,7 @@ class PoseDetector(Detector):
     def _parallel_run(self, n: int) -> int:
         """How many of the next ``n`` frames the tracks can follow each on its own (several tracks in
         multi mode, up to the next detection pass): 1 means frame by frame."""
-        if not self.multi or len(self.tracks) < 2:
+        if not self.multi or len(self.tracks) < 2 or self._detect_now:
             return 1
         return max(1, min(n, -self._index % self.detect_every))
 
@@ -317,6 +319,14 @@ class PoseDetector(Detector):
     def process(self, frames: np.ndarray) -> np.ndarray:
         _, height, width, _ = frames.shape
         return self.draw(self.detect_people(frames), height, width)
+
+    def skip(self, n: int) -> None:
+        """``n`` frames of the clip pass unseen (conditions on keyframes only): the detection passes
+        keep their frame cadence, and the next frame gets one (multi), so tracks that lost their
+        person over the gap find it again; mediapipe's own tracking re-detects a person it lost."""
+        if n > 0:
+            self._index += n
+            self._detect_now = self._people is not None
 
     def report(self) -> str | None:
         if self.n_missing == 0:

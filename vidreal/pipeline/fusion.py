@@ -10,18 +10,15 @@ frame j of the denoised sequence and its previous frame j-1:
 
 ``flow_j`` is the source flow from frame j to frame j-1 resized to the latent grid, ``w_j`` the
 fraction of each latent cell's pixels that the occlusion test marks visible in both frames, so
-disoccluded cells keep their own prediction. The fused x0 of each batch's last frame is kept per
+disoccluded cells keep their own prediction (``warp.fusion_link``, computed ahead in the stream's
+flow pool). The fused x0 of each batch's last frame is kept per
 step, so a batch's first frame fuses with its previous frame as if the clip were one batch
 (chunk-invariant). Everything here is per stream.
 """
 from __future__ import annotations
 
-import cv2
-import numpy as np
 import torch
 import torch.nn.functional as F
-
-from vidreal.flow import masked_flow, resize_flow
 
 
 class FlowFusion:
@@ -58,19 +55,3 @@ class FlowFusion:
             self.last[step] = prev
         x0 = torch.cat(fused)
         return (x - a.sqrt() * x0) / (1 - a).sqrt()
-
-
-def fusion_link(estimator, current: np.ndarray, previous: np.ndarray, latent_hw: tuple[int, int], device, dtype):
-    """(grid (1, h, w, 2), weight (1, 1, h, w)) that warp the previous frame's latent onto the current one.
-
-    current, previous: uint8 (H, W, 3) SOURCE frames at the working size; latent_hw: the latent grid.
-    """
-    flow, valid = masked_flow(estimator, current[None], previous[None])
-    h, w = latent_hw
-    small = resize_flow(flow[0], h, w)
-    weight = cv2.resize(valid[0].astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    gx = 2 * (xs + small[..., 0]) / max(w - 1, 1) - 1
-    gy = 2 * (ys + small[..., 1]) / max(h - 1, 1) - 1
-    grid = torch.from_numpy(np.stack([gx, gy], axis=-1)[None]).to(device, dtype)
-    return grid, torch.from_numpy(weight[None, None]).to(device, dtype)

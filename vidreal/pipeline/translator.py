@@ -18,7 +18,7 @@ Hence a one-frame call equals the stock pipeline's output for the same component
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -28,12 +28,14 @@ from vidreal import progress as progress_bars
 from vidreal.errors import ConfigError, InputError, ModelError
 from vidreal.io import resize_frames
 from vidreal.options import TranslateOptions
+from vidreal.keyframes import KeyframeChooser
 from vidreal.pipeline.approx import DeepCache
 from vidreal.pipeline.attention import FrameMemory, cross_frame_attention, layer_shapes
-from vidreal.pipeline.fusion import FlowFusion, fusion_link
+from vidreal.pipeline.fusion import FlowFusion
 from vidreal.pipeline.schedulers import make_scheduler, step_kwargs
-from vidreal.propagate import propagate
+from vidreal.pipeline.warp import Correspondence, propagate
 from vidreal.runtime import check_frames
+from vidreal.stages import timed
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +231,12 @@ class Translator:
             consistency: also ``memory`` (each frame attends to the anchor and its previous frame)
                 and ``flow`` (memory + flow-guided fusion of predicted latents in ``flow_band``).
             keyframe_every: K; denoise frames 0, K, 2K, ... and the last, build the others from their
-                two keyframes along the source flow (``vidreal.propagate``). None (or 1): every frame.
-                Frames wait for their right keyframe: at most ``chunk_size * K`` frames are held.
+                two keyframes along the source flow (``pipeline.warp``). None (or 1): every frame.
+                Frames wait for their right keyframe: at most ``chunk_size * K`` frames are held, and a
+                batch's frames are propagated (in a worker pool, with the source flows computed there as
+                the frames arrive) while the next batch denoises. ``"auto"``: a keyframe where the source
+                changes enough (``vidreal.keyframes``). Pieces may carry the choice made ahead:
+                ``(frames, conditions, keys)`` with bool ``keys`` (n,); then only keyframes' conditions are read.
             refine: S in [0, 1]; an img2img pass of strength S over propagated frames (None/0: off).
             flow_band: (start, end) fractions of the denoising steps where ``flow`` fuses.
             kv_cache: where the frame memory lives: ``device``, ``cpu`` (host memory), or ``off``
@@ -245,8 +251,6 @@ class Translator:
                 1.17x at N=3 on an H200.
         """
         options = (options or TranslateOptions()).replace(**overrides)
-        if options.keyframe_every == "auto":
-            raise ConfigError("keyframe_every auto is not available in this version; give a number")
         consistency = options.consistency
         self._auto_compile(n_frames, options.chunk_size)
         pipe = self.pipe
@@ -260,19 +264,26 @@ class Translator:
         if consistency == "flow" and pipe.scheduler.config.get("prediction_type", "epsilon") != "epsilon":
             raise ConfigError("consistency 'flow' needs an epsilon-prediction model")
         run = _Run(options=options, cfg=cfg, scales=scales, control=(starts, ends), guess=options.guess_mode and cfg,
-                   per_frame=consistency == "per-frame", every=options.keyframe_every or 1, memory=memory,
-                   fusion=FlowFusion(options.flow_band) if consistency == "flow" else None,
-                   carry=memory is not None and memory.store is None)
+                   per_frame=consistency == "per-frame",
+                   chooser=KeyframeChooser(options.keyframe_every, options.keyframe_max_gap, options.keyframe_threshold),
+                   memory=memory, fusion=FlowFusion(options.flow_band) if consistency == "flow" else None,
+                   correspondence=None, carry=memory is not None and memory.store is None)
 
         # 1. Encode the prompt once for the whole clip
         run.pos, run.neg = pipe.encode_prompt(prompt, self.device, 1, cfg, options.negative_prompt)
+        if stats is not None:
+            stats["keyframes"] = run.keyframes  # filled as batches are denoised
         bar = progress_bars.DenoiseProgress(n_frames, enabled=progress)  # moves at every denoising step
 
         shape = None
         received = 0  # frames seen so far: the next frame's index
         keys, held = [], []  # frames to denoise; frames waiting for their right keyframe
-        with bar:
-            for frames, conditions in pieces:
+        pending = []  # the latest batch's outputs while its frames are propagated (a Future)
+        if run.chooser.active or run.fusion is not None:  # (RAFT weights are checked here, before any frame)
+            run.correspondence = Correspondence(options.flow_method, options.flow_size, device=self.device)
+        with bar, closing(run.correspondence) if run.correspondence else nullcontext():
+            for piece in pieces:
+                frames, conditions, ahead = piece if len(piece) == 3 else (*piece, None)
                 # 2. Check each piece; the first one fixes the clip's size and the working size
                 self.check_inputs(frames, conditions)
                 if shape is None:
@@ -282,22 +293,33 @@ class Translator:
                     run.latent_shape = (pipe.unet.config.in_channels, run.work[0] // f, run.work[1] // f)
                 elif frames.shape[1:3] != shape:
                     raise InputError(f"frame size changed mid-clip from {shape} to {frames.shape[1:3]}")
-                # 3. Source frames and control images at the working size
+                # 3. Source frames at the working size; keyframes (chosen ahead, or here) get their
+                # control images, the frames between them their source flows (computed ahead)
                 small = resize_frames(frames, *run.work)
-                controls = [resize_frames(conditions[k], *run.work) for k in self.controlnet_names]
+                chosen = run.chooser.choose(small) if ahead is None else np.asarray(ahead, dtype=bool)
                 for j in range(len(frames)):
-                    frame = _Frame(received + j, small[j], [c[j] for c in controls])
-                    (keys if frame.index % run.every == 0 else held).append(frame)
+                    frame = _Frame(received + j, small[j], None)
+                    if chosen[j] or (ahead is None and j == len(frames) - 1):  # (the last may be the clip's last)
+                        frame.controls = [resize_frames(conditions[k][j:j + 1], *run.work)[0]
+                                          for k in self.controlnet_names]
+                    if chosen[j]:
+                        self._keyframe_arrived(run, frame, held)
+                    (keys if chosen[j] else held).append(frame)
                 received += len(frames)
                 # 4. Denoise batches of keyframes as they fill up, then the frames between them
                 while len(keys) >= self._batch_size(run):
-                    yield self._keyframe_batch(run, keys, held, shape, bar)
+                    yield from self._in_order(pending, self._keyframe_batch(run, keys, held, shape, bar))
             if shape is None:
                 raise InputError("the clip has no frames")
-            if held and held[-1].index == received - 1:
-                keys.append(held.pop())  # the last frame is always a keyframe
+            if held and held[-1].index == received - 1:  # the last frame is always a keyframe
+                last = held.pop()
+                if last.controls is None:
+                    raise InputError(f"frame {last.index}, the clip's last, is a keyframe: it needs its conditions")
+                self._keyframe_arrived(run, last, held)
+                keys.append(last)
             while keys:
-                yield self._keyframe_batch(run, keys, held, shape, bar)
+                yield from self._in_order(pending, self._keyframe_batch(run, keys, held, shape, bar))
+            yield from self._in_order(pending, None)
         if stats is not None:
             stats.update(keyframes=run.keyframes, propagated=len(run.unseen), frame_memory_bytes=run.peak_bytes,
                          unseen_fraction=float(np.mean(run.unseen)) if run.unseen else 0.0)
@@ -316,42 +338,73 @@ class Translator:
         chunk_size = run.options.chunk_size
         return max(chunk_size - 1, 1) if run.carry and run.anchor is not None else chunk_size
 
-    def _keyframe_batch(self, run, keys, held, shape, bar) -> np.ndarray:
-        """Denoise the next batch of keyframes, build (and refine) the frames up to the last of them;
-        returns those frames, uint8 (n, H, W, 3) in order."""
+    def _keyframe_arrived(self, run, frame, held) -> None:
+        """A keyframe arrived: queue the source flows of the frames since the previous keyframe (their
+        propagation) and, in flow mode, of the pair of keyframes (the fusion link), in the pool."""
+        previous, run.arrived = run.arrived, frame
+        if previous is None or run.correspondence is None:
+            return
+        gap = [f for f in held if f.index > previous.index]
+        links = run.correspondence.gap((previous.index, previous.source), (frame.index, frame.source),
+                                       [(f.index, f.source) for f in gap])
+        for f, link in zip(gap, links):
+            f.link = link
+        if run.fusion is not None:
+            frame.link = run.correspondence.fusion(frame.source, previous.source, run.latent_shape[1:], run.pos.dtype)
+
+    def _keyframe_batch(self, run, keys, held, shape, bar):
+        """Denoise the next batch of keyframes, build (and refine) the frames up to the last of them.
+
+        Returns those frames, uint8 (n, H, W, 3) in order, or (frames to propagate, no refine) a
+        Future of them: the propagation runs in the stream's flow pool while the next batch denoises.
+        """
         batch, keys[:] = keys[:self._batch_size(run)], keys[self._batch_size(run):]
         run.anchor = run.anchor or batch[0]
-        if run.fusion is not None:  # source flow from each keyframe to the one denoised before it
-            for frame in batch:
-                if run.previous is not None:
-                    frame.link = fusion_link(run.estimator, frame.source, run.previous, run.latent_shape[1:],
-                                             self.device, run.pos.dtype)
-                run.previous = frame.source
+        for frame in batch:  # flow mode: the fusion links onto the previous keyframes, computed ahead
+            frame.link = frame.link and frame.link.result()
         bar.start_batch(batch[0].index, len(batch))
         outputs = dict(zip([f.index for f in batch], self._denoise_frames(run, batch, bar)))
-        propagated = []
+        gaps = []  # (frames between two keyframes, left output, right output)
         for frame in batch:
             gap = [f for f in held if f.index < frame.index]
             del held[:len(gap)]
             if gap:
-                left = (run.left[0].index, run.left[0].source, run.left[1])
-                images, unseen = propagate(run.estimator, np.stack([f.source for f in gap]), [f.index for f in gap],
-                                           left, (frame.index, frame.source, outputs[frame.index]))
-                run.unseen += unseen
-                propagated += [(f, image) for f, image in zip(gap, images)]
+                gaps.append((gap, run.left[1], outputs[frame.index]))
             run.left = (frame, outputs[frame.index])
         run.keyframes += [f.index for f in batch]
-        chunk_size = run.options.chunk_size
-        if run.options.refine and propagated:
-            for i in range(0, len(propagated), chunk_size):
-                part = propagated[i:i + chunk_size]
-                images = self._denoise_frames(run, [f for f, _ in part], bar, start=np.stack([im for _, im in part]))
-                propagated[i:i + chunk_size] = [(f, im) for (f, _), im in zip(part, images)]
-        outputs.update({f.index: image for f, image in propagated})
         run.peak_bytes = max(run.peak_bytes, (run.memory.nbytes if run.memory else 0) +
                              (run.fusion.nbytes if run.fusion else 0))
-        bar.update(len(outputs))
-        return resize_frames(np.stack([outputs[i] for i in sorted(outputs)]), *shape)
+        bar.update(len(batch) + sum(len(gap) for gap, _, _ in gaps))
+
+        def finish() -> np.ndarray:
+            propagated = []
+            for gap, left, right in gaps:
+                with timed(None):  # waiting for the flows (counted in "flow")
+                    links = [f.link.result() for f in gap]
+                with timed("propagation", frames=len(gap)):
+                    propagated += zip(gap, propagate(links, left, right, self.device))
+                run.unseen += [link.unseen for link in links]
+            chunk_size = run.options.chunk_size
+            if run.options.refine and propagated:
+                for i in range(0, len(propagated), chunk_size):
+                    part = propagated[i:i + chunk_size]
+                    images = self._denoise_frames(run, [f for f, _ in part], bar,
+                                                  start=np.stack([im for _, im in part]))
+                    propagated[i:i + chunk_size] = [(f, im) for (f, _), im in zip(part, images)]
+            outputs.update({f.index: image for f, image in propagated})
+            return resize_frames(np.stack([outputs[i] for i in sorted(outputs)]), *shape)
+        return run.correspondence.submit(finish) if gaps and not run.options.refine else finish()
+
+    @staticmethod
+    def _in_order(pending: list, result):
+        """Yield what a batch gave in order: a Future (propagation under way) waits until the next
+        batch is denoised, or the stream ends (``result`` None)."""
+        if pending:
+            yield pending.pop().result()
+        if isinstance(result, np.ndarray):
+            yield result
+        elif result is not None:
+            pending.append(result)
 
     def _denoise_frames(self, run, batch, bar, start=None) -> np.ndarray:
         """Denoise and decode frames (``start``: uint8 (n, h, w, 3) images to refine, img2img);
@@ -491,7 +544,8 @@ class _Frame:
     index: int
     source: np.ndarray
     controls: list
-    link: tuple | None = None  # flow mode: (grid, weight) onto the previously denoised frame
+    link: object = None  # Future (then result) of its correspondence: a propagated frame's ``warp.Link``;
+    # a keyframe's fusion link (grid, weight) onto the previous keyframe (flow mode)
 
 
 @dataclass
@@ -502,9 +556,10 @@ class _Run:
     cfg: bool  # classifier-free guidance (guidance > 1, a model without guidance embedding)
     scales: list  # conditioning scale of each ControlNet
     per_frame: bool
-    every: int  # keyframe interval (1: every frame is denoised)
+    chooser: KeyframeChooser  # which frames are keyframes (unless chosen ahead, by the pieces)
     memory: FrameMemory | None
     fusion: FlowFusion | None
+    correspondence: Correspondence | None  # source flows, computed ahead (keyframes or flow mode)
     carry: bool  # no frame memory: every batch carries the anchor (cross-frame with kv_cache off)
     control: tuple  # (starts, ends): each ControlNet's fractions of the schedule
     guess: bool = False  # guess mode under guidance
@@ -514,16 +569,7 @@ class _Run:
     latent_shape: tuple | None = None
     anchor: _Frame | None = None
     left: tuple | None = None  # (frame, uint8 output at the working size) of the latest keyframe
-    previous: np.ndarray | None = None  # source of the latest keyframe queued for flow fusion
+    arrived: _Frame | None = None  # the latest keyframe received (its flows are queued)
     keyframes: list = field(default_factory=list)
     unseen: list = field(default_factory=list)
     peak_bytes: int = 0
-    _estimator: object = None
-
-    @property
-    def estimator(self):
-        """The source-flow estimator (DIS), made on first use."""
-        if self._estimator is None:
-            from vidreal.flow import make_flow_estimator
-            self._estimator = make_flow_estimator("dis")
-        return self._estimator
