@@ -24,7 +24,8 @@ builds SD 1.5-sized random models (``tools/make_tiny_models.py --full-size``) fo
 where no weights can be downloaded. Also printed: the largest difference between the stock
 pipeline's frame 0 and vidreal's (per-frame mode, same seed), a check of the numerics on the device.
 ``--table`` prints only one markdown table (the rows of ``TABLE_ROWS``: cross-frame eager, compiled
-with CUDA graphs, + TAESD, LCM 4 steps at guidance 1, LCM + compile + TAESD): frames/s, the ratio
+with CUDA graphs, + TAESD, LCM 4 steps at guidance 1, LCM + compile + TAESD, and keyframes K=4 with
+each sampler): frames/s, the ratio
 against the stock batched pipeline, the max level difference against the eager run of the same
 sampler, and the graphs compiled after the first chunk (0: static shapes held). One translator is
 compiled once for all rows: two batch shapes (with and without guidance) are compiled in all.
@@ -192,12 +193,15 @@ def stock_batched(tr, conds, args, steps=None, guidance=None):
     return np.concatenate(out)
 
 
-TABLE_ROWS = [  # (row, compiled, TAESD, LCM 4 steps at guidance 1), in the order printed
-    ("cross-frame eager", False, False, False),
-    ("cross-frame compiled (CUDA graphs)", True, False, False),
-    ("compiled + TAESD", True, True, False),
-    ("LCM 4 steps, guidance 1", False, False, True),
-    ("LCM + compile + TAESD", True, True, True),
+TABLE_ROWS = [  # (row, compiled, TAESD, LCM 4 steps at guidance 1, keyframe interval K), in the order printed
+    ("cross-frame eager", False, False, False, 1),
+    ("cross-frame compiled (CUDA graphs)", True, False, False, 1),
+    ("compiled + TAESD", True, True, False, 1),
+    ("cross-frame K=4", False, False, False, 4),
+    ("LCM 4 steps, guidance 1", False, False, True, 1),
+    ("LCM + K=4", False, False, True, 4),
+    ("LCM + compile + TAESD", True, True, True, 1),
+    ("LCM + compile + TAESD + K=4", True, True, True, 4),
 ]
 
 
@@ -217,7 +221,7 @@ def table(args, model, controlnets):
     stock_batched(tr, {k: v[:args.chunk_size] for k, v in conds.items()}, args)  # warm-up
     t_stock = best_time(lambda: stock_batched(tr, conds, args), args.repeats)
     results, eager = {}, {}
-    for name, compiled, taesd, lcm in sorted(TABLE_ROWS, key=lambda row: row[1]):  # eager rows first
+    for name, compiled, taesd, lcm, every in sorted(TABLE_ROWS, key=lambda row: row[1]):  # eager rows first
         if compiled and not tr.compiled:
             tr.compile(backend=args.compile_backend)
         tr.pipe.vae = tiny if taesd else kl
@@ -226,16 +230,18 @@ def table(args, model, controlnets):
 
         def call(n=len(frames)):
             return tr(frames[:n], {k: v[:n] for k, v in conds.items()}, PROMPT, chunk_size=args.chunk_size,
-                      consistency="cross-frame", seed=0, progress=False, size=None, **options)
+                      consistency="cross-frame", seed=0, progress=False, size=None,
+                      keyframe_every=None if every == 1 else every, **options)
 
         call(min(args.chunk_size, len(frames)))  # warm-up: one chunk (compiles its graphs)
         graphs = Translator.compilations()
         out = call()
         t = best_time(call, args.repeats)
         recompiled = Translator.compilations() - graphs  # graphs made after the first chunk
-        if not compiled:
+        if not compiled and every == 1:
             eager[lcm] = out
-        difference = "-" if not compiled and not taesd else f"{np.abs(out.astype(int) - eager[lcm]).max():d}"
+        difference = "-" if not compiled and not taesd and every == 1 else \
+            f"{np.abs(out.astype(int) - eager[lcm]).max():d}"
         results[name] = (args.frames / t, t_stock / t, difference, recompiled if compiled else "-")
     tr.pipe.vae = kl
     print(f"\n{args.frames} frames {args.size}x{args.size}, {args.steps} steps (LCM: 4), guidance {args.guidance:g} "
