@@ -24,11 +24,13 @@ def samples() -> Path:
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     """Tiny random SD 1.5-architecture model + canny/pose ControlNets, built by the real tool.
 
-    Returns {"sd": folder, "canny": folder, "pose": folder}, laid out as users download them.
+    Returns {"sd": folder, "canny": folder, "pose": folder, "taesd": folder, "vae-kl": folder} (the last two:
+    an AutoencoderTiny and another AutoencoderKL, for ``--vae``), laid out as users download them.
     """
     out = tmp_path_factory.mktemp("tiny_models")
     subprocess.run([sys.executable, str(ROOT / "tools" / "make_tiny_models.py"), str(out)], check=True)
-    return {"sd": out / "sd", "canny": out / "controlnet-canny", "pose": out / "controlnet-pose"}
+    return {"sd": out / "sd", "canny": out / "controlnet-canny", "pose": out / "controlnet-pose",
+            "taesd": out / "taesd", "vae-kl": out / "vae-kl"}
 
 
 @pytest.fixture()

@@ -1,7 +1,9 @@
-"""Throughput choices (issue 12): several LoRAs with their scales, the few-step preset, exact-path
-levers (fused QKV, channels_last) and the opt-in approximations (DeepCache, ToMe), on tiny models."""
+"""Throughput choices: several LoRAs with their scales, the few-step preset, compile (padded static
+batches, graph-safe frame memory), --vae (AutoencoderKL / AutoencoderTiny), the opt-in DeepCache,
+and removed options (ToMe, levers) that name their replacement, on tiny models."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,6 @@ from vidreal.cli import cli
 from vidreal.config import lora_list, parse_lora
 from vidreal.errors import ConfigError, InputError, ModelError
 from vidreal.pipeline import Translator
-from vidreal.pipeline.approx import merge_tokens
 from vidreal.pipeline.loading import load_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,10 +146,11 @@ def test_fast_preset_resolves_and_runs_at_four_lcm_steps(tiny_models, nets, lora
     fast = vidreal.load_config(ROOT / "configs" / "fast.yaml")
     assert fast.lora == "latent-consistency/lcm-lora-sdv1-5" and lora_list(fast.lora, fast.lora_scale) == [
         ("latent-consistency/lcm-lora-sdv1-5", 1.0)]
-    assert fast.scheduler == "lcm" and 4 <= fast.steps <= 8 and 1.0 <= fast.guidance <= 2.0
-    # the same preset with tiny models and a tiny LoRA in place of the hub's
+    assert fast.scheduler == "lcm" and 4 <= fast.steps <= 8 and fast.guidance == 1.0
+    assert fast.vae == "madebyollin/taesd" and fast.compile == "auto"
+    # the same preset with tiny models, a tiny LoRA and a tiny TAESD in place of the hub's
     config = vidreal.load_config(ROOT / "configs" / "fast.yaml", model=str(tiny_models["sd"]), controlnets=nets,
-                                 lora=f"{loras[0]}:0.8", device="cpu")
+                                 lora=f"{loras[0]}:0.8", device="cpu", vae=str(tiny_models["taesd"]))
     from vidreal.translate import load_translator
 
     translator = load_translator(config)
@@ -158,63 +160,161 @@ def test_fast_preset_resolves_and_runs_at_four_lcm_steps(tiny_models, nets, lora
     assert out.shape == frames.shape and out.dtype == np.uint8 and out.std() > 1
 
 
-# ----------------------------------------------------------------------------- exact-path levers
-@pytest.mark.slow
-@pytest.mark.parametrize("levers", [["fused-qkv"], ["channels-last"], ["fused-qkv", "channels-last"]])
-def test_levers_leave_outputs_equal(tiny_models, nets, translator, clip, levers):
+# ----------------------------------------------------------------------------- compile, padding
+@pytest.mark.parametrize("mode", ["cross-frame", "memory", "flow", "per-frame"])
+def test_padded_last_batch_gives_the_frames_of_an_unpadded_one(translator, mode):
+    rng = np.random.default_rng(5)
+    frames = rng.integers(0, 255, (5, 32, 32, 3), dtype=np.uint8)  # batches of 2: the last one is short
+    conds = {k: rng.integers(0, 255, (5, 32, 32, 3), dtype=np.uint8) for k in ("canny", "pose")}
+    kw = dict(KW, num_inference_steps=2, consistency=mode, chunk_size=2)
+    plain = translator(frames, conds, PROMPT, **kw)
+    translator.pad_batches = True  # as a compiled translator does
+    try:
+        padded = translator(frames, conds, PROMPT, **kw)
+        assert translator._padded([1, 2], 4) == [1, 2, 2, 2]
+    finally:
+        translator.pad_batches = False
+    assert padded.shape == plain.shape and diff(padded, plain) <= 1
+
+
+def test_compile_auto_stays_off_on_cpu(tiny_models, nets, clip):
+    tr = Translator.from_pretrained(tiny_models["sd"], nets, device="cpu")
+    tr.use_compile("auto", long_runs=True)
     frames, conds = clip
-    fast = Translator.from_pretrained(tiny_models["sd"], nets, device="cpu")
-    fast.use_levers(levers)
-    if "fused-qkv" in levers:
-        assert all(m.fused_projections for m in fast.pipe.unet.modules() if hasattr(m, "fused_projections"))
-    for mode in ("cross-frame", "memory", "per-frame"):
-        exact = translator(frames, conds, PROMPT, consistency=mode, chunk_size=2, **KW)
-        assert diff(exact, fast(frames, conds, PROMPT, consistency=mode, chunk_size=2, **KW)) <= 1, mode
-    one = (frames[:1], {k: v[:1] for k, v in conds.items()})  # the stock pipeline path (its processors) as well
-    assert diff(translator(*one, PROMPT, consistency="per-frame", **KW),
-                fast(*one, PROMPT, consistency="per-frame", **KW)) <= 1
+    tr(frames[:2], {k: v[:2] for k, v in conds.items()}, PROMPT, **dict(KW, num_inference_steps=1))
+    assert not tr.compiled and not tr.pad_batches
+    with pytest.raises(ConfigError, match="compile must be one of auto, on, off"):
+        tr.use_compile("sometimes")
+    assert vidreal.load_config(compile=True).compile == "on"  # records before auto wrote booleans
+    assert vidreal.load_config().compile == "auto"
 
 
-def test_levers_config_and_flag():
-    from vidreal.cli.options import _levers
+@pytest.mark.slow
+def test_compiled_equals_eager_is_chunk_invariant_and_pads_without_recompiling(tiny_models, nets, translator):
+    rng = np.random.default_rng(6)
+    frames = rng.integers(0, 255, (5, 32, 32, 3), dtype=np.uint8)
+    conds = {k: rng.integers(0, 255, (5, 32, 32, 3), dtype=np.uint8) for k in ("canny", "pose")}
+    kw = dict(KW, num_inference_steps=2)
+    compiled = Translator.from_pretrained(tiny_models["sd"], nets, device="cpu")
+    compiled.use_compile("on")  # inductor's default mode on the CPU (CUDA graphs need CUDA)
+    assert compiled.compiled and compiled.pad_batches
+    for mode in ("cross-frame", "memory"):
+        eager = translator(frames, conds, PROMPT, consistency=mode, chunk_size=2, **kw)
+        pieces = [(frames[i:i + 2], {k: v[i:i + 2] for k, v in conds.items()}) for i in range(0, 5, 2)]
+        out, graphs = [], []
+        for batch in compiled.stream(pieces, PROMPT, consistency=mode, chunk_size=2, **kw):
+            out.append(batch)
+            graphs.append(Translator.compilations())
+        out = np.concatenate(out)
+        assert diff(out, eager) <= 2, mode
+        assert graphs[2] == graphs[1], mode  # the short last batch is padded: no recompilation
+        whole = compiled(frames, conds, PROMPT, consistency=mode, chunk_size=3, **kw)
+        assert diff(whole, out) <= 2, mode  # chunk invariance holds compiled
 
-    assert vidreal.TranslateConfig().levers == []  # default: the plain path (fastest on CPU, measured)
-    assert _levers("fused-qkv, channels-last") == ["fused-qkv", "channels-last"] and _levers("none") == []
-    config = vidreal.load_config(levers=["fused-qkv"])
-    assert config.fingerprint() == vidreal.TranslateConfig().fingerprint()  # exact: same outputs, same items
-    for bad in (["fused_qkv"], "fused-qkv"):
-        with pytest.raises(ConfigError, match="lever"):
-            vidreal.load_config(levers=bad)
+
+@pytest.mark.slow
+def test_bench_table_prints_one_row_per_setting(tiny_models):
+    """tools/bench_translate.py --table at a tiny size: one markdown table, its five rows and columns."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, str(ROOT / "tools" / "bench_translate.py"), "--table", "--model", str(tiny_models["sd"]),
+           "--controlnet", f"canny={tiny_models['canny']}", "--controlnet", f"pose={tiny_models['pose']}",
+           "--taesd", str(tiny_models["taesd"]), "--size", "32", "--steps", "2", "--frames", "3", "--chunk-size", "2",
+           "--repeats", "1", "--device", "cpu", "--compile-backend", "aot_eager"]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = [line.split("|")[1:-1] for line in res.stdout.splitlines() if line.startswith("|")]
+    assert [c.strip() for c in rows[0]] == ["vidreal", "frames/s", "vs stock batched", "max diff vs eager (levels)",
+                                            "recompilations after chunk 1"]
+    table = {r[0].strip(): [c.strip() for c in r[1:]] for r in rows[2:]}
+    assert list(table) == ["cross-frame eager", "cross-frame compiled (CUDA graphs)", "compiled + TAESD",
+                           "LCM 4 steps, guidance 1", "LCM + compile + TAESD"]
+    for name, (fps, ratio, difference, recompiled) in table.items():
+        assert float(fps) > 0 and ratio.endswith("x")
+        compiled = "compile" in name
+        assert recompiled == ("0" if compiled else "-"), (name, recompiled)  # padding: the short last chunk too
+    assert int(table["cross-frame compiled (CUDA graphs)"][2]) <= 2  # compiled = eager within rounding
+    assert int(table["compiled + TAESD"][2]) > 2  # TAESD is an approximation
+
+
+# ----------------------------------------------------------------------------- --vae
+@pytest.mark.parametrize("which", ["taesd", "vae-kl", "taesd-file"])
+def test_vae_tiny_or_kl_loads_and_translates(tiny_models, nets, translator, clip, which):
+    folder = tiny_models["taesd" if which.startswith("taesd") else which]
+    vae = folder / "diffusion_pytorch_model.safetensors" if which.endswith("file") else folder
+    tr = Translator.from_pretrained(tiny_models["sd"], nets, device="cpu", vae=str(vae))
+    assert type(tr.pipe.vae).__name__ == ("AutoencoderTiny" if which.startswith("taesd") else "AutoencoderKL")
+    assert tr.pipe.vidreal_sources["vae"] == str(vae)
+    frames, conds = clip
+    kw = dict(KW, num_inference_steps=2)
+    out = tr(frames, conds, PROMPT, **kw)
+    assert out.shape == frames.shape and out.dtype == np.uint8 and out.std() > 1
+    assert diff(out, translator(frames, conds, PROMPT, **kw)) > 1  # another VAE decodes other frames
+    refined = tr(frames, conds, PROMPT, keyframe_every=2, refine=0.5, **kw)  # the encoder too (img2img)
+    assert refined.shape == frames.shape
+
+
+def test_vae_in_the_record_and_bad_vaes_fail_with_one_line(tiny_models, samples, tmp_path, empty_hub):
+    out = tmp_path / "out.mp4"
+    base = ["translate", str(samples / "humanoid_walk_ground.mp4"), "-o", str(out), "--model", str(tiny_models["sd"]),
+            "--controlnet", f"canny={tiny_models['canny']}", "--steps", "1", "--size", "32", "--no-progress",
+            "--max-frames", "2"]
+    res = CliRunner().invoke(cli, [*base, "--vae", str(tiny_models["taesd"])])
+    assert res.exit_code == 0, res.output
+    record = (tmp_path / "out.mp4.vidreal.yaml").read_text()
+    assert f"vae: {tiny_models['taesd']}" in record and "compiled: false" in record
+    out.unlink()
+    cases = [(["--vae", str(tiny_models["canny"])], "expected one of AutoencoderKL, AutoencoderTiny"),
+             (["--vae", str(tmp_path / "nope.safetensors")], "VAE not found"),
+             # offline and not cached: the same one-line listing of every missing model
+             (["--vae", "madebyollin/taesd", "--controlnet", "pose=lllyasviel/control_v11p_sd15_openpose"],
+              "cannot load 2 models")]
+    for flags, message in cases:
+        res = CliRunner().invoke(cli, [*base, *flags])
+        lines = [line for line in res.output.splitlines() if line.startswith("error:")]
+        assert res.exit_code in (1, 2) and len(lines) == 1 and message in lines[0], res.output
+        assert "Traceback" not in res.output and not out.exists()
+    assert "madebyollin/taesd" in res.output  # named among the missing models
+
+
+# ----------------------------------------------------------------------------- removed options
+def test_removed_options_name_their_replacement(samples, tmp_path):
+    for key, value, replacement in [("tome_ratio", 0.5, "use deepcache_interval or compile"),
+                                    ("levers", ["fused-qkv"], "applied by compile")]:
+        with pytest.raises(ConfigError, match=f"{key} was removed.*{replacement}"):
+            vidreal.load_config(**{key: value})
+        preset = tmp_path / f"{key}.yaml"
+        preset.write_text(f"{key}: {value}\n")
+        with pytest.raises(ConfigError, match=replacement):
+            vidreal.load_config(preset)
+    out = tmp_path / "o.mp4"
+    for flags, replacement in [(["--tome-ratio", "0.5"], "--tome-ratio was removed"),
+                               (["--levers", "fused-qkv"], "--levers was removed: fused-qkv and channels-last are "
+                                                           "applied by compile")]:
+        res = CliRunner().invoke(cli, ["translate", str(samples / "humanoid_walk_ground.mp4"), "-o", str(out), *flags])
+        lines = [line for line in res.output.splitlines() if line.startswith("error:")]
+        assert res.exit_code in (1, 2) and len(lines) == 1 and replacement in lines[0], res.output
+        assert "Traceback" not in res.output and not out.exists()
 
 
 # ----------------------------------------------------------------------------- approximations
-def test_merge_tokens_keeps_the_mean_and_drops_the_ratio():
-    x = torch.randn(2, 64, 8, generator=torch.Generator().manual_seed(0))
-    assert merge_tokens(x, 0.0, (8, 8)) is x
-    merged = merge_tokens(x, 0.5, (8, 8))
-    assert merged.shape == (2, 32, 8)
-    assert merge_tokens(x, 0.75, (8, 8)).shape == (2, 16, 8)  # every 2x2 block down to its first token
-    same = x[:, :1].expand(2, 64, 8)  # identical tokens merge into themselves
-    assert torch.allclose(merge_tokens(same, 0.5, (8, 8)), same[:, :32])
-
-
 @pytest.mark.slow
 def test_approximations_off_by_default_and_when_zero(translator, clip):
     frames, conds = clip
     default = vidreal.TranslateConfig()
-    assert default.deepcache_interval == 0 and default.tome_ratio == 0.0
+    assert default.deepcache_interval == 0
     fingerprint = default.fingerprint()  # the exact path keeps its fingerprint (batch items stay done)
     assert vidreal.load_config(deepcache_interval=1).fingerprint() == fingerprint
     assert vidreal.load_config(deepcache_interval=2).fingerprint() != fingerprint
-    assert vidreal.load_config(tome_ratio=0.3).fingerprint() != fingerprint
     exact = translator(frames, conds, PROMPT, **KW)
-    assert np.array_equal(exact, translator(frames, conds, PROMPT, deepcache_interval=1, tome_ratio=0.0, **KW))
+    assert np.array_equal(exact, translator(frames, conds, PROMPT, deepcache_interval=1, **KW))
     assert np.array_equal(exact, translator(frames, conds, PROMPT, deepcache_interval=0, **KW))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["cross-frame", "memory", "per-frame"])
-@pytest.mark.parametrize("option", [dict(deepcache_interval=2), dict(tome_ratio=0.5)])
+@pytest.mark.parametrize("option", [dict(deepcache_interval=2)])
 def test_approximations_change_output_keep_shapes_and_chunks(translator, clip, mode, option):
     frames, conds = clip
     exact = translator(frames, conds, PROMPT, consistency=mode, **KW)
@@ -225,15 +325,14 @@ def test_approximations_change_output_keep_shapes_and_chunks(translator, clip, m
     assert diff(approx, chunked) <= 1  # deterministic, still independent of chunk_size
 
 
-def test_bad_approximation_values_give_one_line(tiny_models, samples, tmp_path):
-    for kwargs, match in [(dict(deepcache_interval=-1), "deepcache_interval"), (dict(deepcache_interval=2.5), "deepcache"),
-                          (dict(tome_ratio=0.9), "tome_ratio"), (dict(tome_ratio=-0.1), "tome_ratio")]:
+def test_bad_approximation_values_give_one_line(samples, tmp_path):
+    for kwargs, match in [(dict(deepcache_interval=-1), "deepcache_interval"), (dict(deepcache_interval=2.5), "deepcache")]:
         with pytest.raises(ConfigError, match=match):
             vidreal.load_config(**kwargs)
     preset = tmp_path / "p.yaml"
-    preset.write_text("tome_ratio: 2\n")
+    preset.write_text("deepcache_interval: -2\n")
     out = tmp_path / "o.mp4"
-    for flags in (["--config", str(preset)], ["--tome-ratio", "0.8"], ["--levers", "warp-drive"]):
+    for flags in (["--config", str(preset)], ["--deepcache-interval", "-1"]):
         res = CliRunner().invoke(cli, ["translate", str(samples / "humanoid_walk_ground.mp4"), "-o", str(out), *flags])
         lines = [line for line in res.output.splitlines() if "rror" in line]
         assert res.exit_code in (1, 2) and len(lines) == 1 and "Traceback" not in res.output, res.output

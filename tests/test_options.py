@@ -34,7 +34,7 @@ def test_default_config_keeps_the_hash_old_manifests_hold():
     (dict(), dict(control_start={"canny": 0.0, "pose": 0.0}, control_end={"canny": 1.0, "pose": 1.0})),
     (dict(), dict(controlnet_scale={"canny": 1.0, "pose": 1.0})),  # the default scale
     (dict(codec="ffv1"), dict(crf=30)),  # ffv1 takes no crf
-    (dict(), dict(kv_cache="cpu", deepcache_interval=1, tome_ratio=0.0)),  # where memory lives; approximations off
+    (dict(), dict(kv_cache="cpu", deepcache_interval=1)),  # where memory lives; approximations off
 ])
 def test_options_with_no_effect_leave_the_hash_unchanged(base, change):
     assert load_config(**base, **change).fingerprint() == load_config(**base).fingerprint()
@@ -67,7 +67,7 @@ def test_equal_settings_hash_alike():
 def test_in_effect_names_only_what_changes_the_output():
     plain = TranslateOptions(guidance=1.0, guess_mode=True, flow_band=(0.1, 0.9), eta=None, kv_cache="cpu")
     assert {"guess_mode", "negative_prompt", "flow_band", "kv_cache", "keyframe_every", "refine", "flow_method",
-            "eta", "deepcache_interval", "tome_ratio"}.isdisjoint(plain.in_effect())
+            "eta", "deepcache_interval"}.isdisjoint(plain.in_effect())
     keyed = TranslateOptions(keyframe_every=4, refine=0.3, consistency="flow", scheduler="ddim", eta=0.2)
     assert {"keyframe_every", "refine", "flow_band", "flow_method", "flow_size", "eta", "negative_prompt",
             "guess_mode"} <= set(keyed.in_effect())

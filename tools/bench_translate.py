@@ -1,18 +1,20 @@
 #!/usr/bin/env python
-"""Benchmark vidreal's Translator against the stock per-frame diffusers loop, and its memory.
+"""Benchmark vidreal's Translator against the stock diffusers pipeline (batched and per frame), and its memory.
 
     python tools/bench_translate.py                      # tiny random models (built here), CPU
     python tools/bench_translate.py --full-size --size 512 --steps 20 --frames 16 --device cuda --dtype fp16
-    python tools/bench_translate.py --levers --no-memory       # speed levers and approximations, one table
+    python tools/bench_translate.py --table                # eager, compiled, TAESD, LCM: one markdown table
+    python tools/bench_translate.py --table --full-size --device cuda --dtype fp16 --size 512 --steps 20 \
+        --frames 32 --chunk-size 8 --stock-frames 4 --repeats 1
     python tools/bench_translate.py --frame-memory --full-size --size 512 --steps 2   # the K/V cache's size
-    python tools/bench_translate.py --levers --full-size --size 512 --steps 20 --device cuda --dtype fp16 --no-memory
     python tools/bench_translate.py --model weights/sd15 --controlnet canny=weights/cn-canny \\
         --controlnet pose=weights/cn-openpose --size 512 --steps 20 --frames 16 --device cuda --dtype fp16
 
 Prints, measured in one run on the same machine:
-  * frames/s of the stock loop a user would write (``StableDiffusionControlNetPipeline`` called once
-    per frame, same components, steps, size, guidance, dtype) and of vidreal in each consistency
-    mode, with the ratio vidreal / stock;
+  * frames/s of the stock pipeline (``StableDiffusionControlNetPipeline``, same components, steps,
+    size, guidance, dtype) called with ``chunk_size`` frames at a time (the fair baseline: batching
+    alone gives most of the speed) and called once per frame (the loop a user would write), and of
+    vidreal in each consistency mode, with the ratio vidreal / stock batched;
   * peak memory of a translation of N frames against 4N frames above the loaded models (CUDA: max
     allocated; CPU: peak live bytes of the tensors plus peak of the numpy/Python heap, counted exactly:
     see ``memory_child``), each in a fresh subprocess, with the ratio (``--memory-only`` skips the speed
@@ -21,10 +23,11 @@ Speed does not depend on weight values, so random weights time like real ones: `
 builds SD 1.5-sized random models (``tools/make_tiny_models.py --full-size``) for GPU figures
 where no weights can be downloaded. Also printed: the largest difference between the stock
 pipeline's frame 0 and vidreal's (per-frame mode, same seed), a check of the numerics on the device.
-``--levers`` adds a table: vidreal cross-frame with each exact-path lever (``fused-qkv``,
-``channels-last``, both; each on a freshly loaded translator) and each opt-in approximation
-(DeepCache, ToMe), as frames/s, the ratio against the same run's plain cross-frame baseline, and
-the max / mean pixel difference from the baseline's frames (levers: rounding; approximations: their cost).
+``--table`` prints only one markdown table (the rows of ``TABLE_ROWS``: cross-frame eager, compiled
+with CUDA graphs, + TAESD, LCM 4 steps at guidance 1, LCM + compile + TAESD): frames/s, the ratio
+against the stock batched pipeline, the max level difference against the eager run of the same
+sampler, and the graphs compiled after the first chunk (0: static shapes held). One translator is
+compiled once for all rows: two batch shapes (with and without guidance) are compiled in all.
 """
 from __future__ import annotations
 
@@ -72,10 +75,10 @@ def parse_args(argv=None):
     p.add_argument("--only", action="append", choices=list(SPEED_ROWS),
                    help="time only these vidreal rows (repeatable)")
     p.add_argument("--stock-frames", type=int, help="frames for the stock loop (default --frames; it is slow)")
-    p.add_argument("--tuning", action="store_true",
-                   help="also time cross-frame with channels_last, cudnn.benchmark and torch.compile (CUDA)")
-    p.add_argument("--levers", action="store_true",
-                   help="also time each speed lever and approximation against the cross-frame baseline")
+    p.add_argument("--table", action="store_true",
+                   help="only the markdown table: eager, compiled, TAESD, LCM (frames/s, vs stock batched, diff, recompilations)")
+    p.add_argument("--taesd", help="AutoencoderTiny folder for the table (default: random, built with the models)")
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend (tests: aot_eager)")
     p.add_argument("--profile", action="store_true", help="print the top kernels of one cross-frame call")
     p.add_argument("--frame-memory", action="store_true",
                    help="only the size of the frame memory (K/V cache) in cross-frame and memory mode, as recorded")
@@ -92,6 +95,7 @@ def models(args, tmp: Path):
     from make_tiny_models import make_all
 
     paths = make_all(tmp / "models", full_size=args.full_size)
+    args.taesd = args.taesd or str(paths["taesd"])
     return str(paths["sd"]), {"canny": str(paths["canny"]), "pose": str(paths["pose"])}
 
 
@@ -139,6 +143,9 @@ def speed(args, model, controlnets):
                             output_type="np", height=args.size, width=args.size).images[0])
         return out
 
+    def batched():
+        return stock_batched(tr, conds, args)
+
     def ours(mode, **options):
         return lambda: tr(frames, conds, PROMPT, chunk_size=args.chunk_size, consistency=mode, **options, **kw)
 
@@ -150,83 +157,96 @@ def speed(args, model, controlnets):
           f"{torch.get_num_threads()}, {args.frames} frames {args.size}x{args.size}, {args.steps} steps, "
           f"guidance {args.guidance}, {len(controlnets)} ControlNet(s), chunk {args.chunk_size}")
     n_stock = args.stock_frames or args.frames
-    t_stock = best_time(lambda: stock(n_stock), args.repeats) / n_stock * args.frames
-    print(f"{'stock per-frame loop':28s} {args.frames / t_stock:8.2f} frames/s   1.00x   ({n_stock} frames)")
+    batched()  # warm-up of its batch shape
+    t_stock = best_time(batched, args.repeats)
+    t_loop = best_time(lambda: stock(n_stock), args.repeats) / n_stock * args.frames
+    print(f"{'stock, ' + str(args.chunk_size) + ' frames per call':28s} {args.frames / t_stock:8.2f} frames/s   1.00x")
+    print(f"{'stock per-frame loop':28s} {args.frames / t_loop:8.2f} frames/s   {t_stock / t_loop:.2f}x   "
+          f"({n_stock} frames)")
     for name, (mode, options) in SPEED_ROWS.items():
         if args.only and name not in args.only:
             continue
         t = best_time(ours(mode, **options), args.repeats)
         print(f"{'vidreal ' + name:28s} {args.frames / t:8.2f} frames/s   {t_stock / t:.2f}x")
-    if args.levers:
-        levers(args, model, controlnets, frames, conds, kw)
     if args.profile:
         profile(ours("cross-frame"))
-    if args.tuning:
-        tuning(tr, ours("cross-frame"), args, t_stock)
 
 
-LEVER_ROWS = [  # (name, levers applied to a fresh translator, call options)
-    ("baseline (plain path)", [], {}),
-    ("+ fused-qkv", ["fused-qkv"], {}),
-    ("+ channels-last", ["channels-last"], {}),
-    ("+ fused-qkv, channels-last", ["fused-qkv", "channels-last"], {}),
-    ("approx. deepcache_interval 2", [], {"deepcache_interval": 2}),
-    ("approx. deepcache_interval 3", [], {"deepcache_interval": 3}),
-    ("approx. tome_ratio 0.3", [], {"tome_ratio": 0.3}),
-    ("approx. tome_ratio 0.5", [], {"tome_ratio": 0.5}),
-]
-
-
-def levers(args, model, controlnets, frames, conds, kw):
-    """The lever table: cross-frame frames/s per lever / approximation, ratio and pixel cost vs the baseline."""
+def stock_batched(tr, conds, args, steps=None, guidance=None):
+    """The stock pipeline called with ``chunk_size`` frames at a time (control images and
+    generators per frame, the same seed), over the clip; returns float (T, H, W, 3) in [0, 1]."""
     import numpy as np
-
-    from vidreal.pipeline import Translator
-
-    print(f"\n{'cross-frame, chunk ' + str(args.chunk_size):30s} {'frames/s':>9s} {'vs base':>8s} {'max diff':>9s} "
-          f"{'mean diff':>9s}")
-    base_out = t_base = plain = None
-    for name, names, options in LEVER_ROWS:
-        if names or plain is None:
-            tr = Translator.from_pretrained(model, controlnets, device=args.device, dtype=args.dtype)
-            tr.use_levers(names)
-            plain = plain or tr
-        tr = tr if names else plain
-
-        def call():
-            return tr(frames, conds, PROMPT, chunk_size=args.chunk_size, consistency="cross-frame", **options, **kw)
-
-        out = call()  # warm-up, and the frames compared
-        t = best_time(call, args.repeats)
-        if base_out is None:
-            base_out, t_base = out, t
-        d = np.abs(out.astype(int) - base_out)
-        print(f"{name:30s} {args.frames / t:9.2f} {t_base / t:7.2f}x {d.max():9d} {d.mean():9.2f}")
-
-
-def tuning(tr, call, args, t_stock):
-    """Cross-frame frames/s as GPU settings are added one after the other (numerics unchanged
-    except torch.compile's kernel choices)."""
     import torch
 
     pipe = tr.pipe
-    nets = [pipe.unet, pipe.vae, *getattr(pipe.controlnet, "nets", [pipe.controlnet])]
+    kinds = list(conds)
+    out = []
+    for i in range(0, len(conds[kinds[0]]), args.chunk_size):
+        images = [torch.from_numpy(conds[k][i:i + args.chunk_size]).permute(0, 3, 1, 2).contiguous().float()
+                  .div(255).to(tr.device, pipe.unet.dtype) for k in kinds]
+        n = len(images[0])
+        out.append(pipe([PROMPT] * n, image=images if len(images) > 1 else images[0],
+                        num_inference_steps=steps or args.steps, guidance_scale=args.guidance if guidance is None
+                        else guidance, generator=[torch.Generator("cpu").manual_seed(0) for _ in range(n)],
+                        output_type="np", height=args.size, width=args.size).images)
+    return np.concatenate(out)
 
-    def channels_last():
-        for net in nets:
-            net.to(memory_format=torch.channels_last)
 
-    def cudnn_benchmark():
-        torch.backends.cudnn.benchmark = True
+TABLE_ROWS = [  # (row, compiled, TAESD, LCM 4 steps at guidance 1), in the order printed
+    ("cross-frame eager", False, False, False),
+    ("cross-frame compiled (CUDA graphs)", True, False, False),
+    ("compiled + TAESD", True, True, False),
+    ("LCM 4 steps, guidance 1", False, False, True),
+    ("LCM + compile + TAESD", True, True, True),
+]
 
-    for name, apply in (("+ channels_last", channels_last), ("+ cudnn.benchmark", cudnn_benchmark),
-                        ("+ torch.compile", tr.compile)):
-        apply()
-        start = time.perf_counter()
-        call()  # warm-up: autotuning, compilation
-        warm = time.perf_counter() - start
+
+def table(args, model, controlnets):
+    """The markdown table of ``TABLE_ROWS`` (see the module). Eager rows run first, then the same
+    translator is compiled once; the TAESD rows swap its VAE for the AutoencoderTiny."""
+    import numpy as np
+    import torch
+    from diffusers import AutoencoderTiny
+
+    from vidreal.pipeline import Translator
+
+    tr = Translator.from_pretrained(model, controlnets, device=args.device, dtype=args.dtype)
+    frames, conds = inputs(args.frames, args.size, list(controlnets))
+    kl = tr.pipe.vae
+    tiny = AutoencoderTiny.from_pretrained(args.taesd).to(tr.device, tr.pipe.unet.dtype)
+    stock_batched(tr, {k: v[:args.chunk_size] for k, v in conds.items()}, args)  # warm-up
+    t_stock = best_time(lambda: stock_batched(tr, conds, args), args.repeats)
+    results, eager = {}, {}
+    for name, compiled, taesd, lcm in sorted(TABLE_ROWS, key=lambda row: row[1]):  # eager rows first
+        if compiled and not tr.compiled:
+            tr.compile(backend=args.compile_backend)
+        tr.pipe.vae = tiny if taesd else kl
+        options = dict(num_inference_steps=4, guidance_scale=1.0, scheduler="lcm") if lcm else dict(
+            num_inference_steps=args.steps, guidance_scale=args.guidance)
+
+        def call(n=len(frames)):
+            return tr(frames[:n], {k: v[:n] for k, v in conds.items()}, PROMPT, chunk_size=args.chunk_size,
+                      consistency="cross-frame", seed=0, progress=False, size=None, **options)
+
+        call(min(args.chunk_size, len(frames)))  # warm-up: one chunk (compiles its graphs)
+        graphs = Translator.compilations()
+        out = call()
         t = best_time(call, args.repeats)
-        print(f"{'cross-frame ' + name:28s} {args.frames / t:8.2f} frames/s   {t_stock / t:.2f}x   (first call {warm:.0f} s)")
+        recompiled = Translator.compilations() - graphs  # graphs made after the first chunk
+        if not compiled:
+            eager[lcm] = out
+        difference = "-" if not compiled and not taesd else f"{np.abs(out.astype(int) - eager[lcm]).max():d}"
+        results[name] = (args.frames / t, t_stock / t, difference, recompiled if compiled else "-")
+    tr.pipe.vae = kl
+    print(f"\n{args.frames} frames {args.size}x{args.size}, {args.steps} steps (LCM: 4), guidance {args.guidance:g} "
+          f"(LCM: 1), {len(controlnets)} ControlNet(s), chunk {args.chunk_size}, {tr.device}, "
+          f"{str(tr.pipe.unet.dtype).removeprefix('torch.')}; stock pipeline with {args.chunk_size} frames per call: "
+          f"{args.frames / t_stock:.2f} frames/s\n")
+    print("| vidreal | frames/s | vs stock batched | max diff vs eager (levels) | recompilations after chunk 1 |")
+    print("|---|---|---|---|---|")
+    for name, *_ in TABLE_ROWS:
+        fps, ratio, difference, recompiled = results[name]
+        print(f"| {name} | {fps:.2f} | {ratio:.2f}x | {difference} | {recompiled} |")
 
 
 def profile(call):
@@ -343,6 +363,9 @@ def main(argv=None):
         model, controlnets = models(args, Path(tmp))
         if args.frame_memory:
             frame_memory(args, model, controlnets)
+            return
+        if args.table:
+            table(args, model, controlnets)
             return
         if not args.memory_only:
             speed(args, model, controlnets)

@@ -7,6 +7,8 @@ writes, in the layout users download from the hub:
     OUT_DIR/sd/                  model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/
     OUT_DIR/controlnet-canny/    config.json + diffusion_pytorch_model.safetensors
     OUT_DIR/controlnet-pose/     (same)
+    OUT_DIR/taesd/               an AutoencoderTiny (TAESD's architecture) for ``--vae``
+    OUT_DIR/vae-kl/              another AutoencoderKL (the model's VAE with other weights) for ``--vae``
 so tests load them through exactly the code path real weights take (``from_pretrained``).
 
 The models have SD 1.5's architecture (UNet with cross-attention blocks, a KL VAE, a CLIP text
@@ -219,18 +221,46 @@ def make_controlnet(sd: Path, out: Path, seed: int, full_size: bool = False) -> 
     controlnet.save_pretrained(out, safe_serialization=True)
 
 
+def make_taesd(sd: Path, out: Path, seed: int = 3, full_size: bool = False) -> None:
+    """A random AutoencoderTiny: TAESD's own config at full size; at toy size as many blocks as the
+    model's VAE (the same downsampling factor) and narrow channels."""
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(seed)
+    if full_size:
+        AutoencoderTiny().to(torch.float16).save_pretrained(out, safe_serialization=True)
+        return
+    blocks = len(json.loads((sd / "vae" / "config.json").read_text())["block_out_channels"])
+    AutoencoderTiny(encoder_block_out_channels=(16,) * blocks, decoder_block_out_channels=(16,) * blocks,
+                    num_encoder_blocks=(1,) * blocks, num_decoder_blocks=(1,) * blocks,
+                    latent_channels=4).save_pretrained(out, safe_serialization=True)
+
+
+def make_vae_kl(sd: Path, out: Path, seed: int = 4) -> None:
+    """The model's AutoencoderKL architecture with other random weights (a "fine-tuned" VAE)."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    AutoencoderKL.from_config(AutoencoderKL.load_config(sd / "vae")).save_pretrained(out, safe_serialization=True)
+
+
 def make_all(out_dir: str | Path, full_size: bool = False) -> dict[str, Path]:
     out = Path(out_dir)
-    paths = {"sd": out / "sd", "canny": out / "controlnet-canny", "pose": out / "controlnet-pose"}
+    paths = {"sd": out / "sd", "canny": out / "controlnet-canny", "pose": out / "controlnet-pose",
+             "taesd": out / "taesd"}
     (make_sd_full if full_size else make_sd)(paths["sd"])
     make_controlnet(paths["sd"], paths["canny"], seed=1, full_size=full_size)
     make_controlnet(paths["sd"], paths["pose"], seed=2, full_size=full_size)
+    make_taesd(paths["sd"], paths["taesd"], full_size=full_size)
+    if not full_size:
+        paths["vae-kl"] = out / "vae-kl"
+        make_vae_kl(paths["sd"], paths["vae-kl"])
     return paths
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out_dir", help="folder to write sd/, controlnet-canny/, controlnet-pose/ into")
+    parser.add_argument("out_dir", help="folder to write sd/, controlnet-canny/, controlnet-pose/, taesd/ (vae-kl/) into")
     parser.add_argument("--full-size", action="store_true",
                         help="SD 1.5's real sizes with random fp16 weights (for GPU benchmarks; ~3.5 GB)")
     args = parser.parse_args()

@@ -23,7 +23,7 @@ import yaml
 
 from vidreal import checks
 from vidreal.errors import ConfigError
-from vidreal.options import DEFAULT_FLOW_BAND, KV_CACHE, TOME_MAX, TranslateOptions  # noqa: F401 (names the CLI reads)
+from vidreal.options import DEFAULT_FLOW_BAND, KV_CACHE, TranslateOptions  # noqa: F401 (names the CLI reads)
 from vidreal.runtime import CONSISTENCY_MODES, check_keys, first_line  # noqa: F401
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,9 @@ class TranslateConfig:
     size: int | None = 512  # working resolution (short side); None keeps the input size
     device: str | None = None  # None = auto (cuda > mps > cpu)
     dtype: str | None = None  # None = auto (fp16 on GPU, fp32 on CPU)
-    compile: bool = False  # torch.compile the UNet and ControlNets: faster on GPU after a slow first call
+    compile: str = "auto"  # auto | on | off: torch.compile the UNet and ControlNets (CUDA graphs on a GPU); auto: on
+    # for CUDA runs long enough to repay the first call (a batch, or a clip of more than a few chunks)
+    vae: str | None = None  # replaces the model's VAE: an AutoencoderKL or AutoencoderTiny (TAESD), hub id/folder/file
     embeddings: list[str] = field(default_factory=list)  # Textual Inversion files, FILE[:TOKEN]
     lora: str | list | None = None  # LoRA(s): FILE[:SCALE], or a list of FILE[:SCALE] / {path: FILE, scale: S}
     lora_scale: float = 1.0  # scale of every LoRA that names none
@@ -98,10 +100,8 @@ class TranslateConfig:
     end: int | str | None = None  # EXCLUSIVE end: a frame index or seconds; None = the clip's end
     every: int = 1  # keep every N-th frame from start; output fps = input fps / N
     max_frames: int | None = None  # keep at most this many frames
-    # throughput: exact-path levers (speed only) and opt-in approximations (change the output)
-    levers: list[str] = field(default_factory=list)  # fused-qkv, channels-last (see LEVERS)
+    # throughput: an opt-in approximation (changes the output)
     deepcache_interval: int = 0  # N: the full UNet every N steps, only its shallow blocks between (0/1: off)
-    tome_ratio: float = 0.0  # fraction of self-attention key/value tokens merged (ToMe), 0..0.75 (0: off)
 
     def __post_init__(self):
         self.validate()
@@ -115,12 +115,12 @@ class TranslateConfig:
                 raise ConfigError(f"{name} must be a finite number, got {value!r}")
         for name in ("model", "prompt"):
             checks.string(name, getattr(self, name))
-        for name in ("model_config", "device", "prompts_file"):
+        for name in ("model_config", "device", "prompts_file", "vae"):
             checks.string(name, getattr(self, name), none=True)
         if isinstance(self.dtype, str):
             checks.one_of("dtype", self.dtype.strip().lower().removeprefix("torch."), DTYPES)
-        for name in ("compile", "allow_pickle"):
-            checks.flag(name, getattr(self, name))
+        self.compile = check_compile(self.compile)
+        checks.flag("allow_pickle", self.allow_pickle)
         if (not isinstance(self.controlnets, dict) or not self.controlnets
                 or not all(isinstance(k, str) and isinstance(v, str) for k, v in self.controlnets.items())):
             raise ConfigError(f"at least one controlnet is needed (controlnets: {{kind: weights}}), "
@@ -136,7 +136,6 @@ class TranslateConfig:
         for key, value in selection.normalize(self.start, self.end, self.every, self.max_frames).items():
             setattr(self, key, value)
         lora_list(self.lora, self.lora_scale)
-        check_levers(self.levers)
         from vidreal.conditions import check_options  # kinds and option names, before any model loads
 
         self.conditions = check_options(self.conditions, kinds=self.controlnets)
@@ -157,8 +156,10 @@ class TranslateConfig:
         count only when set, so configs that do not use them keep the hash they always had.
         """
         data = self.to_dict()
-        for key in ("device", "compile", "kv_cache", "levers"):  # where and how fast (up to rounding)
+        for key in ("device", "compile", "kv_cache"):  # where and how fast (up to rounding)
             data.pop(key)
+        if data["vae"] is None:  # the model's own VAE: the hash of configs before the key existed
+            data.pop("vae")
         from vidreal.selection import KEYS, is_active
 
         if not is_active(*(data[key] for key in KEYS)):  # every frame: the hash of configs before selection existed
@@ -188,17 +189,28 @@ class TranslateConfig:
             raise ConfigError(f"prompt template {self.prompt!r} uses an unknown field {exc}") from None
 
 
-LEVERS = ("fused-qkv", "channels-last")  # exact-path speed levers (Translator.use_levers)
+COMPILE = ("auto", "on", "off")
+# Options that were removed, with what replaces them: a config or flag naming one fails with this line.
+REMOVED = {
+    "tome_ratio": "tome_ratio was removed: it was slower (0.60x) on an H200; use deepcache_interval or compile",
+    "levers": "levers was removed: fused-qkv and channels-last are applied by compile (they did not pay without it)",
+}
 
 
-def check_levers(levers) -> list[str]:
-    """``levers`` as a list of names of :data:`LEVERS`; ConfigError naming a bad one."""
-    if isinstance(levers, str) or not isinstance(levers, (list, tuple)):
-        raise ConfigError(f"levers must be a list of {', '.join(LEVERS)}, got {levers!r}")
-    for name in levers:
-        if name not in LEVERS:
-            raise ConfigError(f"unknown lever {name!r}; valid: {', '.join(LEVERS)}")
-    return list(levers)
+def check_compile(value) -> str:
+    """``compile`` as one of :data:`COMPILE` (true/false, as older records wrote it, are on/off)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value not in COMPILE:
+        raise ConfigError(f"compile must be one of {', '.join(COMPILE)}, got {value!r}")
+    return value
+
+
+def check_removed(keys, where: str) -> None:
+    """ConfigError naming the replacement of the first removed option among ``keys``."""
+    for key in keys:
+        if key in REMOVED:
+            raise ConfigError(f"{where}: {REMOVED[key]}")
 
 
 def parse_lora(spec, default_scale: float = 1.0) -> tuple[str, float]:
@@ -244,7 +256,7 @@ def lora_list(lora, lora_scale: float = 1.0) -> list[tuple[str, float]]:
 FIELDS = {f.name: f for f in dataclasses.fields(TranslateConfig)}
 OPTION_KEYS = [name for name in FIELDS if name in TranslateOptions.__dataclass_fields__ and name != "kv_cache"]
 # keys that did not exist when the first batches were hashed: they count only when set
-LATER_KEYS = ("keyframe_max_gap", "keyframe_threshold", "flow_method", "flow_size", "deepcache_interval", "tome_ratio")
+LATER_KEYS = ("keyframe_max_gap", "keyframe_threshold", "flow_method", "flow_size", "deepcache_interval")
 
 
 def _default(name: str):
@@ -265,6 +277,7 @@ def _check_codec(codec, crf) -> None:
 
 
 def _check_keys(keys, where: str) -> None:
+    check_removed(keys, where)
     check_keys(keys, [*FIELDS, *CONDITION_ALIASES, *SECTIONS], where)
 
 
@@ -350,6 +363,7 @@ def load_config(path: str | Path | None = None, **overrides) -> TranslateConfig:
     if path is not None:
         values.update(read_preset(path))
     given = {k: v for k, v in overrides.items() if v is not None}
+    check_removed(given, "overrides")
     check_keys(given, [*FIELDS, *CONDITION_ALIASES], "overrides")
     given = _fold_aliases(given, "overrides")
     if "conditions" in given:

@@ -84,6 +84,12 @@ def controlnet_need(name: str, repo: str) -> HubNeed:
                    CONTROLNET_FILES)
 
 
+def vae_need(repo: str) -> HubNeed:
+    """A VAE repo (``--vae``): an AutoencoderKL or AutoencoderTiny (TAESD) at the repo's root."""
+    return HubNeed(repo, "config.json", "--vae PATH (an AutoencoderKL or AutoencoderTiny folder or a .safetensors file)",
+                   CONTROLNET_FILES)
+
+
 def transformers_need(repo: str, flag: str) -> HubNeed:
     """A transformers model repo (CLIP, BLIP): its configs, tokenizer and safetensors weights."""
     return HubNeed(repo, "config.json", flag, HF_MODEL_FILES)

@@ -24,7 +24,6 @@ DEFAULT_FLOW_BAND = (0.2, 0.8)
 KV_CACHE = ("device", "cpu", "off")
 FLOW_METHODS = ("dis", "dis-fast", "farneback", "raft", "raft-small")  # vidreal.flow.FLOW_METHODS
 MAX_STEPS = 1000  # the scheduler's training timesteps (SD 1.5): more steps than that repeat timesteps
-TOME_MAX = 0.75  # ToMe merges source tokens of 2x2 blocks into their block's first token: at most 3/4
 TIMING_DEFAULTS = {"control_start": 0.0, "control_end": 1.0}
 ALIASES = {"num_inference_steps": "steps", "guidance_scale": "guidance"}  # Translator API names (DESIGN.md)
 
@@ -56,7 +55,6 @@ class TranslateOptions:
     scheduler: str | None = None  # vidreal's name (aliases are resolved)
     eta: float | None = None
     deepcache_interval: int = 0
-    tome_ratio: float = 0.0
 
     def __post_init__(self):
         def put(name, value):
@@ -96,7 +94,6 @@ class TranslateOptions:
         samplers.check_eta(self.eta, self.scheduler)
         put("deepcache_interval", checks.positive_int("deepcache_interval", self.deepcache_interval, minimum=0,
                                                       hint=" (0 or 1: off)"))
-        put("tome_ratio", checks.number("tome_ratio", self.tome_ratio, 0, TOME_MAX, hint=" (0: off)"))
 
     @classmethod
     def from_config(cls, config) -> "TranslateOptions":
@@ -163,8 +160,6 @@ class TranslateOptions:
             out["eta"] = self.eta
         if self.deepcache_interval >= 2:
             out["deepcache_interval"] = self.deepcache_interval
-        if self.tome_ratio > 0:
-            out["tome_ratio"] = self.tome_ratio
         return out
 
 

@@ -47,18 +47,17 @@ class TranslateResult:
     stages: dict | None = None  # {stage: {"ms_per_frame", "busy", ...}} (vidreal.stages.Timings.report)
 
 
-def load_translator(config: TranslateConfig):
-    """Load the model and ControlNets a config names (once per process or worker)."""
+def load_translator(config: TranslateConfig, long_runs: bool = False):
+    """Load the model and ControlNets a config names (once per process or worker). ``long_runs``:
+    the translator serves many runs (a batch's worker), so ``compile: auto`` compiles it on CUDA."""
     from vidreal.pipeline import Translator
 
     translator = Translator.from_pretrained(
         config.model, config.controlnets, device=config.device, dtype=config.dtype, embeddings=config.embeddings,
         lora=config.lora, lora_scale=config.lora_scale, allow_pickle=config.allow_pickle,
-        model_config=config.model_config,
+        model_config=config.model_config, vae=config.vae,
     )
-    translator.use_levers(config.levers)
-    if config.compile:
-        translator.compile()
+    translator.use_compile(config.compile, long_runs=long_runs)
     return translator
 
 
@@ -160,6 +159,7 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
                 "timestamps": "kept (variable frame rate)" if info.timestamps is not None else None,
                 **({"selection": plan.summary()} if plan.active else {}),
                 "seconds": round(result.seconds, 3),
+                "compiled": translator.compiled,
                 "reports": reports, "metrics": result.metrics, "correspondence": _summary(stats, config),
             })
     for note in reports.values():

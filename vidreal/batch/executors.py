@@ -102,7 +102,7 @@ class Worker:
         if self.translator is None:
             from vidreal.translate import load_translator
 
-            self.translator = load_translator(self.config)
+            self.translator = load_translator(self.config, long_runs=True)  # compiled once, reused by every item
         if self.overlap is None:
             self.overlap = self.translator.device.type != "cpu"
 

@@ -12,7 +12,7 @@ import click
 import yaml
 
 from vidreal.cli.common import option, show_default, usage
-from vidreal.config import (CONDITION_ALIASES, CONSISTENCY_MODES, KV_CACHE, LEVERS, TOME_MAX, TranslateConfig,
+from vidreal.config import (CONDITION_ALIASES, CONSISTENCY_MODES, KV_CACHE, REMOVED, TranslateConfig,
                             load_config)
 from vidreal.errors import ConfigError
 from vidreal.samplers import SCHEDULER_NAMES
@@ -93,14 +93,6 @@ def _loras(values):
     return values[0] if len(values) == 1 else list(values)
 
 
-def _levers(value):
-    """``"fused-qkv,channels-last"`` -> ["fused-qkv", "channels-last"]; ``none`` -> []; None -> None."""
-    if value is None:
-        return None
-    names = [name.strip() for name in value.split(",") if name.strip()]
-    return [] if names == ["none"] else names
-
-
 SHOWN_DEFAULTS = {"device": "auto", "dtype": "auto"}  # config None means auto-detect
 
 CANNY_OPTIONS = [  # deprecated spellings of --condition canny.low_threshold=N / canny.high_threshold=N: not in --help
@@ -143,7 +135,6 @@ def _config(config_path, given: dict) -> TranslateConfig:
     given["controlnet_scale"] = _pairs(given.get("controlnet_scale"), "--controlnet-scale", float)
     given["embeddings"] = list(given["embeddings"]) or None
     given["lora"] = _loras(given.get("lora"))
-    given["levers"] = _levers(given.get("levers"))
     given["conditions"] = condition_options(given.get("conditions"))
     for name in ("control_start", "control_end"):
         given[name] = _timing(given.get(name), "--" + name.replace("_", "-"))
@@ -182,7 +173,11 @@ def translate_options(func):
         click.option("--device", help="cuda, cuda:1, mps or cpu."),
         click.option("--dtype", type=click.Choice(["auto", "fp16", "bf16", "fp32"]), help="Model dtype."),
         click.option("--compile/--no-compile", "compile", default=None,
-                     help="torch.compile the UNet and ControlNets: faster on GPU after a 1-2 min first call (long clips, batches)."),
+                     help="torch.compile the UNet and ControlNets (CUDA graphs on a GPU): faster after a ~1 min first "
+                          "call; default auto: on for CUDA batches and clips of more than a few chunks."),
+        click.option("--vae", metavar="PATH",
+                     help="Replace the model's VAE: an AutoencoderKL or AutoencoderTiny (TAESD: ~10x faster "
+                          "decoding, an approximation), as a hub id, folder or .safetensors file."),
         click.option("--embedding", "embeddings", multiple=True, metavar="FILE[:TOKEN]", help="Textual Inversion embedding (repeatable)."),
         click.option("--lora", "lora", multiple=True, metavar="FILE[:SCALE]",
                      help="LoRA weights (file, folder or hub id), fused at SCALE (repeatable: several LoRAs, "
@@ -207,22 +202,24 @@ def translate_options(func):
                      help=f"Sampler: {', '.join(SCHEDULER_NAMES)} (or a diffusers class / ComfyUI name, e.g. dpmpp_2m); "
                           "default: the model's own (PNDM for SD 1.5)."),
         click.option("--eta", type=float, help="DDIM / TCD eta, 0 to 1; default: the scheduler's."),
-        click.option("--levers", metavar="NAME,...",
-                     help=f"Exact-path speed levers, comma-separated: {', '.join(LEVERS)} (or none); "
-                          "outputs unchanged up to rounding."),
         click.option("--deepcache-interval", type=click.IntRange(min=0), metavar="N",
-                     help="Approximation: the full UNet every N steps, its deep blocks reused between (0/1: off)."),
-        click.option("--tome-ratio", type=FiniteFloat(0.0, TOME_MAX), metavar="R",
-                     help=f"Approximation: merge a fraction R (0-{TOME_MAX}) of self-attention key/value tokens (0: off)."),
+                     help="Approximation: the full UNet every N steps, its deep blocks reused between (0/1: off); "
+                          "1.17x at N=3 on an H200 (the ControlNets still run every step)."),
+        # removed options: kept (hidden) to fail with a line naming their replacement
+        click.option("--levers", "levers", hidden=True),
+        click.option("--tome-ratio", "tome_ratio", hidden=True),
     ]
 
     wants_path = "config_path" in inspect.signature(func).parameters
 
     @functools.wraps(func)
     def wrapper(*args, config_path=None, **kwargs):
+        removed = [name for name in REMOVED if kwargs.pop(name, None) is not None]
         given = {name: kwargs.pop(name) for name in list(kwargs)
                  if name in TranslateConfig.__dataclass_fields__ or name in CONDITION_ALIASES}
         with usage():  # a wrong flag or preset value: exit 2 before any input is read
+            if removed:  # a removed flag: one line naming its replacement
+                raise ConfigError(REMOVED[removed[0]].replace(removed[0], "--" + removed[0].replace("_", "-"), 1))
             kwargs["config"] = _config(config_path, given)
         if wants_path:  # the verb reads its own section of the file (batch:)
             kwargs["config_path"] = config_path

@@ -25,14 +25,15 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from vidreal.config import DEFAULT_CONTROLNETS, DEFAULT_MODEL, lora_list
 from vidreal.errors import ConfigError, InputError, ModelError, VidrealError
-from vidreal.hub import (CONFIG_FILES, check_hub, controlnet_need, hub_cache_dir, hub_error, lora_need, model_config_need,
-                         model_need)
+from vidreal.hub import (CONFIG_FILES, HubNeed, check_hub, controlnet_need, hub_cache_dir, hub_error, lora_need,
+                         model_config_need, model_need, vae_need)
 from vidreal.runtime import first_line, resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -211,6 +212,72 @@ def _load_controlnet(name: str, kind: str, src, dtype: torch.dtype, allow_pickle
         raise ModelError(f"cannot load ControlNet '{name}': {first_line(e, with_type=True)}{hint}", src) from e
 
 
+VAE_CLASSES = ("AutoencoderKL", "AutoencoderTiny")  # AutoencoderTiny: TAESD's architecture
+
+
+def _vae_class(config: dict, where):
+    """The diffusers class a VAE config names; ModelError for anything but a VAE."""
+    import diffusers
+
+    name = config.get("_class_name")
+    if name not in VAE_CLASSES:
+        raise ModelError(f"the VAE holds a {name or 'model of unknown class'}, expected one of "
+                         f"{', '.join(VAE_CLASSES)}", where)
+    return getattr(diffusers, name)
+
+
+def _check_vae(kind: str, src, allow_pickle: bool) -> None:
+    if kind == "folder":
+        if not (src / "config.json").is_file():
+            raise ModelError("the VAE folder has no config.json; expected a diffusers AutoencoderKL or AutoencoderTiny "
+                             "folder (config.json + diffusion_pytorch_model.safetensors) or a .safetensors file", src)
+        _vae_class(_read_json(src / "config.json"), src)
+        _check_folder_weights(src, "VAE", allow_pickle)
+    elif kind == "file":
+        _check_file(src, "VAE", allow_pickle)
+
+
+def _load_vae(kind: str, src, dtype: torch.dtype, allow_pickle: bool, local_only: bool):
+    """An AutoencoderKL or AutoencoderTiny from a folder, a hub repo (the class its config.json
+    names) or one file: diffusers-layout weights with a config.json beside them, else an
+    original-layout (CompVis) AutoencoderKL checkpoint."""
+    try:
+        if kind == "folder":
+            cls = _vae_class(_read_json(src / "config.json"), src)
+            return cls.from_pretrained(src, dtype=dtype, use_safetensors=None if allow_pickle else True)
+        if kind == "hub":
+            from huggingface_hub import hf_hub_download
+
+            config = hf_hub_download(src, "config.json", cache_dir=hub_cache_dir(), local_files_only=local_only)
+            cls = _vae_class(_read_json(Path(config)), src)
+            return cls.from_pretrained(src, dtype=dtype, **_hub_kwargs(allow_pickle, local_only))
+        if (src.parent / "config.json").is_file():
+            cls = _vae_class(_read_json(src.parent / "config.json"), src)
+            vae = cls.from_config(cls.load_config(src.parent))
+            vae.load_state_dict(_read_weights(src))
+            return vae.to(dtype)
+        from diffusers import AutoencoderKL
+
+        return AutoencoderKL.from_single_file(str(src), dtype=dtype, local_files_only=local_only,
+                                              cache_dir=hub_cache_dir())
+    except VidrealError:
+        raise
+    except Exception as e:
+        if kind == "hub":
+            raise hub_error(vae_need(src), e) from e
+        hint = "; put its config.json beside the file" if kind == "file" else ""
+        raise ModelError(f"cannot load the VAE: {first_line(e, with_type=True)}{hint}", src) from e
+
+
+def _read_weights(path: Path) -> dict:
+    """A state dict from a .safetensors file (or an allowed pickle file, tensors only)."""
+    if path.suffix.lower() in SAFE_SUFFIXES:
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def _resolve_model_config(kind: str, src, local_only: bool) -> str:
     """A local folder holding the pipeline's component configs, for single-file loading."""
     if kind == "folder":
@@ -229,12 +296,13 @@ def _resolve_model_config(kind: str, src, local_only: bool) -> str:
         raise hub_error(model_config_need(src), e) from e
 
 
-def _load_sd(kind: str, src, config: str | None, controlnet, dtype: torch.dtype, allow_pickle: bool,
+def _load_sd(kind: str, src, config: str | None, controlnet, vae, dtype: torch.dtype, allow_pickle: bool,
              local_only: bool):
+    """The pipeline around the loaded ControlNet(s), and the VAE when one replaces the model's."""
     from diffusers import StableDiffusionControlNetPipeline
 
     common = {"controlnet": controlnet, "safety_checker": None, "feature_extractor": None,
-              "requires_safety_checker": False, "dtype": dtype}
+              "requires_safety_checker": False, "dtype": dtype, **({} if vae is None else {"vae": vae})}
     try:
         if kind == "folder":
             return StableDiffusionControlNetPipeline.from_pretrained(
@@ -281,12 +349,7 @@ def _read_embedding(path: Path) -> tuple[str | None, torch.Tensor]:
     the internal ``name`` is often stale (renamed files), so the caller uses the file's stem.
     """
     try:
-        if path.suffix.lower() in SAFE_SUFFIXES:
-            from safetensors.torch import load_file
-
-            state = load_file(str(path), device="cpu")
-        else:  # allowed pickle; weights_only still refuses arbitrary objects
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        state = _read_weights(path)  # an allowed pickle: weights_only still refuses arbitrary objects
     except Exception as e:
         raise ModelError(f"unreadable embedding file: {first_line(e, with_type=True)}", path) from e
     if isinstance(state, torch.Tensor):
@@ -381,6 +444,7 @@ def load_pipeline(
     lora_scale: float = 1.0,
     allow_pickle: bool = False,
     model_config: str | os.PathLike | None = None,
+    vae: str | os.PathLike | None = None,
 ):
     """Load SD 1.5 + ControlNets into a ``diffusers.StableDiffusionControlNetPipeline``.
 
@@ -400,76 +464,130 @@ def load_pipeline(
         allow_pickle: also read ``.ckpt/.bin/.pt/.pth`` files (they can run code: trusted files only).
         model_config: for a single-file ``model``: hub id or diffusers folder with the component
             configs and tokenizer (default: the SD 1.5 hub id, which must be in the cache offline).
+        vae: replaces the model's VAE: an ``AutoencoderKL`` (e.g. a fine-tuned MSE VAE) or an
+            ``AutoencoderTiny`` (TAESD: ~10x faster decoding, an approximation), as a hub id, a
+            diffusers folder or one ``.safetensors`` file; ``None`` keeps the model's.
 
     The safety checker is not loaded (research translation tool). Remote code is never trusted.
     Returns the pipeline on ``device`` in ``dtype`` with its progress bar disabled; it also carries
     ``vidreal_controlnet_names`` and ``vidreal_sources`` (dict of the sources, for logs and configs).
     """
-    from diffusers import MultiControlNetModel
+    sources = _resolve_sources(model, controlnets, embeddings, lora, lora_scale, model_config, vae, allow_pickle)
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    local_only = check_hub(_hub_needs(sources))
+    pipe = _load_components(sources, torch_dtype, allow_pickle, local_only)
+    tokens = [_load_embedding(pipe, path, token) for path, token in sources.embedding_files]
+    for src, scale in sources.lora_srcs:
+        _load_lora(pipe, *src, scale, allow_pickle, local_only)
+    pipe = _place(pipe, dev, torch_dtype)
+    pipe.vidreal_controlnet_names = list(sources.controlnets)
+    pipe.vidreal_sources = sources.describe()
+    extras = "" if vae is None else f", VAE {_describe(vae)}"
+    if tokens:
+        extras += f", embeddings {', '.join(tokens)}"
+    if sources.loras:
+        extras += ", LoRA " + ", ".join(f"{path} x{scale:g}" for path, scale in sources.loras)
+    log.info("loaded %s + ControlNets %s on %s (%s)%s", _describe(model),
+             ", ".join(f"{n}={_describe(s)}" for n, s in sources.controlnets.items()), dev,
+             str(torch_dtype).removeprefix("torch."), extras)
+    return pipe
 
+
+@dataclass
+class _Sources:
+    """What a run loads, each source classified by :func:`_source` as (kind, source)."""
+
+    model: object
+    controlnets: dict  # {name: spec} as given
+    embeddings: list  # specs as given
+    lora: object  # as given
+    loras: list  # [(source, scale)]
+    vae: object  # as given (None: the model's)
+    model_src: tuple
+    nets: dict  # {name: (kind, source)}
+    config_src: tuple | None  # the component configs of a single-file model
+    vae_src: tuple | None
+    lora_srcs: list  # [((kind, source), scale)]
+    embedding_files: list  # [(file, token or None)]
+
+    def describe(self) -> dict:
+        """The sources as given, for logs and records."""
+        lora = self.lora
+        return {
+            "model": _describe(self.model),
+            "controlnets": {name: _describe(spec) for name, spec in self.controlnets.items()},
+            "embeddings": [_describe(s[0] if isinstance(s, tuple) else s) for s in self.embeddings],
+            "lora": None if lora is None else [_describe(path) for path, _ in self.loras] if isinstance(lora, list)
+            else _describe(self.loras[0][0]),
+            "vae": None if self.vae is None else _describe(self.vae),
+        }
+
+
+def _resolve_sources(model, controlnets, embeddings, lora, lora_scale, model_config, vae, allow_pickle) -> _Sources:
+    """Classify and check every source with no weights read, so a missing or unsafe file fails in
+    milliseconds, before anything loads."""
     controlnets = dict(DEFAULT_CONTROLNETS if controlnets is None else controlnets)
     if not controlnets:
         raise ConfigError("at least one ControlNet is needed (controlnets is empty)")
     for name in controlnets:
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"ControlNet names must be non-empty strings, got {name!r}")
-    if isinstance(embeddings, (str, os.PathLike)):
-        embeddings = [embeddings]
-    embeddings = list(embeddings)
-    if isinstance(lora, os.PathLike):
-        lora = os.fspath(lora)
+    embeddings = [embeddings] if isinstance(embeddings, (str, os.PathLike)) else list(embeddings)
+    lora = os.fspath(lora) if isinstance(lora, os.PathLike) else lora
     loras = lora_list(lora, lora_scale)  # [(source, scale)]; ConfigError for a bad spec
-    dev = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, dev)
-    # Every check that needs no weights runs first, so a missing or unsafe file fails in
-    # milliseconds, and every hub repo the run needs is checked at once, before anything loads.
-    model_kind, model_src = _source(model, "model")
+    model_src = _source(model, "model")
     nets = {name: _source(spec, f"ControlNet '{name}'") for name, spec in controlnets.items()}
     config_src = _source(DEFAULT_MODEL if model_config is None else model_config, "model config") \
-        if model_kind == "file" else None
+        if model_src[0] == "file" else None
+    vae_src = None if vae is None else _source(vae, "VAE")
     lora_srcs = [(_source(path, "LoRA"), scale) for path, scale in loras]
-    _check_model(model_kind, model_src, allow_pickle)
+    _check_model(*model_src, allow_pickle)
     for name, (kind, src) in nets.items():
         _check_controlnet(name, kind, src, allow_pickle)
+    if vae_src is not None:
+        _check_vae(*vae_src, allow_pickle)
     embedding_files = [_embedding_file(spec, allow_pickle) for spec in embeddings]
     for src, _ in lora_srcs:
         _check_lora(*src, allow_pickle)
-    needed = [controlnet_need(name, src)
-              for name, (kind, src) in nets.items() if kind == "hub"]
-    if model_kind == "hub":
-        needed.insert(0, model_need(model_src))
-    if config_src is not None and config_src[0] == "hub":
-        needed.insert(0, model_config_need(config_src[1]))
-    needed += [lora_need(src[1]) for src, _ in lora_srcs if src[0] == "hub"]
-    local_only = check_hub(needed)
-    config_dir = None if config_src is None else _resolve_model_config(*config_src, local_only)
+    return _Sources(model, controlnets, embeddings, lora, loras, vae, model_src, nets, config_src, vae_src, lora_srcs,
+                    embedding_files)
 
-    models = [_load_controlnet(name, kind, src, torch_dtype, allow_pickle, local_only)
-              for name, (kind, src) in nets.items()]
+
+def _hub_needs(sources: _Sources) -> list[HubNeed]:
+    """Every hub repo the run needs, to be checked at once (:func:`check_hub`)."""
+    needed = []
+    if sources.config_src is not None and sources.config_src[0] == "hub":
+        needed.append(model_config_need(sources.config_src[1]))
+    if sources.model_src[0] == "hub":
+        needed.append(model_need(sources.model_src[1]))
+    needed += [controlnet_need(name, src) for name, (kind, src) in sources.nets.items() if kind == "hub"]
+    if sources.vae_src is not None and sources.vae_src[0] == "hub":
+        needed.append(vae_need(sources.vae_src[1]))
+    needed += [lora_need(src[1]) for src, _ in sources.lora_srcs if src[0] == "hub"]
+    return needed
+
+
+def _load_components(sources: _Sources, dtype: torch.dtype, allow_pickle: bool, local_only: bool):
+    """The ControlNet(s), the VAE (when given) and the pipeline around them, in ``dtype``."""
+    from diffusers import MultiControlNetModel
+
+    config_dir = None if sources.config_src is None else _resolve_model_config(*sources.config_src, local_only)
+    models = [_load_controlnet(name, kind, src, dtype, allow_pickle, local_only)
+              for name, (kind, src) in sources.nets.items()]
     controlnet = models[0] if len(models) == 1 else MultiControlNetModel(models)
-    pipe = _load_sd(model_kind, model_src, config_dir, controlnet, torch_dtype, allow_pickle, local_only)
-    tokens = [_load_embedding(pipe, path, token) for path, token in embedding_files]
-    for src, scale in lora_srcs:
-        _load_lora(pipe, *src, scale, allow_pickle, local_only)
+    vae = None if sources.vae_src is None else _load_vae(*sources.vae_src, dtype, allow_pickle, local_only)
+    pipe = _load_sd(*sources.model_src, config_dir, controlnet, vae, dtype, allow_pickle, local_only)
+    if vae is not None and vae.config.latent_channels != pipe.unet.config.in_channels:
+        raise ModelError(f"the VAE makes {vae.config.latent_channels}-channel latents, the model's UNet reads "
+                         f"{pipe.unet.config.in_channels}: not a VAE for this model", _describe(sources.vae))
+    return pipe
 
-    pipe = pipe.to(device=dev)
-    if any(m.dtype != torch_dtype for m in pipe.components.values() if isinstance(m, torch.nn.Module)):
-        pipe = pipe.to(dtype=torch_dtype)  # components were loaded in dtype; this only catches stragglers
+
+def _place(pipe, device: torch.device, dtype: torch.dtype):
+    """The pipeline on ``device`` in ``dtype``, its progress bar off."""
+    pipe = pipe.to(device=device)
+    if any(m.dtype != dtype for m in pipe.components.values() if isinstance(m, torch.nn.Module)):
+        pipe = pipe.to(dtype=dtype)  # components were loaded in dtype; this only catches stragglers
     pipe.set_progress_bar_config(disable=True)
-    pipe.vidreal_controlnet_names = list(controlnets)
-    pipe.vidreal_sources = {
-        "model": _describe(model),
-        "controlnets": {name: _describe(spec) for name, spec in controlnets.items()},
-        "embeddings": [_describe(s[0] if isinstance(s, tuple) else s) for s in embeddings],
-        "lora": None if lora is None else [_describe(path) for path, _ in loras] if isinstance(lora, list)
-        else _describe(loras[0][0]),
-    }
-    extras = ""
-    if tokens:
-        extras += f", embeddings {', '.join(tokens)}"
-    if loras:
-        extras += ", LoRA " + ", ".join(f"{path} x{scale:g}" for path, scale in loras)
-    log.info("loaded %s + ControlNets %s on %s (%s)%s", _describe(model),
-             ", ".join(f"{n}={_describe(s)}" for n, s in controlnets.items()), dev,
-             str(torch_dtype).removeprefix("torch."), extras)
     return pipe
