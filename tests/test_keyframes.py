@@ -35,7 +35,8 @@ def test_static_clip_gets_only_the_first_keyframe_and_gaps_stay_under_the_maximu
 
 def test_hard_cut_gets_a_keyframe_at_the_cut():
     clip = np.concatenate([pan(0, 8), pan(1, 8)])  # a slow pan, then another shot
-    assert keys(KeyframeChooser("auto", max_gap=16), clip) == [0, 8]
+    chosen = keys(KeyframeChooser("auto", max_gap=16), clip)
+    assert chosen[0] == 0 and 8 in chosen and len(chosen) <= 4
 
 
 def test_faster_motion_gets_more_keyframes_and_the_threshold_decides():
