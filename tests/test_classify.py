@@ -78,7 +78,7 @@ def test_head_has_exactly_the_reports_layers():
 def test_tiny_backbone_gives_features_and_offline_pretrained_fails_clearly():
     backbone = create_backbone(pretrained=False, img_size=64, backbone_kwargs=TINY)
     assert backbone(torch.zeros(2, 3, 64, 64)).shape == (2, backbone.num_features) == (2, 256)
-    with pytest.raises(ModelError, match="--weights FILE"):
+    with pytest.raises(ModelError, match="--weights weights/.*/model.safetensors or --no-pretrained"):
         create_backbone(pretrained=True, img_size=64, backbone_kwargs=TINY)  # HF_HUB_OFFLINE=1
     with pytest.raises(ConfigError, match="unknown backbone 'swin_bse_patch4_window7_224'; did you mean"):
         create_backbone("swin_bse_patch4_window7_224", pretrained=False)

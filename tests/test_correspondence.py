@@ -236,7 +236,7 @@ def test_cli_translate_with_keyframes_and_flow(tiny_models, samples, tmp_path):
     assert record["result"]["correspondence"]["keyframes"] == 7  # 0, 8, ..., 40 and the last (47)
     assert record["result"]["correspondence"]["propagated"] == 41
     bad = CliRunner().invoke(cli, args[:-9] + ["--keyframe-every", "0"])
-    assert bad.exit_code == 2 and "keyframe_every must be an integer >= 1" in bad.output
+    assert bad.exit_code == 2 and "keyframe_every must be a positive integer or null (or \"auto\"), got 0" in bad.output
 
 
 def _bench():

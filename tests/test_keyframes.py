@@ -77,3 +77,31 @@ def test_auto_keyframes_in_translation(translator):
     assert 4 in stats["keyframes"] and stats["keyframes"][0] == 0 and stats["keyframes"][-1] == 7
     whole = translator(cut, {"canny": cut}, PROMPT, keyframe_every="auto", chunk_size=8, stats=again, **KW)
     assert again["keyframes"] == stats["keyframes"] and int(np.abs(whole.astype(int) - out).max()) <= 1
+
+
+def test_detectors_run_on_keyframes_only_unless_something_reads_every_map(translator, samples, tmp_path, monkeypatch):
+    """translate_file with K=4 on 10 frames: the canny detector sees the 4 keyframes (0, 4, 8 and the last) only;
+    with a preview (which shows every frame's map) or refine (which denoises every frame) it sees all 10."""
+    from vidreal.conditions import canny
+    from vidreal.config import load_config
+    from vidreal.translate import translate_file
+
+    seen = []
+    real = canny.CannyDetector.process
+
+    def counting(self, frames, *args, **kwargs):
+        seen.append(len(frames))
+        return real(self, frames, *args, **kwargs)
+
+    monkeypatch.setattr(canny.CannyDetector, "process", counting)
+    clip = samples / "humanoid_walk_ground.mp4"
+    config = load_config(controlnets={"canny": "unused"}, size=32, steps=1, keyframe_every=4, max_frames=10,
+                         chunk_size=4)
+    for extra, expected in (({}, 4), ({"preview": tmp_path / "side.mp4"}, 10),
+                            ({"config": load_config(controlnets={"canny": "unused"}, size=32, steps=1, refine=0.3,
+                                                    keyframe_every=4, max_frames=10, chunk_size=4)}, 10)):
+        seen.clear()
+        kwargs = {"config": config, **extra}
+        result = translate_file(clip, tmp_path / f"out{expected}{len(extra)}.mp4", translator=translator,
+                                progress=False, **kwargs)
+        assert result.n_frames == 10 and sum(seen) == expected, (extra, seen)

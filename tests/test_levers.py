@@ -229,7 +229,8 @@ def test_bench_table_prints_one_row_per_setting(tiny_models):
                                             "recompilations after chunk 1"]
     table = {r[0].strip(): [c.strip() for c in r[1:]] for r in rows[2:]}
     assert list(table) == ["cross-frame eager", "cross-frame compiled (CUDA graphs)", "compiled + TAESD",
-                           "LCM 4 steps, guidance 1", "LCM + compile + TAESD"]
+                           "cross-frame K=4", "LCM 4 steps, guidance 1", "LCM + K=4", "LCM + compile + TAESD",
+                           "LCM + compile + TAESD + K=4"]
     for name, (fps, ratio, difference, recompiled) in table.items():
         assert float(fps) > 0 and ratio.endswith("x")
         compiled = "compile" in name

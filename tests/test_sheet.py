@@ -47,18 +47,21 @@ def test_batch_sheet_has_one_row_per_item_with_four_panels(batch):
     _, out, result = batch
     assert result.sheet == out / "sheet.png" and result.rejected == 3
     sheet = _read_png(out / "sheet.png")
-    # header strip + per item a label strip and a row of panels PANEL px tall
-    assert sheet.shape[0] == LABEL + 3 * (LABEL + PANEL)
-    # each row: source (256 wide at 256 tall -> 160), canny, pose, output: 4 panels of 160 px for square clips
-    assert sheet.shape[1] == max(4 * PANEL, 4 * round(384 * PANEL / 256))
-    rows = [sheet[LABEL + i * (LABEL + PANEL) + LABEL:LABEL + (i + 1) * (LABEL + PANEL)] for i in range(3)]
-    for row in rows:
-        assert row.shape[0] == PANEL and row.any()
-        assert row[:, :PANEL].mean() > 20  # the source panel shows the source, not black
-    pair_pose = rows[2][:, 2 * 240:3 * 240]  # b/pair.mp4 (384 x 256 -> 240 x 160 panels): both skeletons
+    # per item a label strip and a row of 4 panels (source, canny, pose, output) PANEL px tall; every row as
+    # wide as the widest, scaled: b/pair.mp4 (384 x 256) gives 4 x 240 px; the square clips' 4 x 160 px rows
+    # are scaled to that width, 240 px tall
+    width = 4 * round(384 * PANEL / 256)
+    heights = [round(PANEL * width / (4 * PANEL))] * 2 + [PANEL]
+    assert sheet.shape[:2] == (LABEL + sum(LABEL + h for h in heights), width)
+    tops = np.cumsum([LABEL] + [LABEL + h for h in heights])
+    rows = [sheet[top + LABEL:top + LABEL + h] for top, h in zip(tops, heights)]
+    for row, h in zip(rows, heights):
+        assert row.shape[0] == h and row.any()
+        assert row[:, :width // 4].mean() > 20  # the source panel shows the source, not black
+    pair_pose = rows[2][:, 2 * 240:3 * 240]  # b/pair.mp4's pose panel: both skeletons
     assert pair_pose[:, :120].any() and pair_pose[:, 120:].any()
     # rejected labels are drawn in red
-    labels = [sheet[LABEL + i * (LABEL + PANEL):LABEL + i * (LABEL + PANEL) + LABEL] for i in range(3)]
+    labels = [sheet[top:top + LABEL] for top in tops[:3]]
     assert all(((lab[..., 0] > 200) & (lab[..., 1] < 120)).any() for lab in labels)
     assert not [p for p in out.rglob("*") if TEMP_NAME.match(p.name)]
 

@@ -222,11 +222,11 @@ def _mark_last(chunks):
 
 def _keyframes_ahead(config: TranslateConfig, preview, save_conditions, keypoints):
     """A KeyframeChooser for the conditions stage when, with keyframes, nothing but the denoiser reads
-    the condition maps (a preview, saved maps and keypoints read every frame's); else None."""
+    the condition maps (a preview, saved maps, keypoints and refine read every frame's); else None."""
     from vidreal.keyframes import KeyframeChooser
 
     chooser = KeyframeChooser(config.keyframe_every, config.keyframe_max_gap, config.keyframe_threshold)
-    wanted = preview is not None or save_conditions is not None or keypoints is not None
+    wanted = preview is not None or save_conditions is not None or keypoints is not None or bool(config.refine)
     return chooser if chooser.active and not wanted else None
 
 

@@ -15,6 +15,7 @@ from vidreal.cli.common import option, show_default, usage
 from vidreal.config import (CONDITION_ALIASES, CONSISTENCY_MODES, KV_CACHE, REMOVED, TranslateConfig,
                             load_config)
 from vidreal.errors import ConfigError
+from vidreal.options import FLOW_METHODS
 from vidreal.samplers import SCHEDULER_NAMES
 
 
@@ -36,6 +37,20 @@ class FiniteFloat(click.FloatRange):
             name = param.opts[0] if param is not None and param.opts else "value"
             raise click.UsageError(f"{name} must be a finite number, got {value}", ctx)
         return super().convert(number, param, ctx)
+
+
+class KeyframeEvery(click.ParamType):
+    """``--keyframe-every``: a positive integer K, or ``auto`` (the range is checked with the config)."""
+
+    name = "K|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value == "auto":
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither an integer nor 'auto'", param, ctx)
 
 
 def _pairs(values, what: str, cast=str) -> dict | None:
@@ -162,8 +177,19 @@ def translate_options(func):
         click.option("--consistency", type=click.Choice(CONSISTENCY_MODES),
                      help="Temporal consistency mode; memory: anchor + previous frame; "
                           "flow: memory + flow-guided fusion."),
-        click.option("--keyframe-every", type=int, metavar="K",
-                     help="Denoise every K-th frame (and the last); build the rest along the source's flow."),
+        click.option("--keyframe-every", type=KeyframeEvery(),
+                     help="Denoise every K-th frame (and the last); build the rest along the source's flow. "
+                          "auto: a keyframe where the source changes enough (motion, occlusion, a cut)."),
+        click.option("--keyframe-max-gap", type=int, metavar="N",
+                     help="With --keyframe-every auto: at most N frames from one keyframe to the next."),
+        click.option("--keyframe-threshold", type=FiniteFloat(0, 1), metavar="F",
+                     help="With --keyframe-every auto: how much the source must change (0..1) for a new keyframe; "
+                          "lower = more keyframes."),
+        click.option("--flow-method", type=click.Choice(FLOW_METHODS),
+                     help="Source flow for propagation and fusion: dis (CPU pool), dis-fast (~2.5x faster, coarser), "
+                          "farneback, or raft / raft-small (learned, on the translator's device; torchvision weights)."),
+        click.option("--flow-size", type=int, metavar="PX",
+                     help="Short side flows are estimated at (e.g. 256: ~4x less flow work; default: the working size)."),
         click.option("--refine", type=float, metavar="S", help="img2img strength 0..1 over propagated frames (needs --keyframe-every)."),
         click.option("--flow-band", type=float, nargs=2, metavar="START END",
                      help="Fractions of the denoising steps where --consistency flow fuses."),

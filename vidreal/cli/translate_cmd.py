@@ -12,6 +12,8 @@ Examples:
   vidreal translate samples/humanoid_walk_ground.mp4 -o out.mp4
   vidreal translate clip.mp4 -o out.mp4 --config configs/rocog.yaml --model ./my-dreambooth --preview side.mp4
   vidreal translate long.mp4 -o out.mp4 --keyframe-every 4 --refine 0.3     # denoise 1 frame in 4, propagate the rest
+  vidreal translate long.mp4 -o out.mp4 --keyframe-every auto --keyframe-max-gap 12   # keyframes where the source moves
+  vidreal translate long.mp4 -o out.mp4 --keyframe-every 4 --flow-method raft-small --flow-size 256   # flows on the GPU
   vidreal translate clip.mp4 -o out.mp4 --consistency flow --flow-band 0.2 0.8   # steadiest
   vidreal translate clip.mp4 -o out.mp4 --config configs/fast.yaml     # LCM-LoRA, 4 steps
   vidreal translate clip.mp4 -o out.mp4 --lora style.safetensors:0.8 --lora detail.safetensors:0.4

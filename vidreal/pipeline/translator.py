@@ -299,7 +299,8 @@ class Translator:
                 chosen = run.chooser.choose(small) if ahead is None else np.asarray(ahead, dtype=bool)
                 for j in range(len(frames)):
                     frame = _Frame(received + j, small[j], None)
-                    if chosen[j] or (ahead is None and j == len(frames) - 1):  # (the last may be the clip's last)
+                    # (the last may be the clip's last; refine denoises the propagated frames too)
+                    if chosen[j] or options.refine or (ahead is None and j == len(frames) - 1):
                         frame.controls = [resize_frames(conditions[k][j:j + 1], *run.work)[0]
                                           for k in self.controlnet_names]
                     if chosen[j]:
@@ -456,7 +457,8 @@ class Translator:
         if start is None:
             latents = latents * scheduler.init_noise_sigma
         else:  # as diffusers' img2img: skip the first (1 - strength) of the schedule, noise the image to there
-            first = (steps - min(int(steps * start[1]), steps)) * scheduler.order
+            # (at least one step: a strength below 1 / steps would otherwise denoise nothing)
+            first = (steps - min(max(int(steps * start[1]), 1), steps)) * scheduler.order
             if hasattr(scheduler, "set_begin_index"):
                 scheduler.set_begin_index(first)
             latents = scheduler.add_noise(start[0], latents, scheduler.timesteps[first:first + 1])
