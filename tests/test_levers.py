@@ -177,6 +177,18 @@ def test_padded_last_batch_gives_the_frames_of_an_unpadded_one(translator, mode)
     assert padded.shape == plain.shape and diff(padded, plain) <= 1
 
 
+def test_compile_on_through_the_config_leaves_the_hash_and_compiles_lazily(tiny_models):
+    """compile: on (the real loading path) gives a compiled, padding translator; compiling changes speed, not
+    results (test_compiled_equals_eager_...), so it does not change the config hash."""
+    from vidreal.translate import load_translator
+
+    config = vidreal.load_config(model=str(tiny_models["sd"]), controlnets={"canny": str(tiny_models["canny"])},
+                                 device="cpu", compile=True)
+    assert config.fingerprint() == vidreal.load_config(**{**config.to_dict(), "compile": False}).fingerprint()
+    tr = load_translator(config)
+    assert tr.compiled and tr.pad_batches  # torch.compile wraps now, compiles on the first call
+
+
 def test_compile_auto_stays_off_on_cpu(tiny_models, nets, clip):
     tr = Translator.from_pretrained(tiny_models["sd"], nets, device="cpu")
     tr.use_compile("auto", long_runs=True)

@@ -206,18 +206,3 @@ def test_presets_load():
     assert visda.seed == 5 and list(visda.controlnets) == ["canny"]
     assert vidreal.load_config(root / "default.yaml") == vidreal.TranslateConfig()
 
-
-@pytest.mark.slow  # torch.compile takes minutes on 2 cores
-def test_compiled_translator_matches_eager(tiny_models, clip):
-    """--compile (torch.compile of UNet and ControlNets) changes speed, not results; compiled
-    through the real loading path, in cross-frame mode (our attention processors inside)."""
-    frames, conds = clip
-    config = vidreal.load_config(model=str(tiny_models["sd"]), controlnets={k: str(tiny_models[k]) for k in ("canny", "pose")},
-                                 device="cpu", compile=True)
-    assert config.fingerprint() == vidreal.load_config(**{**config.to_dict(), "compile": False}).fingerprint()
-    from vidreal.translate import load_translator
-
-    compiled = load_translator(config)
-    eager = Translator.from_pretrained(config.model, config.controlnets, device="cpu")
-    args = (frames[:3], {k: v[:3] for k, v in conds.items()}, PROMPT)
-    assert np.abs(compiled(*args, **KW).astype(int) - eager(*args, **KW)).max() <= 2

@@ -12,7 +12,9 @@ model) precedes the timed one. Printed: frames/s end to end (frames / seconds of
 the keyframes denoised, and per stage (``vidreal.stages``): ms per frame it handled (denoise: per
 frame denoised; propagation: per frame propagated) and busy = its working time / the run's wall time
 (waiting on a queue is no one's work). ``--json`` prints one line:
-``{"fps", "frames", "keyframes", "stages": {name: {"ms_per_frame", "busy"}}}``.
+``{"fps", "frames", "keyframes", "stages": {name: {"ms_per_frame", "busy"}}, ...}``; with the stand-in and
+keyframes also ``denoise_thread_ms_per_propagated``: the denoising thread's time besides denoising (the
+stand-in's sleep taken out) per propagated frame, and its CPU time (``..._cpu_...``).
 
 ``--standin-ms MS`` replaces only the denoising and decoding inside the real Translator's stream with
 a stand-in that sleeps MS per denoised frame (no CPU) and returns the frame's first control image;
@@ -69,6 +71,8 @@ def parse_args(argv=None):
     p.add_argument("--size", type=int, default=512, help="working size, and the measured clip's short side")
     p.add_argument("--frames", type=int, default=96)
     p.add_argument("--keyframe-every", default="1", help="K (an integer) or auto")
+    p.add_argument("--flow-method", default="dis", help="flow for propagation: dis, dis-fast, farneback, raft, raft-small")
+    p.add_argument("--flow-size", type=int, help="short side flows are estimated at (default: the working size)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--chunk-size", type=int, default=8)
     p.add_argument("--serial", action="store_true", help="translate_file(overlap=False): the stages one after another")
@@ -103,7 +107,8 @@ def make_clip(src: Path, dst: Path, size: int, frames: int) -> Path:
 def translator_and_config(args, tmp: Path):
     keyframe_every = None if args.keyframe_every == "1" else \
         args.keyframe_every if args.keyframe_every == "auto" else int(args.keyframe_every)
-    options = dict(size=args.size, steps=args.steps, chunk_size=args.chunk_size, keyframe_every=keyframe_every)
+    options = dict(size=args.size, steps=args.steps, chunk_size=args.chunk_size, keyframe_every=keyframe_every,
+                   flow_method=args.flow_method, flow_size=args.flow_size)
     if args.model:
         config = load_config(model=args.model, controlnets=dict(item.split("=", 1) for item in args.controlnet),
                              device=args.device, dtype=args.dtype, **options)
@@ -153,14 +158,24 @@ def main(argv=None) -> None:
             translator = load_translator(config)
         run = dict(translator=translator, progress=False, record=False, overlap=not args.serial)
         translate_file(warm, tmp / "warm-out.mp4", config, **run)
+        cpu = time.thread_time()  # the denoising stage runs in this thread (Stages.iterate)
         result = translate_file(clip, tmp / "out.mp4", config, **run)
+        cpu = time.thread_time() - cpu
         alone = translator_alone(translator, config, clip) if args.translator_only else None
     stages = {name: {"ms_per_frame": figures["ms_per_frame"], "busy": figures["busy"]}
               for name, figures in result.stages.items() if name in STAGE_NAMES}
     report = {"fps": round(result.n_frames / result.seconds, 3), "frames": result.n_frames,
               "keyframes": result.stages["denoise"]["frames"], "stages": stages, "seconds": round(result.seconds, 3),
               "size": args.size, "keyframe_every": args.keyframe_every, "standin_ms": args.standin_ms,
+              "flow_method": args.flow_method, "flow_size": args.flow_size,
               "overlap": not args.serial}
+    # the denoising thread's time on anything but denoising (the stand-in's sleep taken out), per frame
+    # propagated: an upper bound, as the keyframes' own share (their controls, batching) is counted in
+    propagated = result.n_frames - report["keyframes"]
+    if args.standin_ms is not None and propagated:
+        other = result.stages["denoise"]["seconds"] - args.standin_ms / 1000 * report["keyframes"]
+        report["denoise_thread_ms_per_propagated"] = round(1000 * other / propagated, 2)
+        report["denoise_thread_cpu_ms_per_propagated"] = round(1000 * cpu / propagated, 2)
     if alone is not None:
         report["translator_fps"] = round(result.n_frames / alone, 3)
         report["vs_translator"] = round(alone / result.seconds, 3)
@@ -168,12 +183,16 @@ def main(argv=None) -> None:
         print(json.dumps(report))
         return
     what = f"stand-in {args.standin_ms:g} ms/frame" if args.standin_ms is not None else args.model
-    print(f"{args.input.name} at {args.size} px, {result.n_frames} frames, K={args.keyframe_every}, {what}, "
+    flows = f", flows {args.flow_method} at {args.flow_size or args.size} px" if args.keyframe_every != "1" else ""
+    print(f"{args.input.name} at {args.size} px, {result.n_frames} frames, K={args.keyframe_every}{flows}, {what}, "
           f"{'serial' if args.serial else 'overlapped'}: {report['fps']:.2f} frames/s end to end "
           f"({result.seconds:.1f} s, {report['keyframes']} keyframes)")
     if alone is not None:
         print(f"Translator alone on the same frames in memory: {report['translator_fps']:.2f} frames/s; "
               f"translate_file is {report['vs_translator']:.2f}x that")
+    if "denoise_thread_ms_per_propagated" in report:
+        print(f"denoising thread, besides denoising: {report['denoise_thread_ms_per_propagated']:.1f} ms per propagated "
+              f"frame ({report['denoise_thread_cpu_ms_per_propagated']:.1f} ms CPU; keyframes' share included)")
     print(f"{'stage':<12} {'ms/frame':>9} {'frames':>7} {'busy':>6}")
     for name, figures in result.stages.items():
         print(f"{name:<12} {figures['ms_per_frame']:>9.1f} {figures['frames']:>7d} {figures['busy']:>6.2f}")
