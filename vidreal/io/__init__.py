@@ -32,10 +32,12 @@ Writing
       ``1/fps``, pts = frame index, so timestamps are exact) and keeps the frame count; with
       ``timestamps=`` (a variable-frame-rate input's, see :attr:`VideoInfo.timestamps`) each
       frame keeps its own time instead. :class:`VideoWriter` takes frames chunk by chunk.
+      ``pix_fmt=`` picks the encoder's pixel format (one the codec takes; default the codec's usual).
       Sizes are kept: an odd width/height, which ``yuv420p`` cannot hold, is encoded by libx264
       (the default) in ``yuv444p`` (same pixels; some browsers and QuickTime do not play 4:4:4);
-      other ``yuv420p`` codecs pad it by one edge-replicated pixel right/bottom (logged as a
-      warning), so their file has the even size. Lossless choices: ``codec="libx264rgb", crf=0``
+      other ``yuv420p`` codecs, and a ``pix_fmt`` asked for that halves the colour in that
+      direction (yuv420p, yuv422p, ...), pad it by one edge-replicated pixel right/bottom (logged
+      as a warning), so their file has the even size. Lossless choices: ``codec="libx264rgb", crf=0``
       (mp4/mkv), ``"ffv1"`` (mkv), ``"png"`` (mov).
     * ``audio_from=`` copies the audio stream of another file (packets remuxed when the container
       accepts the codec, otherwise transcoded to AAC - Opus for .webm - in mono or stereo). It is
