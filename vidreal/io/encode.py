@@ -13,9 +13,9 @@ import av
 import numpy as np
 
 from vidreal.errors import InputError, OutputError
-from vidreal.io.atomic import atomic_output
+from vidreal.io.atomic import atomic_folder, atomic_output
 from vidreal.io.audio import _AudioCopy, _close_quietly
-from vidreal.io.images import _save_image
+from vidreal.io.images import _save_frame, _save_image, check_frame_folder, is_frame_folder
 from vidreal.runtime import IMAGE_EXTS, VIDEO_EXTS, check_frames, first_line
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,11 @@ def write_video(path, frames, fps=None, audio_from=None, codec: str = "libx264",
     halves the colour in that direction otherwise (other codecs' yuv420p, a ``pix_fmt`` asked for
     such as yuv420p or yuv422p), frames are padded by one edge-replicated pixel (right/bottom) and a
     warning is logged.
-    An image extension writes a still with Pillow; it needs exactly one frame (fps and
-    audio_from are ignored there).
+    An image extension writes a still with Pillow; it needs exactly one frame. A path without an
+    extension is a folder of PNG frames ``frame_000000.png``, ... (written into a temporary folder
+    beside it, renamed onto it at the end; an existing folder there is replaced only when it is
+    empty or holds nothing but such frames). Stills and frame folders ignore fps, audio, codec, crf
+    and pix_fmt.
     Raises ValueError on bad arguments, InputError on a bad ``audio_from``, OutputError when the
     file cannot be written.
     """
@@ -72,7 +75,8 @@ def write_video(path, frames, fps=None, audio_from=None, codec: str = "libx264",
 
 
 class VideoWriter:
-    """Writes a video (or one image) chunk by chunk, atomically; what :func:`write_video` uses.
+    """Writes a video (or one image, or a folder of PNG frames) chunk by chunk, atomically; what
+    :func:`write_video` uses.
 
         with VideoWriter("out.mp4", fps=24, audio_from="in.mp4") as writer:
             for chunk in chunks:
@@ -89,15 +93,18 @@ class VideoWriter:
                  audio_span=None, pix_fmt: str | None = None):
         self.path = Path(path)
         ext = self.path.suffix.lower()
-        if ext not in IMAGE_EXTS and ext not in VIDEO_EXTS:
+        self.is_frames = is_frame_folder(self.path)
+        if ext not in IMAGE_EXTS and ext not in VIDEO_EXTS and not self.is_frames:
             supported = " ".join(sorted(VIDEO_EXTS | IMAGE_EXTS))
-            raise OutputError(f"unsupported output type {ext or '(none)'!r}; supported: {supported}", self.path)
+            raise OutputError(f"unsupported output type {ext!r}; supported: {supported}, or no extension "
+                              "for a folder of PNG frames", self.path)
         if isinstance(crf, bool) or not isinstance(crf, numbers.Integral) or not 0 <= crf <= 51:
             raise ValueError(f"crf must be an integer in 0..51, got {crf!r}")
         self.is_image = ext in IMAGE_EXTS
         self.codec, self.crf, self.pix_fmt = codec, int(crf), pix_fmt
-        self.rate = None if self.is_image else _as_fraction(fps)
-        self.audio_from = None if audio_from is None or self.is_image else Path(audio_from)
+        stills = self.is_image or self.is_frames  # no rate, no audio
+        self.rate = None if stills else _as_fraction(fps)
+        self.audio_from = None if audio_from is None or stills else Path(audio_from)
         if self.audio_from is not None and not self.audio_from.is_file():
             raise InputError("audio source not found", self.audio_from)
         self.audio_span = None
@@ -107,7 +114,7 @@ class VideoWriter:
                 raise ValueError(f"audio_span must be (t0, t1) seconds with 0 <= t0 < t1, got {audio_span!r}")
             self.audio_span = (t0, t1)
         self.timestamps = None
-        if timestamps is not None and not self.is_image:
+        if timestamps is not None and not stills:
             self.timestamps = np.asarray(timestamps, dtype=np.float64)
             if self.timestamps.ndim != 1 or not np.all(np.isfinite(self.timestamps)):
                 raise ValueError(f"timestamps must be finite seconds, one per frame, got {self.timestamps.shape}")
@@ -116,6 +123,7 @@ class VideoWriter:
         self._stack = ExitStack()
         self._container = self._stream = self._audio = None
         self._frames: list[np.ndarray] = []  # the image's frame
+        self._folder: Path | None = None  # the frame folder's temporary folder
         self._last_pts = -1
         self._closed = self._finished = False
 
@@ -132,6 +140,13 @@ class VideoWriter:
         if self.is_image:
             self._frames.extend(batch)
             self.n_frames += len(batch)
+            return
+        if self.is_frames:
+            if self._folder is None:
+                self._folder = self._stack.enter_context(atomic_folder(self.path, check=check_frame_folder))
+            for frame in batch:
+                _save_frame(self._folder, self.n_frames, frame, self.path)
+                self.n_frames += 1
             return
         if self._container is None:
             self._open(*self.shape[:2])
@@ -199,7 +214,7 @@ class VideoWriter:
             if self.is_image:
                 tmp = self._stack.enter_context(atomic_output(self.path))
                 _save_image(tmp, self._frames, self.path)
-            else:
+            elif not self.is_frames:  # a frame folder's frames are written already
                 try:
                     self._container.mux(self._stream.encode())
                     if self._audio is not None:
