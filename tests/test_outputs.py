@@ -119,3 +119,120 @@ def test_bad_output_values_are_one_usage_error_before_any_model(tmp_path, sample
     assert message in one_error_line(result, 2)
     assert not (tmp_path / "out").exists()
 
+
+def test_input_fps_is_checked_before_anything(tmp_path, samples):
+    result = CliRunner().invoke(cli, ["translate", str(samples / AUDIO_CLIP), "-o", str(tmp_path / "o.mp4"),
+                                      "--input-fps", "-1"])
+    assert "input_fps must be a positive frame rate" in one_error_line(result, 2)
+
+
+# ------------------------------------------------------------------------------ PNG frames out
+def test_folder_output_is_png_frames_with_the_record_beside(tiny_models, samples, tmp_path, caplog):
+    frames = tmp_path / "out" / "frames"
+    translate(tiny_models, samples / AUDIO_CLIP, frames)
+    assert sorted(p.name for p in frames.iterdir()) == ["frame_000000.png", "frame_000001.png", "frame_000002.png"]
+    assert all(Image.open(p).size == (256, 256) and Image.open(p).mode == "RGB" for p in frames.iterdir())
+    record = yaml.safe_load((tmp_path / "out" / "frames.vidreal.yaml").read_text())
+    assert record["result"]["frames"] == 3 and record["result"]["fps"] == "24" and record["result"]["audio"] is False
+    warnings = [r.getMessage() for r in caplog.records if "PNG frames hold no audio" in r.getMessage()]
+    assert len(warnings) == 1  # the input's audio is left out, said once
+    assert leftovers(tmp_path) == []
+
+
+def test_a_failed_frame_output_leaves_nothing_and_an_earlier_one_untouched(tiny_models, samples, tmp_path,
+                                                                          monkeypatch):
+    from vidreal.errors import OutputError
+    from vidreal.io import encode
+
+    frames = tmp_path / "frames"
+    earlier = np.full((8, 8, 3), 7, np.uint8)
+    frames.mkdir()
+    Image.fromarray(earlier).save(frames / "frame_000000.png")
+    save = encode._save_frame
+
+    def failing(folder, index, frame, path):
+        if index == 2:
+            raise OutputError("disk full", path)
+        save(folder, index, frame, path)
+
+    monkeypatch.setattr(encode, "_save_frame", failing)
+    result = CliRunner().invoke(cli, ["translate", str(samples / AUDIO_CLIP), "-o", str(frames),
+                                      *tiny_args(tiny_models, "--no-audio")])
+    assert one_error_line(result, 1) == f"error: disk full ({frames})"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]  # no record, no temporary folder
+    assert [p.name for p in frames.iterdir()] == ["frame_000000.png"]
+    assert np.array_equal(np.asarray(Image.open(frames / "frame_000000.png")), earlier)
+    monkeypatch.setattr(encode, "_save_frame", save)
+    translate(tiny_models, samples / AUDIO_CLIP, frames)  # an earlier frame output is replaced whole
+    assert len(list(frames.iterdir())) == 3 and leftovers(tmp_path) == []
+
+
+def test_a_folder_holding_other_files_is_not_an_output(tmp_path, samples):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    result = CliRunner().invoke(cli, ["translate", str(samples / AUDIO_CLIP), "-o", str(folder), "--no-progress"])
+    assert "holds 'notes.txt', not only frames" in one_error_line(result, 1)
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+
+
+# ------------------------------------------------------------------------------ frame folders in
+def frame_folder(folder: Path, n=5, size=(40, 32), names="frame_{}.png") -> Path:
+    """n images whose red channel is their index * 20 (names unpadded: natural order matters)."""
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.new("RGB", size, (20 * i, 0, 0)).save(folder / names.format(i))
+    return folder
+
+
+def test_a_frame_folder_is_read_in_natural_order_a_chunk_at_a_time(tmp_path):
+    from vidreal.io import open_media
+
+    folder = frame_folder(tmp_path / "renders", n=12)
+    media = open_media(folder, fps="30000/1001")
+    info = media.info
+    assert (info.n_frames, info.fps, info.width, info.height, info.has_audio) == (12, Fraction(30000, 1001), 40, 32,
+                                                                                  False)
+    chunks = list(media.chunks(5))
+    assert [c.shape for c in chunks] == [(5, 32, 40, 3), (5, 32, 40, 3), (2, 32, 40, 3)]
+    assert [int(f[0, 0, 0]) for f in np.concatenate(chunks)] == [20 * i for i in range(12)]  # 2 before 10
+    assert [int(f[0, 0, 0]) for f in np.concatenate(list(media.chunks(2, indices=[1, 10])))] == [20, 200]
+    assert probe(folder).fps == 24  # the default rate
+
+
+def test_frame_folder_translates_to_a_clip_at_the_given_rate(tiny_models, tmp_path):
+    folder = frame_folder(tmp_path / "renders", n=3)
+    out = tmp_path / "out.mp4"
+    translate(tiny_models, folder, out, "--input-fps", "12")
+    read = video_stream(out)
+    assert (read["frames"], read["fps"], read["audio"]) == (3, Fraction(12), False)
+    assert read_video(out).frames.shape == (3, 32, 40, 3)
+    record = yaml.safe_load((tmp_path / "out.mp4.vidreal.yaml").read_text())
+    assert record["input_fps"] == "12" and record["result"]["fps"] == "12"
+
+
+@pytest.mark.parametrize("case, message", [
+    ("mixed sizes", "frame_2.png is 48x32, frame_0.png is 40x32: the images of a frame folder must all have one size"),
+    ("not an image", "'notes.txt' is not an image (.bmp .jpeg .jpg .png .tif .tiff .webp): a frame folder holds "
+                     "images only"),
+    ("empty", "the folder is empty, expected a video or image file or a folder of images"),
+    ("no images", "is a folder, expected a video or image file"),
+])
+def test_a_bad_frame_folder_is_one_error_line(tmp_path, case, message):
+    folder = tmp_path / "renders"
+    if case == "empty":
+        folder.mkdir()
+    elif case == "no images":
+        folder.mkdir()
+        (folder / "notes.txt").write_text("x")
+    else:
+        frame_folder(folder, n=3)
+        if case == "mixed sizes":
+            Image.new("RGB", (48, 32)).save(folder / "frame_2.png")
+        else:
+            (folder / "notes.txt").write_text("x")
+    out = tmp_path / "out.mp4"
+    result = CliRunner().invoke(cli, ["translate", str(folder), "-o", str(out), "--model", str(tmp_path / "none"),
+                                      "--no-progress"])
+    assert one_error_line(result, 1) == f"error: {message} ({folder})"
+    assert not out.exists()

@@ -20,7 +20,7 @@ import numpy as np
 
 from vidreal import selection
 from vidreal.config import TranslateConfig, record_path, write_config
-from vidreal.io import OutputFiles, check_output, open_media, resize_frames
+from vidreal.io import OutputFiles, check_output, is_frame_folder, open_media, resize_frames
 from vidreal.stages import Stages
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
     start = time.perf_counter()
     config = config or TranslateConfig()
     input, output = Path(input), Path(output)
-    media = open_media(input)  # the only time the input is opened
+    media = open_media(input, fps=config.input_fps)  # the only time the input is opened
     plan = selection.select(media.info, **selection.of(config))  # before any model loads
     info = output_info(plan.info, config)  # what is written: the kept frames, at fps / every or output_fps
     check_output(output, info)
@@ -112,7 +112,7 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
         check_output(preview, info)
     kinds = list(translator.controlnet_names if translator is not None else config.controlnets)
     prompt = Prompts(config, input.parent).for_path(input) if prompt is None else prompt
-    ext = output.suffix if info.is_image else ".mp4"
+    ext = (output.suffix or ".png") if info.is_image else ".mp4"
     condition_paths = {} if save_conditions is None else {
         kind: Path(save_conditions) / f"{output.stem}.{kind}{ext}" for kind in kinds}
     if info.timestamps is not None:
@@ -253,6 +253,9 @@ class _Encoder:
 
         video = dict(codec=config.codec, crf=config.crf, pix_fmt=config.pix_fmt, timestamps=info.timestamps)
         self.audio = input if info.has_audio and config.audio else None  # copied as it is (its span: plan's)
+        if self.audio is not None and is_frame_folder(output):
+            log.warning("%s: PNG frames hold no audio: the audio of %s is left out", output, input)
+            self.audio = None
         self.writer = files.video(output, info.fps, audio_from=self.audio, audio_span=plan.audio_span, **video)
         self.preview = None if preview is None else files.video(preview, info.fps, **video)
         self.condition_writers = {kind: files.video(path, info.fps, **video) for kind, path in condition_paths.items()}
