@@ -236,3 +236,24 @@ def test_a_bad_frame_folder_is_one_error_line(tmp_path, case, message):
                                       "--no-progress"])
     assert one_error_line(result, 1) == f"error: {message} ({folder})"
     assert not out.exists()
+
+
+# ------------------------------------------------------------------------------ batch
+@pytest.mark.slow  # two batches: ~15 s on 2 cores
+def test_batch_applies_the_output_options_to_every_clip(tiny_models, samples, tmp_path):
+    import shutil
+
+    in_dir, out_dir = tmp_path / "in", tmp_path / "out"
+    (in_dir / "stills").mkdir(parents=True)
+    shutil.copy(samples / AUDIO_CLIP, in_dir / "walk.mp4")
+    Image.new("RGB", (40, 32), (90, 10, 10)).save(in_dir / "stills" / "a.png")
+    args = ["batch", str(in_dir), str(out_dir), *tiny_args(tiny_models)]
+    result = CliRunner().invoke(cli, [*args, "--fps", "12", "--no-audio", "--pix-fmt", "yuv444p"])
+    assert result.exit_code == 0, result.output
+    read = video_stream(out_dir / "walk.mp4")
+    assert (read["frames"], read["fps"], read["audio"], read["pix_fmt"]) == (3, Fraction(12), False, "yuv444p")
+    assert Image.open(out_dir / "stills" / "a.png").size == (40, 32)  # a still stays a still
+    result = CliRunner().invoke(cli, args)  # the default options are another config: every item is redone
+    assert result.exit_code == 0, result.output
+    read = video_stream(out_dir / "walk.mp4")
+    assert (read["frames"], read["fps"], read["audio"], read["pix_fmt"]) == (3, Fraction(24), True, "yuv420p")
