@@ -167,6 +167,28 @@ def test_a_failed_frame_output_leaves_nothing_and_an_earlier_one_untouched(tiny_
     assert len(list(frames.iterdir())) == 3 and leftovers(tmp_path) == []
 
 
+def test_png_frames_round_trip_exactly_through_a_frame_folder(tmp_path):
+    from vidreal.io import write_video
+
+    frames = np.random.default_rng(0).integers(0, 256, (11, 9, 7, 3), dtype=np.uint8)  # odd sizes kept
+    folder = write_video(tmp_path / "frames", frames, fps=24, audio_from=tmp_path / "ignored.wav")
+    assert len(list(folder.iterdir())) == 11 and (folder / "frame_000010.png").is_file()
+    clip = read_video(folder)  # frame_000010 after frame_000009, the default rate
+    assert np.array_equal(clip.frames, frames) and clip.fps == 24 and not clip.has_audio
+    assert leftovers(tmp_path) == []
+
+
+def test_an_odd_size_in_a_pix_fmt_asked_for_is_padded_not_switched(tmp_path, caplog):
+    from vidreal.io import write_video
+
+    frames = np.zeros((2, 16, 33, 3), np.uint8)
+    write_video(tmp_path / "default.mp4", frames, 24)  # libx264's usual yuv420p: yuv444p, size kept (as before)
+    write_video(tmp_path / "asked.mp4", frames, 24, pix_fmt="yuv422p")
+    assert video_stream(tmp_path / "default.mp4")["pix_fmt"] == "yuv444p" and probe(tmp_path / "default.mp4").width == 33
+    assert video_stream(tmp_path / "asked.mp4")["pix_fmt"] == "yuv422p" and probe(tmp_path / "asked.mp4").width == 34
+    assert any("padded to 34x16" in r.getMessage() for r in caplog.records)
+
+
 def test_a_folder_holding_other_files_is_not_an_output(tmp_path, samples):
     folder = tmp_path / "mine"
     folder.mkdir()
