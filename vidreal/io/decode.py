@@ -21,7 +21,7 @@ import decord
 import numpy as np
 
 from vidreal.checks import positive_int, rate
-from vidreal.errors import ConfigError, InputError
+from vidreal.errors import InputError
 from vidreal.io.images import _image_size, _read_image, natural_key
 from vidreal.runtime import IMAGE_EXTS, VIDEO_EXTS, first_line
 
@@ -230,14 +230,11 @@ class FrameFolder:
     (``frame_2.png`` before ``frame_10.png``) at ``fps`` (default :data:`FOLDER_FPS`), without audio.
     ``info`` reads only the files' headers; :meth:`chunks` decodes a chunk at a time.
     InputError (one line) for an empty folder, a folder without images, another file among the
-    images, or images of different sizes."""
+    images, or images of different sizes; ConfigError for a bad ``fps``."""
 
     def __init__(self, path, fps=None):
         self.path = Path(path)
-        try:
-            fps = FOLDER_FPS if fps is None else rate("fps", fps)
-        except ConfigError as exc:
-            raise InputError(exc.message, self.path) from None
+        fps = FOLDER_FPS if fps is None else rate("fps", fps)  # ConfigError for a bad one
         self.files = _list_frames(self.path)
         width, height = _image_size(self.files[0])
         for file in self.files[1:]:
