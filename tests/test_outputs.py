@@ -111,7 +111,7 @@ def test_pix_fmt_is_the_files(tiny_models, samples, tmp_path):
     (["--codec", "libx264rgb", "--pix-fmt", "yuv420p"], "valid: bgr0, bgr24, rgb24"),
     (["--fps", "0"], "output_fps must be a positive frame rate"),
     (["--fps", "fast"], "output_fps must be a positive frame rate"),
-])
+], ids=["rgb24-libx264", "yuv420p-libx264rgb", "fps-0", "fps-word"])
 def test_bad_output_values_are_one_usage_error_before_any_model(tmp_path, samples, verb, flags, message):
     inputs = [str(samples / AUDIO_CLIP), "-o", str(tmp_path / "out" / "o.mp4")] if verb == "translate" \
         else [str(samples), str(tmp_path / "out")]
@@ -239,7 +239,7 @@ def test_frame_folder_translates_to_a_clip_at_the_given_rate(tiny_models, tmp_pa
                      "images only"),
     ("empty", "the folder is empty, expected a video or image file or a folder of images"),
     ("no images", "is a folder, expected a video or image file"),
-])
+], ids=["mixed-sizes", "not-an-image", "empty", "no-images"])
 def test_a_bad_frame_folder_is_one_error_line(tmp_path, case, message):
     folder = tmp_path / "renders"
     if case == "empty":
