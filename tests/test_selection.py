@@ -21,7 +21,7 @@ from vidreal.batch import read_manifest, run_batch
 from vidreal.batch.estimate import estimate_batch
 from vidreal.batch.executors import plan_workers
 from vidreal.cli import cli
-from vidreal.config import LATER_KEYS, load_config
+from vidreal.config import LATER_KEYS, UNSET_KEYS, load_config
 from vidreal.errors import ConfigError, InputError
 from vidreal.progress import DatasetRate
 
@@ -113,7 +113,7 @@ def test_values_wrong_for_this_clip_are_input_errors(kw, message):
 def test_config_normalises_and_hashes_the_selection():
     default = load_config()
     data = default.to_dict()
-    for key in ("device", "compile", "kv_cache", "vae", *LATER_KEYS, *selection.KEYS):  # LATER_KEYS: unset
+    for key in ("device", "compile", "kv_cache", *UNSET_KEYS, *LATER_KEYS, *selection.KEYS):  # unset (vae, output keys)
         data.pop(key)
     # every frame kept: the hash configs had before selection existed (old manifests stay valid)
     assert default.fingerprint() == hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

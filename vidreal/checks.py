@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
+from fractions import Fraction
 
 from vidreal.errors import ConfigError
 
@@ -103,3 +104,37 @@ def crf(codec: str, value) -> int:
     """``value`` as a crf for ``codec``: an integer 0..51 (codecs that take none ignore it, in range)."""
     return positive_int("crf", value, minimum=0, maximum=CRF_MAX,
                         hint="" if codec in CRF_CODECS else f" ({codec} ignores it)")
+
+
+def rate(name: str, value, *, none: bool = False) -> Fraction | None:
+    """A frame rate as written by a user (``30``, ``"29.97"``, ``"30000/1001"``, YAML's 12.5) -> an exact
+    positive Fraction; None passes when ``none``. A decimal that is an NTSC rate rounded to the digits
+    written (N x 1000/1001: 23.976, 29.97, 59.94) is that rate exactly; other decimals are read as
+    written (12.5 = 25/2)."""
+    if value is None and none:
+        return None
+    text = str(value).strip() if isinstance(value, (str, numbers.Real)) and not isinstance(value, bool) else ""
+    try:
+        fps = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        fps = None
+    if fps is None or fps <= 0:
+        raise ConfigError(f"{name} must be a positive frame rate such as 24, 29.97 or 30000/1001, got {value!r}")
+    if "/" not in text and fps.denominator != 1:  # a decimal: NTSC when it reads as one
+        ntsc = Fraction(round(fps * Fraction(1001, 1000)) * 1000, 1001)
+        digits = len(text.partition(".")[2]) if "e" not in text.lower() else 0
+        if digits and round(ntsc, digits) == fps:
+            fps = ntsc
+    return fps
+
+
+def pix_fmt(codec: str, value, formats) -> str | None:
+    """``value`` if it is one of ``formats``, the pixel formats ``codec`` encodes (None passes: the
+    codec's usual one); else ConfigError naming the valid ones."""
+    if value is None:
+        return None
+    formats = list(formats)
+    if isinstance(value, str) and value in formats:
+        return value
+    raise ConfigError(f"pix_fmt {value!r} is not one {codec} encodes; valid: {', '.join(formats)}"
+                      f"{did_you_mean(value, formats)}")

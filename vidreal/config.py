@@ -77,6 +77,10 @@ class TranslateConfig:
     conditions: dict[str, dict] = field(default_factory=dict)  # kind -> detector options, e.g. {canny: {low_threshold: 50}}
     codec: str = "libx264"
     crf: int = 18
+    pix_fmt: str | None = None  # encoder pixel format, one the codec takes (yuv420p, yuv444p, ...); None = the codec's usual
+    output_fps: str | None = None  # force the output's rate ("30", "29.97", "30000/1001"): same frames, new timing
+    audio: bool = True  # copy the input's audio into a video output
+    input_fps: str | None = None  # rate of a frame-folder input (None: 24); files ignore it
     prompts_file: str | None = None  # per-item prompts (vidreal caption output); replaces prompt
     # ControlNet timing (structure): fractions of the denoising schedule where the ControlNets
     # act, one number for all or {kind: number}; guess mode (ControlNets on the conditional half only)
@@ -127,7 +131,11 @@ class TranslateConfig:
                               f"got {self.controlnets!r}")
         if not isinstance(self.embeddings, (list, tuple)) or not all(isinstance(e, (str, Path)) for e in self.embeddings):
             raise ConfigError(f"embeddings must be a list of FILE[:TOKEN], got {self.embeddings!r}")
-        _check_codec(self.codec, self.crf)
+        _check_codec(self.codec, self.crf, self.pix_fmt)
+        for name in ("output_fps", "input_fps"):  # written one way: "30000/1001", "24"
+            fps = checks.rate(name, getattr(self, name), none=True)
+            setattr(self, name, None if fps is None else str(fps))
+        checks.flag("audio", self.audio)
         options = TranslateOptions.from_config(self)
         options.per_kind(self.controlnets)  # the ControlNet kinds that scales and timings name
         self.scheduler = options.scheduler  # an alias (a diffusers class, a ComfyUI name): vidreal's name
@@ -158,8 +166,9 @@ class TranslateConfig:
         data = self.to_dict()
         for key in ("device", "compile", "kv_cache"):  # where and how fast (up to rounding)
             data.pop(key)
-        if data["vae"] is None:  # the model's own VAE: the hash of configs before the key existed
-            data.pop("vae")
+        for key in UNSET_KEYS:  # at their defaults: the hash of configs before the keys existed
+            if data[key] == _default(key):
+                data.pop(key)
         from vidreal.selection import KEYS, is_active
 
         if not is_active(*(data[key] for key in KEYS)):  # every frame: the hash of configs before selection existed
@@ -257,6 +266,8 @@ FIELDS = {f.name: f for f in dataclasses.fields(TranslateConfig)}
 OPTION_KEYS = [name for name in FIELDS if name in TranslateOptions.__dataclass_fields__ and name != "kv_cache"]
 # keys that did not exist when the first batches were hashed: they count only when set
 LATER_KEYS = ("keyframe_max_gap", "keyframe_threshold", "flow_method", "flow_size", "deepcache_interval")
+# other keys added since, that count only when not at their defaults
+UNSET_KEYS = ("vae", "pix_fmt", "output_fps", "audio", "input_fps")
 
 
 def _default(name: str):
@@ -264,16 +275,18 @@ def _default(name: str):
     return field_.default_factory() if field_.default_factory is not dataclasses.MISSING else field_.default
 
 
-def _check_codec(codec, crf) -> None:
-    """ConfigError unless ``codec`` names a video encoder here and ``crf`` is in its range."""
+def _check_codec(codec, crf, pix_fmt=None) -> None:
+    """ConfigError unless ``codec`` names a video encoder here, ``crf`` is in its range and
+    ``pix_fmt`` (None: the codec's usual) is a pixel format it encodes."""
     import av
 
     checks.string("codec", codec)
     try:
-        av.codec.Codec(codec, "w")
+        encoder = av.codec.Codec(codec, "w")
     except Exception:  # av.codec.codec.UnknownCodecError, or a decoder only
         raise ConfigError(f"unknown video codec {codec!r}; e.g. libx264, libx264rgb, ffv1, mpeg4") from None
     checks.crf(codec, crf)
+    checks.pix_fmt(codec, pix_fmt, [f.name for f in encoder.video_formats or ()])
 
 
 def _check_keys(keys, where: str) -> None:

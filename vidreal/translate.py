@@ -20,7 +20,7 @@ import numpy as np
 
 from vidreal import selection
 from vidreal.config import TranslateConfig, record_path, write_config
-from vidreal.io import OutputFiles, check_output, open_media, resize_frames
+from vidreal.io import OutputFiles, check_output, is_frame_folder, open_media, resize_frames
 from vidreal.stages import Stages
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,9 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
             (and each frame's time for a variable-frame-rate input). An image input gives an
             image (an image output path). The config's frame selection (``start``, ``end``,
             ``every``, ``max_frames``; ``vidreal.selection``) keeps only some frames: only those
-            are decoded, the output runs at fps / every, its audio covers the kept span.
+            are decoded, the output runs at fps / every, its audio covers the kept span. The config's
+            output options: ``output_fps`` (the same frames at that rate; the audio copied as it is),
+            ``audio`` (False: left out), ``pix_fmt`` (the encoder's pixel format).
         config: a TranslateConfig (defaults when None).
         translator: a loaded ``Translator`` (loaded from ``config`` when None; pass one to reuse it).
         preview: optional path of a side-by-side video/image (source | conditions | output).
@@ -102,15 +104,15 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
     start = time.perf_counter()
     config = config or TranslateConfig()
     input, output = Path(input), Path(output)
-    media = open_media(input)  # the only time the input is opened
+    media = open_media(input, fps=config.input_fps)  # the only time the input is opened
     plan = selection.select(media.info, **selection.of(config))  # before any model loads
-    info = plan.info  # what is written: the kept frames, at fps / every
+    info = output_info(plan.info, config)  # what is written: the kept frames, at fps / every or output_fps
     check_output(output, info)
     if preview is not None:
         check_output(preview, info)
     kinds = list(translator.controlnet_names if translator is not None else config.controlnets)
     prompt = Prompts(config, input.parent).for_path(input) if prompt is None else prompt
-    ext = output.suffix if info.is_image else ".mp4"
+    ext = (output.suffix or ".png") if info.is_image else ".mp4"
     condition_paths = {} if save_conditions is None else {
         kind: Path(save_conditions) / f"{output.stem}.{kind}{ext}" for kind in kinds}
     if info.timestamps is not None:
@@ -123,7 +125,7 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
                  info.height, f" @ {float(info.fps):.3f} fps" if info.fps else "", work[1], work[0],
                  config.consistency, prompt)
         files = stack.enter_context(OutputFiles())
-        encoder = _Encoder(files, stack, input, output, plan, config, kinds, preview, condition_paths, metrics,
+        encoder = _Encoder(files, stack, input, output, plan, info, config, kinds, preview, condition_paths, metrics,
                            structure)
         people = _keypoints_log(keypoints, kinds, info, work)
         stats = encoder.stats  # keyframes, propagated frames, frame memory size (Translator.stream)
@@ -156,6 +158,8 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
             write_config(record_path(output), _as_run(config, translator), files=files, extra={
                 "input": str(input), "prompt": prompt, "frames": info.n_frames,
                 "fps": None if info.fps is None else str(info.fps),
+                **({"source_fps": str(plan.info.fps)} if info.fps != plan.info.fps else {}),
+                "audio": encoder.audio is not None,
                 "timestamps": "kept (variable frame rate)" if info.timestamps is not None else None,
                 **({"selection": plan.summary()} if plan.active else {}),
                 "seconds": round(result.seconds, 3),
@@ -169,6 +173,15 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
 
 
 DTYPE_NAMES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}  # torch's -> the config's
+
+
+def output_info(info, config: TranslateConfig):
+    """The ``VideoInfo`` of what a run writes from the kept frames ``info``: ``config.output_fps``,
+    when set, is the clip's rate (the same frames with new timing: none added or dropped, a variable
+    frame rate's own frame times dropped); a still image stays a still."""
+    if config.output_fps is None or info.fps is None:
+        return info
+    return dataclasses.replace(info, fps=Fraction(config.output_fps), timestamps=None)
 
 
 def _as_run(config: TranslateConfig, translator) -> TranslateConfig:
@@ -234,14 +247,16 @@ class _Encoder:
     """The encoding stage: writes each output chunk (output, preview, condition maps) and scores it
     (metrics, structure) against its source frames, which wait in :attr:`waiting` meanwhile."""
 
-    def __init__(self, files, stack, input, output, plan, config, kinds, preview, condition_paths, metrics,
+    def __init__(self, files, stack, input, output, plan, info, config, kinds, preview, condition_paths, metrics,
                  structure):
         from vidreal.metrics import MetricsStream
 
-        info = plan.info
-        video = dict(codec=config.codec, crf=config.crf, timestamps=info.timestamps)
-        self.writer = files.video(output, info.fps, audio_from=input if info.has_audio else None,
-                                  audio_span=plan.audio_span, **video)
+        video = dict(codec=config.codec, crf=config.crf, pix_fmt=config.pix_fmt, timestamps=info.timestamps)
+        self.audio = input if info.has_audio and config.audio else None  # copied as it is (its span: plan's)
+        if self.audio is not None and is_frame_folder(output):
+            log.warning("%s: PNG frames hold no audio: the audio of %s is left out", output, input)
+            self.audio = None
+        self.writer = files.video(output, info.fps, audio_from=self.audio, audio_span=plan.audio_span, **video)
         self.preview = None if preview is None else files.video(preview, info.fps, **video)
         self.condition_writers = {kind: files.video(path, info.fps, **video) for kind, path in condition_paths.items()}
         self.metrics = None if not metrics else stack.enter_context(MetricsStream())

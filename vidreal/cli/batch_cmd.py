@@ -17,6 +17,7 @@ Examples:
   vidreal batch syn out --executor ray --ray-address auto --gpus-per-worker 1
   vidreal batch syn out --min-edge-f1 0.3 --min-pose-pck 0.5 --sheet out/sheet.png
   vidreal batch syn out --config configs/rocog.yaml --every 5 --max-frames 16 --estimate
+  vidreal batch syn out --fps 30 --no-audio --pix-fmt yuv444p    # every clip: same frames at 30 fps, no sound
 """)
 @click.argument("in_dir", type=click.Path(file_okay=False))
 @click.argument("out_dir", type=click.Path(file_okay=False))
@@ -54,7 +55,9 @@ def batch(in_dir, out_dir, config, config_path, progress, estimate, **options):
     exit code is 1 when any item failed. The --config file's `batch:` section may set the options
     below (keys with underscores, e.g. list_file, gpus_per_worker); flags override it.
     --start/--end/--every/--max-frames select the frames of every clip (part of the config hash:
-    changing them redoes the items). --estimate says how long the batch would take.
+    changing them redoes the items). --fps, --no-audio and --pix-fmt apply to every clip (in the hash too).
+    Items and outputs are files: a folder of frames in IN_DIR is read as separate images.
+    --estimate says how long the batch would take.
     """
     from vidreal.batch import check_settings, run_batch
     from vidreal.config import BATCH_KEYS, merge_settings, read_section

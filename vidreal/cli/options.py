@@ -108,7 +108,8 @@ def _loras(values):
     return values[0] if len(values) == 1 else list(values)
 
 
-SHOWN_DEFAULTS = {"device": "auto", "dtype": "auto"}  # config None means auto-detect
+SHOWN_DEFAULTS = {"device": "auto", "dtype": "auto", "output_fps": "the input's",
+                  "audio": "audio"}  # config None means auto-detect
 
 CANNY_OPTIONS = [  # deprecated spellings of --condition canny.low_threshold=N / canny.high_threshold=N: not in --help
     option("--canny-low", type=click.IntRange(0, 255), hidden=True, help="Canny low threshold."),
@@ -217,6 +218,13 @@ def translate_options(func):
         *SELECTION_OPTIONS,
         click.option("--codec", help="Video codec for outputs."),
         click.option("--crf", type=int, help="Video quality, lower is better."),
+        click.option("--pix-fmt", "pix_fmt", metavar="NAME",
+                     help="Pixel format of video outputs, one the codec takes: yuv420p, yuv422p, yuv444p (libx264), "
+                          "rgb24 (libx264rgb), ...; default: the codec's usual (an odd size makes libx264's yuv444p)."),
+        click.option("--fps", "output_fps", metavar="RATE",
+                     help="Force the output's frame rate, e.g. 30, 29.97 (= 30000/1001) or 30000/1001: the same frames "
+                          "with new timing (none added or dropped; the audio is copied as it is)."),
+        click.option("--audio/--no-audio", "audio", default=None, help="Copy the input's audio into the output."),
         click.option("--prompts-file", type=click.Path(dir_okay=False), help="Per-item prompts (from `vidreal caption`)."),
         click.option("--control-start", "control_start", multiple=True, metavar="F|KIND=F",
                      help="Fraction of the denoising steps where the ControlNets start acting; per kind with KIND=F."),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from vidreal.cli.common import progress_option, status
+from vidreal.cli.common import option, progress_option, status
 from vidreal.cli.options import translate_options
 
 
@@ -19,16 +19,24 @@ Examples:
   vidreal translate clip.mp4 -o out.mp4 --lora style.safetensors:0.8 --lora detail.safetensors:0.4
   vidreal translate car.png -o car_real.png --config configs/visda.yaml --controlnet canny=./cn-canny
   vidreal translate clip.mp4 -o out.mp4 --start 2.5s --end 10s --every 5   # 24 fps: frames 60, 65, ..., 235
+  vidreal translate clip.mp4 -o out.mp4 --fps 30 --no-audio --pix-fmt yuv444p   # same frames at 30 fps, no sound
+  vidreal translate clip.mp4 -o out/frames     # PNG frames out/frames/frame_000000.png, ...
+  vidreal translate renders/ -o out.mp4 --input-fps 30000/1001   # a folder of images in, a video out
 """)
 @click.argument("input", type=click.Path(dir_okay=True))
-@click.option("-o", "--output", required=True, type=click.Path(), help="Output video or image file.")
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="Output video or image file, or a folder (a name without extension) for PNG frames "
+                   "frame_000000.png, ... (the record goes beside it: FOLDER.vidreal.yaml).")
 @translate_options
+@option("--input-fps", "input_fps", metavar="RATE", show_default="24",
+        help="Frame rate of an INPUT that is a folder of images (read in natural order of names).")
 @click.option("--preview", type=click.Path(), help="Also write a side-by-side video: source | conditions | output.")
 @click.option("--save-conditions", type=click.Path(file_okay=False), help="Folder for the condition maps.")
 @click.option("--metrics", is_flag=True, help="Compute consistency/fidelity metrics into OUTPUT.vidreal.yaml.")
 @progress_option()
 def translate(input, output, config, preview, save_conditions, metrics, progress):
-    """Translate a synthetic video (or image) INPUT to look real, keeping fps, frames and audio."""
+    """Translate a synthetic video (or image, or folder of images) INPUT to look real, keeping fps, frames
+    and audio."""
     from vidreal.metrics.report import format_table
     from vidreal.translate import record_path, translate_file
 

@@ -1,4 +1,4 @@
-"""Atomic writes: a file appears at its path whole, or not at all."""
+"""Atomic writes: a file (or a folder of frames) appears at its path whole, or not at all."""
 from __future__ import annotations
 
 import os
@@ -42,3 +42,51 @@ def atomic_output(path) -> Iterator[Path]:
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_folder(path, check=None) -> Iterator[Path]:
+    """Yield a new empty folder beside ``path``; it becomes ``path`` when the block succeeds.
+
+    The temporary name is ``.<name>.tmp-<random>`` in the same folder. A folder already at ``path``
+    is replaced: ``check(path)`` (when given) is called first and may raise to keep it; it is then
+    moved aside (``.<name>.old-<random>``), the new folder renamed onto ``path`` and the old one
+    removed. On any exception - KeyboardInterrupt included - the temporary folder is removed and
+    ``path`` is left as it was. A missing parent folder is created. OutputError when the parent
+    cannot be created or ``path`` is a file.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError("output path is a file, expected a folder", path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+        tmp.mkdir()
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder ({first_line(exc)})", path.parent) from exc
+    try:
+        yield tmp
+        if path.exists() and check is not None:
+            check(path)
+        try:
+            _swap_folder(tmp, path)
+        except OSError as exc:
+            raise OutputError(f"cannot move the folder into place ({first_line(exc)})", path) from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _swap_folder(new: Path, path: Path) -> None:
+    """Rename the folder ``new`` onto ``path``; a folder there is moved aside first, then removed."""
+    if not path.exists():
+        os.rename(new, path)
+        return
+    old = path.with_name(f".{path.name}.old-{secrets.token_hex(4)}")
+    os.rename(path, old)
+    try:
+        os.rename(new, path)
+    except BaseException:
+        os.rename(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

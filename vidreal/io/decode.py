@@ -1,8 +1,11 @@
-"""Reading media: probe a video or image, decode its frames whole, in chunks or by index.
+"""Reading media: probe a video, an image or a folder of images, decode its frames whole, in chunks
+or by index.
 
 Videos are probed with PyAV first (safe on junk, exact frame rate), then decoded with decord;
 PyAV takes over where decord 0.6 fails (a few tiny widths). Stills are read by
-:mod:`vidreal.io.images`. Every failure on a bad input raises a one-line InputError.
+:mod:`vidreal.io.images`. A folder of images (:class:`FrameFolder`) is a clip whose frames are its
+files in natural order of names, at a rate given (default :data:`FOLDER_FPS`). Every failure on a
+bad input raises a one-line InputError.
 """
 from __future__ import annotations
 
@@ -17,12 +20,13 @@ import av
 import decord
 import numpy as np
 
-from vidreal.checks import positive_int
+from vidreal.checks import positive_int, rate
 from vidreal.errors import InputError
-from vidreal.io.images import _image_size, _read_image
+from vidreal.io.images import _image_size, _read_image, natural_key
 from vidreal.runtime import IMAGE_EXTS, VIDEO_EXTS, first_line
 
 decord.logging.set_level(decord.logging.QUIET)  # its FFmpeg prints "[h264 @ 0x...]" lines on bad data
+FOLDER_FPS = Fraction(24)  # the rate of a folder of images when none is given
 
 
 @dataclass
@@ -56,12 +60,15 @@ def is_image_path(path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTS
 
 
-def probe(path) -> VideoInfo:
-    """Frame count, exact fps, size and audio presence of a video or image, without decoding it.
+def probe(path, fps=None) -> VideoInfo:
+    """Frame count, exact fps, size and audio presence of a video, image or folder of images
+    (``fps``: its rate, default :data:`FOLDER_FPS`; files ignore it), without decoding it.
 
     Raises InputError on a missing, empty, corrupt or unsupported file, or a video without frames.
     """
     path = _check_input(path)
+    if path.is_dir():
+        return FrameFolder(path, fps).info
     if is_image_path(path):
         return _probe_image(path)
     info, _ = _open_video(path)
@@ -69,14 +76,17 @@ def probe(path) -> VideoInfo:
 
 
 class Media:
-    """A video or image file opened once: ``info`` (:class:`VideoInfo`) at once, frames by
-    :meth:`chunks`. Made by :func:`open_media`; the file is validated there."""
+    """A video, image or folder of images opened once: ``info`` (:class:`VideoInfo`) at once, frames
+    by :meth:`chunks`. Made by :func:`open_media`; the input is validated there."""
 
-    def __init__(self, path):
+    def __init__(self, path, fps=None):
         path = _check_input(path)
         self.path = path
-        self._image = self._reader = None
-        if is_image_path(path):
+        self._image = self._reader = self._folder = None
+        if path.is_dir():
+            self._folder = FrameFolder(path, fps)
+            self.info = self._folder.info
+        elif is_image_path(path):
             self._image = _read_image(path)
             height, width = self._image.shape[:2]
             self.info = VideoInfo(path, 1, None, width, height, False, True)
@@ -99,13 +109,16 @@ class Media:
                                  f"got {indices!r}")
         if self._image is not None:
             return iter([self._image[None]])
+        if self._folder is not None:
+            return self._folder.chunks(int(chunk_size), indices)
         return _iter_chunks(self.path, self._reader, self.info.n_frames, int(chunk_size), indices)
 
 
-def open_media(path) -> Media:
-    """Open a video or image once: ``media.info`` is what :func:`probe` says, ``media.chunks(n)``
-    yields what :func:`iter_video` yields. Raises InputError as :func:`probe` does."""
-    return Media(path)
+def open_media(path, fps=None) -> Media:
+    """Open a video, image or folder of images once: ``media.info`` is what :func:`probe` says,
+    ``media.chunks(n)`` yields what :func:`iter_video` yields (``fps``: a folder's rate, default
+    :data:`FOLDER_FPS`). Raises InputError as :func:`probe` does."""
+    return Media(path, fps)
 
 
 def read_video(path) -> Clip:
@@ -138,6 +151,8 @@ def quick_probe(path) -> VideoInfo:
     (``vidreal batch --estimate``). The count is the container's, which decord's may rarely differ
     from. Raises InputError as :func:`probe` does for a file that cannot be opened."""
     path = _check_input(path)
+    if path.is_dir():
+        return FrameFolder(path).info
     if is_image_path(path):
         return _probe_image(path)
     return _container_info(path)
@@ -155,7 +170,10 @@ def read_frames(path, indices) -> np.ndarray:
     if indices.ndim != 1 or indices.size == 0 or not np.issubdtype(indices.dtype, np.integer):
         raise ValueError(f"indices must be a non-empty 1-D sequence of integers, got {indices!r}")
     path = _check_input(path)
-    if is_image_path(path):
+    folder = FrameFolder(path) if path.is_dir() else None
+    if folder is not None:
+        n_frames, reader = folder.info.n_frames, None
+    elif is_image_path(path):
         n_frames, reader = 1, None
     else:
         info, reader = _open_video(path)
@@ -163,6 +181,8 @@ def read_frames(path, indices) -> np.ndarray:
     if indices.min() < 0 or indices.max() >= n_frames:
         raise ValueError(f"indices must lie in [0, {n_frames}), got {indices.min()}..{indices.max()} ({path})")
     unique, inverse = np.unique(indices, return_inverse=True)
+    if folder is not None:
+        return np.concatenate(list(folder.chunks(64, unique)))[inverse]
     if reader is None:
         return _read_image(path)[None][inverse]
     try:
@@ -186,8 +206,8 @@ def _check_input(path) -> Path:
                     raise InputError("symlink loop: the link points back to itself", path) from None
             raise InputError(f"broken symlink: it points to {os.readlink(path)}, which does not exist", path)
         raise InputError("file not found", path)
-    if path.is_dir():
-        raise InputError("is a folder, expected a video or image file", path)
+    if path.is_dir():  # a folder of images: FrameFolder checks it
+        return path
     if not path.is_file():  # opening a FIFO would block forever
         raise InputError("not a regular file (a pipe, socket or device), expected a video or image file", path)
     ext = path.suffix.lower()
@@ -202,6 +222,60 @@ def _check_input(path) -> Path:
     except PermissionError:
         raise InputError("permission denied: cannot read the file", path) from None
     return path
+
+
+class FrameFolder:
+    """A folder of images read as a clip: every visible entry (hidden names are skipped) must be an
+    image (:data:`IMAGE_EXTS`) of one size; the frames are the files in natural order of names
+    (``frame_2.png`` before ``frame_10.png``) at ``fps`` (default :data:`FOLDER_FPS`), without audio.
+    ``info`` reads only the files' headers; :meth:`chunks` decodes a chunk at a time.
+    InputError (one line) for an empty folder, a folder without images, another file among the
+    images, or images of different sizes; ConfigError for a bad ``fps``."""
+
+    def __init__(self, path, fps=None):
+        self.path = Path(path)
+        fps = FOLDER_FPS if fps is None else rate("fps", fps)  # ConfigError for a bad one
+        self.files = _list_frames(self.path)
+        width, height = _image_size(self.files[0])
+        for file in self.files[1:]:
+            self._check_size(file, _image_size(file), (width, height))
+        self.info = VideoInfo(self.path, len(self.files), fps, width, height, False, False)
+
+    def chunks(self, chunk_size: int, indices=None) -> Iterator[np.ndarray]:
+        """uint8 (n, H, W, 3) RGB chunks of ``chunk_size`` frames (of ``indices``, increasing frame
+        numbers, when given)."""
+        keep = np.arange(self.info.n_frames) if indices is None else np.asarray(indices)
+        size = (self.info.width, self.info.height)
+        for start in range(0, len(keep), chunk_size):
+            frames = []
+            for index in keep[start:start + chunk_size]:
+                frame = _read_image(self.files[index])
+                self._check_size(self.files[index], (frame.shape[1], frame.shape[0]), size)
+                frames.append(frame)
+            yield np.stack(frames)
+
+    def _check_size(self, file: Path, size: tuple[int, int], first: tuple[int, int]) -> None:
+        if size != first:
+            raise InputError(f"{file.name} is {size[0]}x{size[1]}, {self.files[0].name} is {first[0]}x{first[1]}: "
+                             "the images of a frame folder must all have one size", self.path)
+
+
+def _list_frames(folder: Path) -> list[Path]:
+    """The images of a frame folder in natural order of names (see :class:`FrameFolder`)."""
+    try:
+        entries = [entry for entry in folder.iterdir() if not entry.name.startswith(".")]
+    except PermissionError:
+        raise InputError("permission denied: cannot list the folder", folder) from None
+    if not entries:
+        raise InputError("the folder is empty, expected a video or image file or a folder of images", folder)
+    images = [entry for entry in entries if entry.suffix.lower() in IMAGE_EXTS and entry.is_file()]
+    if not images:
+        raise InputError("is a folder, expected a video or image file", folder)
+    others = sorted({entry.name for entry in entries} - {image.name for image in images}, key=natural_key)
+    if others:
+        raise InputError(f"{others[0]!r} is not an image ({' '.join(sorted(IMAGE_EXTS))}): a frame folder holds "
+                         "images only", folder)
+    return sorted(images, key=lambda entry: (natural_key(entry.name), entry.name))
 
 
 def _probe_image(path: Path) -> VideoInfo:

@@ -13,9 +13,9 @@ import av
 import numpy as np
 
 from vidreal.errors import InputError, OutputError
-from vidreal.io.atomic import atomic_output
+from vidreal.io.atomic import atomic_folder, atomic_output
 from vidreal.io.audio import _AudioCopy, _close_quietly
-from vidreal.io.images import _save_image
+from vidreal.io.images import _save_frame, _save_image, check_frame_folder, is_frame_folder
 from vidreal.runtime import IMAGE_EXTS, VIDEO_EXTS, check_frames, first_line
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ _VFR_TIME_BASE = Fraction(1, 90000)  # pts unit when frames keep their own times
 
 
 def write_video(path, frames, fps=None, audio_from=None, codec: str = "libx264", crf: int = 18,
-                timestamps=None, audio_span=None) -> Path:
+                timestamps=None, audio_span=None, pix_fmt: str | None = None) -> Path:
     """Encode frames to ``path`` atomically and return ``path``.
 
     frames: uint8 (T, H, W, 3) RGB array, or an iterable of uint8 (H, W, 3) frames / (n, H, W, 3)
@@ -42,16 +42,23 @@ def write_video(path, frames, fps=None, audio_from=None, codec: str = "libx264",
     codec, crf: PyAV encoder name (libx264 yuv420p by default; libx264rgb, mpeg4, ffv1, png, ...)
         and x264's constant rate factor 0..51 (0 = lossless for libx264rgb; ignored by codecs
         without crf).
+    pix_fmt: the encoder's pixel format, one ``codec`` takes (``av.codec.Codec(codec, "w").video_formats``);
+        None: the codec's usual (yuv420p for libx264, rgb24 for libx264rgb, ...).
     timestamps: optional float seconds of each frame (a variable-frame-rate source's
         ``VideoInfo.timestamps``): frames keep these times; ``fps`` is then only the nominal rate.
     audio_span: optional ``(t0, t1)`` seconds of ``audio_from``'s audio to keep, counted from
         its first video frame (a frame selection's ``vidreal.selection.Plan.audio_span``); the
         kept audio starts at 0 in the output. Cut at packet boundaries (a few tens of ms) when
         the audio is copied as it is, at decoded-frame boundaries when it is transcoded.
-    Odd sizes are kept (libx264 switches to yuv444p); other yuv420p codecs pad them by one
-    edge-replicated pixel (right/bottom) and log a warning.
-    An image extension writes a still with Pillow; it needs exactly one frame (fps and
-    audio_from are ignored there).
+    Odd sizes are kept (libx264 switches from its usual yuv420p to yuv444p); where the pixel format
+    halves the colour in that direction otherwise (other codecs' yuv420p, a ``pix_fmt`` asked for
+    such as yuv420p or yuv422p), frames are padded by one edge-replicated pixel (right/bottom) and a
+    warning is logged.
+    An image extension writes a still with Pillow; it needs exactly one frame. A path without an
+    extension is a folder of PNG frames ``frame_000000.png``, ... (written into a temporary folder
+    beside it, renamed onto it at the end; an existing folder there is replaced only when it is
+    empty or holds nothing but such frames). Stills and frame folders ignore fps, audio, codec, crf
+    and pix_fmt.
     Raises ValueError on bad arguments, InputError on a bad ``audio_from``, OutputError when the
     file cannot be written.
     """
@@ -61,14 +68,15 @@ def write_video(path, frames, fps=None, audio_from=None, codec: str = "libx264",
         raise InputError("frames must be a uint8 (T, H, W, 3) array or an iterable of frames, "
                          f"got {type(frames).__name__}")
     with VideoWriter(path, fps, audio_from=audio_from, codec=codec, crf=crf, timestamps=timestamps,
-                     audio_span=audio_span) as writer:
+                     audio_span=audio_span, pix_fmt=pix_fmt) as writer:
         for item in [frames] if isinstance(frames, np.ndarray) else frames:
             writer.write(item)
     return writer.path
 
 
 class VideoWriter:
-    """Writes a video (or one image) chunk by chunk, atomically; what :func:`write_video` uses.
+    """Writes a video (or one image, or a folder of PNG frames) chunk by chunk, atomically; what
+    :func:`write_video` uses.
 
         with VideoWriter("out.mp4", fps=24, audio_from="in.mp4") as writer:
             for chunk in chunks:
@@ -82,18 +90,21 @@ class VideoWriter:
     """
 
     def __init__(self, path, fps=None, audio_from=None, codec: str = "libx264", crf: int = 18, timestamps=None,
-                 audio_span=None):
+                 audio_span=None, pix_fmt: str | None = None):
         self.path = Path(path)
         ext = self.path.suffix.lower()
-        if ext not in IMAGE_EXTS and ext not in VIDEO_EXTS:
+        self.is_frames = is_frame_folder(self.path)
+        if ext not in IMAGE_EXTS and ext not in VIDEO_EXTS and not self.is_frames:
             supported = " ".join(sorted(VIDEO_EXTS | IMAGE_EXTS))
-            raise OutputError(f"unsupported output type {ext or '(none)'!r}; supported: {supported}", self.path)
+            raise OutputError(f"unsupported output type {ext!r}; supported: {supported}, or no extension "
+                              "for a folder of PNG frames", self.path)
         if isinstance(crf, bool) or not isinstance(crf, numbers.Integral) or not 0 <= crf <= 51:
             raise ValueError(f"crf must be an integer in 0..51, got {crf!r}")
         self.is_image = ext in IMAGE_EXTS
-        self.codec, self.crf = codec, int(crf)
-        self.rate = None if self.is_image else _as_fraction(fps)
-        self.audio_from = None if audio_from is None or self.is_image else Path(audio_from)
+        self.codec, self.crf, self.pix_fmt = codec, int(crf), pix_fmt
+        stills = self.is_image or self.is_frames  # no rate, no audio
+        self.rate = None if stills else _as_fraction(fps)
+        self.audio_from = None if audio_from is None or stills else Path(audio_from)
         if self.audio_from is not None and not self.audio_from.is_file():
             raise InputError("audio source not found", self.audio_from)
         self.audio_span = None
@@ -103,7 +114,7 @@ class VideoWriter:
                 raise ValueError(f"audio_span must be (t0, t1) seconds with 0 <= t0 < t1, got {audio_span!r}")
             self.audio_span = (t0, t1)
         self.timestamps = None
-        if timestamps is not None and not self.is_image:
+        if timestamps is not None and not stills:
             self.timestamps = np.asarray(timestamps, dtype=np.float64)
             if self.timestamps.ndim != 1 or not np.all(np.isfinite(self.timestamps)):
                 raise ValueError(f"timestamps must be finite seconds, one per frame, got {self.timestamps.shape}")
@@ -112,6 +123,7 @@ class VideoWriter:
         self._stack = ExitStack()
         self._container = self._stream = self._audio = None
         self._frames: list[np.ndarray] = []  # the image's frame
+        self._folder: Path | None = None  # the frame folder's temporary folder
         self._last_pts = -1
         self._closed = self._finished = False
 
@@ -129,6 +141,13 @@ class VideoWriter:
             self._frames.extend(batch)
             self.n_frames += len(batch)
             return
+        if self.is_frames:
+            if self._folder is None:
+                self._folder = self._stack.enter_context(atomic_folder(self.path, check=check_frame_folder))
+            for frame in batch:
+                _save_frame(self._folder, self.n_frames, frame, self.path)
+                self.n_frames += 1
+            return
         if self._container is None:
             self._open(*self.shape[:2])
         try:
@@ -139,16 +158,15 @@ class VideoWriter:
 
     def _open(self, height: int, width: int) -> None:
         tmp = self._stack.enter_context(atomic_output(self.path))
-        pix_fmt = _CODEC_PIX_FMT.get(self.codec, "yuv420p")
-        self._pad = (0, 0)
-        if pix_fmt == "yuv420p" and (height % 2 or width % 2):
-            if self.codec in _ODD_PIX_FMT:
-                pix_fmt = _ODD_PIX_FMT[self.codec]
+        pix_fmt = self.pix_fmt or _CODEC_PIX_FMT.get(self.codec, "yuv420p")
+        self._pad = _odd_pad(pix_fmt, height, width)
+        if self._pad != (0, 0):
+            if self.pix_fmt is None and self.codec in _ODD_PIX_FMT:  # the codec's usual format: switch
+                pix_fmt, self._pad = _ODD_PIX_FMT[self.codec], (0, 0)
                 log.info("%s: odd size %dx%d kept, encoded as %s", self.path, width, height, pix_fmt)
             else:
-                self._pad = (height % 2, width % 2)
-                log.warning("%s: odd size %dx%d padded to %dx%d (%s needs even sizes)", self.path, width, height,
-                               width + self._pad[1], height + self._pad[0], self.codec)
+                log.warning("%s: odd size %dx%d padded to %dx%d (%s %s needs even sizes)", self.path, width, height,
+                            width + self._pad[1], height + self._pad[0], self.codec, pix_fmt)
         self._time_base = _VFR_TIME_BASE if self.timestamps is not None else 1 / self.rate
         try:
             self._container = av.open(str(tmp), "w")
@@ -196,7 +214,7 @@ class VideoWriter:
             if self.is_image:
                 tmp = self._stack.enter_context(atomic_output(self.path))
                 _save_image(tmp, self._frames, self.path)
-            else:
+            elif not self.is_frames:  # a frame folder's frames are written already
                 try:
                     self._container.mux(self._stream.encode())
                     if self._audio is not None:
@@ -246,6 +264,13 @@ class VideoWriter:
         else:
             self.abort()
         return False
+
+
+def _odd_pad(pix_fmt: str, height: int, width: int) -> tuple[int, int]:
+    """(rows, columns) to add so that ``pix_fmt`` holds a frame: 1 for an odd size in a direction
+    where the format halves the colour planes (yuv420p: both, yuv422p: the width), else 0."""
+    fmt = av.VideoFormat(pix_fmt)
+    return (height % 2 if fmt.chroma_height(2) == 1 else 0, width % 2 if fmt.chroma_width(2) == 1 else 0)
 
 
 def _as_fraction(fps) -> Fraction:

@@ -1,6 +1,8 @@
-"""Still images and frame pixels: Pillow reads and writes stills as uint8 RGB, OpenCV resizes frames."""
+"""Still images and frame pixels: Pillow reads and writes stills (and folders of PNG frames) as uint8 RGB,
+OpenCV resizes frames."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,8 @@ from vidreal.errors import InputError, OutputError
 from vidreal.runtime import first_line
 
 _EXIF_ORIENTATION = 0x0112
+FRAME_NAME = "frame_{:06d}.png"  # the files of a frame-folder output, from frame_000000.png
+_FRAME_FILE = re.compile(r"^frame_\d{6,}\.png$")
 
 
 def image_to_rgb(image: Image.Image) -> np.ndarray:
@@ -86,3 +90,38 @@ def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
         return frames
     interpolation = cv2.INTER_AREA if height * width < frames.shape[1] * frames.shape[2] else cv2.INTER_CUBIC
     return np.stack([cv2.resize(f, (width, height), interpolation=interpolation) for f in frames])
+
+
+def is_frame_folder(path) -> bool:
+    """The output rule: a path without an extension (``out/frames``, ``out/frames/``) is a folder of
+    PNG frames (:data:`FRAME_NAME`); any other path is one file."""
+    return Path(path).suffix == ""
+
+
+def check_frame_folder(path) -> None:
+    """OutputError (one line) unless the frame-folder output ``path`` is new, an empty folder or an
+    earlier frame output (``frame_NNNNNN.png`` files only): such a folder is replaced whole, so no
+    other file may be lost with it."""
+    path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise OutputError("a path without extension is a folder of PNG frames, and a file or link is there", path)
+    if path.is_dir():
+        others = sorted(p.name for p in path.iterdir() if not _FRAME_FILE.match(p.name))
+        if others:
+            raise OutputError(f"the folder holds {others[0]!r}, not only frames; frames replace their folder "
+                              "whole: name a new or empty folder, or an earlier frame output", path)
+
+
+def natural_key(name: str) -> list:
+    """Sort key in natural order of names: ``frame_2.png`` before ``frame_10.png`` (case-insensitive)."""
+    parts = re.split(r"(\d+)", name.lower())
+    parts[1::2] = [int(digits) for digits in parts[1::2]]
+    return parts
+
+
+def _save_frame(folder: Path, index: int, frame: np.ndarray, path: Path) -> None:
+    """Frame ``index`` (uint8 (H, W, 3) RGB) as ``folder/frame_<index>.png``; OutputError naming ``path``."""
+    try:
+        Image.fromarray(np.ascontiguousarray(frame)).save(folder / FRAME_NAME.format(index))
+    except OSError as exc:
+        raise OutputError(f"cannot write frame {index} ({first_line(exc)})", path) from exc

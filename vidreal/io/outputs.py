@@ -9,6 +9,7 @@ from vidreal.errors import OutputError
 from vidreal.io.atomic import atomic_output
 from vidreal.io.decode import VideoInfo
 from vidreal.io.encode import VideoWriter
+from vidreal.io.images import check_frame_folder, is_frame_folder
 from vidreal.runtime import IMAGE_EXTS, VIDEO_EXTS, first_line
 
 
@@ -64,12 +65,19 @@ class OutputFiles:
 def check_output(path, info: VideoInfo) -> Path:
     """Refuse an output path that cannot take the media ``info`` describes (OutputError, one line):
     an unsupported extension, an image path for a clip of several frames, a video path for an
-    image input, a folder, or the input file itself. Returns ``path`` as a Path."""
+    image input, a folder, or the input itself. A path without an extension is a folder of PNG
+    frames (any clip or image): refused when a file is there or a folder holding other files
+    (:func:`vidreal.io.images.check_frame_folder`). Returns ``path`` as a Path."""
     path = Path(path)
     ext = path.suffix.lower()
+    if is_frame_folder(path):
+        refuse_overwriting(path, [info.path])
+        check_frame_folder(path)
+        return path
     if ext not in IMAGE_EXTS | VIDEO_EXTS:
-        raise OutputError(f"unsupported output type {ext or '(none)'!r}; use a video ({', '.join(sorted(VIDEO_EXTS))}) "
-                          f"or image ({', '.join(sorted(IMAGE_EXTS))}) extension", path)
+        raise OutputError(f"unsupported output type {ext!r}; use a video ({', '.join(sorted(VIDEO_EXTS))}) "
+                          f"or image ({', '.join(sorted(IMAGE_EXTS))}) extension, or none for a folder of PNG frames",
+                          path)
     if ext in IMAGE_EXTS and info.n_frames != 1:
         raise OutputError(f"an image output needs a one-frame input, the input has {info.n_frames} frames; "
                           "use a video extension such as .mp4", path)
@@ -82,10 +90,14 @@ def check_output(path, info: VideoInfo) -> Path:
 
 
 def refuse_overwriting(path, inputs) -> None:
-    """OutputError (one line) when the output ``path`` is one of the ``inputs`` (the same file,
-    by any name or link): no verb writes over what it reads. None paths are skipped."""
+    """OutputError (one line) when the output ``path`` is one of the ``inputs`` (the same file or
+    folder, by any name or link), or a folder that holds one: no verb writes over what it reads.
+    None paths are skipped."""
     if path is None or not Path(path).exists():
         return
     for source in inputs:
-        if source is not None and Path(source).exists() and os.path.samefile(path, source):
+        if source is None or not Path(source).exists():
+            continue
+        if os.path.samefile(path, source) or (Path(path).is_dir()
+                                              and Path(source).resolve().is_relative_to(Path(path).resolve())):
             raise OutputError("the output would overwrite the input", path)
