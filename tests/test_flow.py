@@ -125,16 +125,28 @@ def test_upscale_flow_scales_vectors():
     assert big.shape == (32, 64, 2) and np.allclose(big[..., 0], 8.0) and np.allclose(big[..., 1], -4.0)
 
 
-def test_correspondence_propagates_consistent_keyframes_along_the_source_motion():
+def test_upscale_flow_on_the_device_equals_the_numpy_one():
+    flow = np.random.default_rng(2).normal(0, 3, (2, 12, 20, 2)).astype(np.float32)
+    big = dev.upscale_flow(t(flow), 36, 60).numpy()
+    assert big.shape == (2, 36, 60, 2)
+    assert np.abs(big - np.stack([npflow.upscale_flow(f, 36, 60) for f in flow])).max() < 1e-3
+
+
+@pytest.mark.parametrize("size", [None, 32])
+def test_correspondence_propagates_consistent_keyframes_along_the_source_motion(size):
+    """At the frames' size, and with flows estimated at a 32-px short side (the occlusion test and the
+    weights at that size, scaled up on the device): the links are at the frames' size either way."""
     big = texture(w=96)
     sources = np.stack([big[:, s:s + 48] for s in range(5)])  # frame t(x) = frame 0(x + t)
     out_big = texture(w=96, seed=5)  # "outputs" that move like the source: the ideal keyframe outputs
     outs = np.stack([out_big[:, s:s + 48] for s in range(5)])
-    corr = dev.Correspondence("dis")
+    corr = dev.Correspondence("dis", size)
     try:
         links = [f.result() for f in corr.gap((0, sources[0]), (4, sources[4]), [(s, sources[s]) for s in (1, 2, 3)])]
     finally:
         corr.close()
+    assert all(link.grid_a.shape == (1, 48, 48, 2) and link.weight_b.shape == (1, 1, 48, 48) for link in links)
+    assert all(torch.allclose(link.weight_a + link.weight_b, torch.ones(1)) for link in links)
     frames = dev.propagate(links, outs[0], outs[4], "cpu")
     assert frames.shape == (3, 48, 48, 3) and frames.dtype == np.uint8
     for i, s in enumerate((1, 2, 3)):

@@ -105,3 +105,28 @@ def test_detectors_run_on_keyframes_only_unless_something_reads_every_map(transl
         result = translate_file(clip, tmp_path / f"out{expected}{len(extra)}.mp4", translator=translator,
                                 progress=False, **kwargs)
         assert result.n_frames == 10 and sum(seen) == expected, (extra, seen)
+
+
+def test_pose_detection_passes_keep_their_cadence_across_gaps(samples):
+    """Conditions on keyframes only (every 3rd frame): the person detector runs where its cadence
+    (every 8 frames) falls due, at the first keyframe after a due frame, not at every keyframe."""
+    from vidreal.conditions.pose import PoseDetector
+    from vidreal.io import read_video
+
+    frames = read_video(samples / "humanoid_walk_ground.mp4").frames[:19]
+    with PoseDetector(detect_every=8) as det:
+        real, passes = det._people, []
+
+        class Counting:
+            def __call__(self, frame):
+                passes.append(det._index)
+                return real(frame)
+
+            def close(self):
+                real.close()
+
+        det._people = Counting()
+        for key in range(0, 19, 3):
+            det.skip(key - det._index)
+            det.process(frames[key:key + 1])
+        assert not det.multi and passes == [0, 9, 18]

@@ -230,8 +230,10 @@ class FlowPool:
             self._local.estimator = make_flow_estimator(self.method)
         return self._local.estimator
 
-    def pairs(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Flows ``a -> b`` and ``b -> a``: uint8 ``(N, H, W, 3)`` -> two float32 ``(N, H, W, 2)``."""
+    def pairs(self, a: np.ndarray, b: np.ndarray, full: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Flows ``a -> b`` and ``b -> a``: uint8 ``(N, H, W, 3)`` -> two float32 ``(N, H, W, 2)``;
+        ``full=False``: at the size they were estimated at (``(N, h, w, 2)``, in its pixels), for a
+        caller that scales them up itself (on the device)."""
         n, height, width = a.shape[:3]
         scale = 1.0 if self.size is None else self.size / min(height, width)
         both_a, both_b = np.concatenate([a, b]), np.concatenate([b, a])
@@ -241,7 +243,9 @@ class FlowPool:
             h, w = max(8, round(height * scale)), max(8, round(width * scale))
             small = [np.stack([cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA) for x in xs])
                      for xs in (both_a, both_b)]
-            flows = np.stack([upscale_flow(f, height, width) for f in self._estimator()(*small)])
+            flows = self._estimator()(*small)
+            if full:
+                flows = np.stack([upscale_flow(f, height, width) for f in flows])
         return flows[:n], flows[n:]
 
     def submit(self, fn, *args) -> Future:

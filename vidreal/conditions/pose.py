@@ -322,11 +322,13 @@ class PoseDetector(Detector):
 
     def skip(self, n: int) -> None:
         """``n`` frames of the clip pass unseen (conditions on keyframes only): the detection passes
-        keep their frame cadence, and the next frame gets one (multi), so tracks that lost their
-        person over the gap find it again; mediapipe's own tracking re-detects a person it lost."""
+        keep their frame cadence (a pass due in the gap is made on the next frame), and in multi
+        mode the next frame gets one, so tracks that lost their person over the gap find it again;
+        on the single path mediapipe's own tracking re-detects a person it lost."""
         if n > 0:
+            due = (self._index + n - 1) // self.detect_every > (self._index - 1) // self.detect_every
             self._index += n
-            self._detect_now = self._people is not None
+            self._detect_now = self._people is not None and (self.multi or due)
 
     def report(self) -> str | None:
         if self.n_missing == 0:

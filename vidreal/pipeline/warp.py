@@ -9,8 +9,8 @@ with ``align_corners=True`` and border padding is ``cv2.remap`` with ``BORDER_RE
 keyframes, for fusion) as soon as they are known, it returns Futures; a worker pool
 (``vidreal.flow.FlowPool``) estimates each pair's two flows once and prepares, on the device, all
 that depends on the source alone (sampling grids, occlusion masks, blend weights). Once the
-keyframes are denoised, warping and blending their outputs (``propagate``) is a short job for the
-same pool (``submit``), done while the next batch denoises: the denoising thread waits for no flow.
+keyframes are denoised, warping and blending their outputs (``propagate``) is a short job for a
+thread of its own (``submit``), done while the next batch denoises: the denoising thread waits for no flow.
 
 Propagation: for a frame t between keyframes a < t < b, each keyframe's output is warped to t
 along the source flow from t to that keyframe (direct flows: errors do not accumulate over the
@@ -20,6 +20,7 @@ keyframe sees the pixel, the nearer keyframe's warp is used and the pixel counts
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,22 +88,36 @@ class Link:
     unseen: float
 
 
-def propagation_link(forward: torch.Tensor, backward: torch.Tensor, t: int, a: int, b: int) -> Link:
-    """``Link`` of frame t from float32 (2, H, W, 2) flows: ``forward`` = (t -> a, t -> b),
-    ``backward`` = (a -> t, b -> t)."""
+def upscale_flow(flow: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """float32 (N, h, w, 2) flows resampled (bilinear) to (N, height, width, 2), in the new pixels
+    (``vidreal.flow.upscale_flow``, on the device)."""
+    h, w = flow.shape[1:3]
+    big = F.interpolate(flow.permute(0, 3, 1, 2), size=(height, width), mode="bilinear", align_corners=False)
+    return big.permute(0, 2, 3, 1) * torch.tensor([width / w, height / h], device=flow.device)
+
+
+def propagation_link(forward: torch.Tensor, backward: torch.Tensor, t: int, a: int, b: int,
+                     size: tuple[int, int] | None = None) -> Link:
+    """``Link`` of frame t from float32 (2, h, w, 2) flows: ``forward`` = (t -> a, t -> b),
+    ``backward`` = (a -> t, b -> t). ``size``: the frames' (H, W) when the flows were estimated
+    smaller: the occlusion test and the weights are computed at the flows' size, then the forward
+    flows and the weights are scaled up (4x less work at half the size)."""
     if not a < t < b:
         raise ValueError(f"frame {t} is not strictly between keyframes {a} and {b}")
-    visible = valid_mask(forward, backward).float()  # (2, H, W)
+    visible = valid_mask(forward, backward).float()  # (2, h, w)
     wa = visible[0] * ((b - t) / (b - a))
     wb = visible[1] * ((t - a) / (b - a))
     total = wa + wb
     seen = total > 0
     nearer_a = float(t - a <= b - t)
-    weight_a = torch.where(seen, wa / torch.where(seen, total, 1.0), nearer_a)
-    weight_b = torch.where(seen, wb / torch.where(seen, total, 1.0), 1.0 - nearer_a)
-    grids = sampling_grid(forward)
+    weights = torch.stack([torch.where(seen, wa / torch.where(seen, total, 1.0), nearer_a),
+                           torch.where(seen, wb / torch.where(seen, total, 1.0), 1.0 - nearer_a)])[:, None]
     unseen = 1.0 - float(seen.count_nonzero()) / seen.numel()
-    return Link(grids[:1], grids[1:], weight_a[None, None], weight_b[None, None], unseen)
+    if size is not None and tuple(size) != tuple(forward.shape[1:3]):
+        forward = upscale_flow(forward, *size)
+        weights = F.interpolate(weights, size=tuple(size), mode="bilinear", align_corners=False)  # still sum to 1
+    grids = sampling_grid(forward)
+    return Link(grids[:1], grids[1:], weights[:1], weights[1:], unseen)
 
 
 def propagate(links: list[Link], out_a: np.ndarray, out_b: np.ndarray, device) -> np.ndarray:
@@ -142,6 +157,9 @@ class Correspondence:
     def __init__(self, method: str = "dis", size: int | None = None, device=None, workers: int | None = None):
         self.device = torch.device(device or "cpu")
         self.pool = FlowPool(method, size, workers=workers, device=self.device)
+        # propagation (``submit``) in a thread of its own: the denoiser waits for it, so it must not
+        # queue behind the flows of later gaps, which the pool is already estimating ahead
+        self._propagation = ThreadPoolExecutor(1, thread_name_prefix="vidreal-propagation")
 
     def _tensor(self, flows: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(flows).to(self.device)
@@ -152,22 +170,23 @@ class Correspondence:
 
         def job(pairs, t, source):
             with timed("flow", frames=1):
-                forward, backward = pairs(np.stack([source, source]), ends)
-                return propagation_link(self._tensor(forward), self._tensor(backward), t, a, b)
+                forward, backward = pairs(np.stack([source, source]), ends, full=False)
+                return propagation_link(self._tensor(forward), self._tensor(backward), t, a, b,
+                                        size=source.shape[:2])
         return [self.pool.submit(in_run(job), t, source) for t, source in frames]
 
     def fusion(self, current: np.ndarray, previous: np.ndarray, latent_hw, dtype):
         def job(pairs):
             with timed("flow"):
-                forward, backward = pairs(current[None], previous[None])
+                forward, backward = pairs(current[None], previous[None], full=False)  # (any size will do)
                 return fusion_link(self._tensor(forward), self._tensor(backward), latent_hw, dtype)
         return self.pool.submit(in_run(job))
 
     def submit(self, fn):
-        """Run ``fn()`` in the pool (after the work queued before it), counted in the caller's run
-        (``vidreal.stages.in_run``); its Future."""
-        fn = in_run(fn)
-        return self.pool.submit(lambda pairs: fn())
+        """Run ``fn()`` in the propagation thread (after the propagation queued before it), counted in
+        the caller's run (``vidreal.stages.in_run``); its Future."""
+        return self._propagation.submit(in_run(fn))
 
     def close(self) -> None:
+        self._propagation.shutdown(wait=True, cancel_futures=True)
         self.pool.close()
