@@ -162,3 +162,29 @@ def test_sheet_rows_are_equally_wide_without_black_padding():
     wide, square = np.full((90, 160, 3), 200, np.uint8), np.full((100, 100, 3), 200, np.uint8)
     sheet = render_sheet([("wide", "done", [wide] * 4), ("square", "done", [square] * 4)])
     assert not (sheet[:, -3:] == 0).all(axis=2).any()  # no black column at the right of any row
+
+
+@pytest.mark.slow
+def test_sheet_detects_with_the_batchs_condition_settings(batch, tmp_path):
+    """The pose panel is drawn with the detector settings the batch translated with (its record's
+    conditions: section): the two-person clip shows two skeletons by default, one with mode single."""
+    import shutil
+
+    import yaml
+
+    _, out, _ = batch
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    record = yaml.safe_load((copy / "batch.vidreal.yaml").read_text())
+
+    def pair_pose_halves(conditions):
+        record["conditions"] = conditions
+        (copy / "batch.vidreal.yaml").write_text(yaml.safe_dump(record))
+        write_report(copy, copy / "sheet.png", n=3, report=False)
+        sheet = _read_png(copy / "sheet.png")
+        top = sheet.shape[0] - PANEL  # b/pair.mp4 is the last row (sorted), 240 px panels
+        pose = sheet[top:, 2 * 240:3 * 240]
+        return pose[:, :120].any(), pose[:, 120:].any()
+
+    assert pair_pose_halves({}) == (True, True)
+    assert sorted(pair_pose_halves({"pose": {"mode": "single"}})) == [False, True]

@@ -179,7 +179,8 @@ def write_report(out_dir, sheet=None, root=None, n: int = 8, seed: int = 0, wors
     manifest = out_dir / MANIFEST_NAME
     if not manifest.is_file():
         raise InputError("no batch manifest here (run vidreal batch first)", manifest)
-    root = Path(root) if root is not None else _recorded_root(out_dir)
+    recorded = _batch_record(out_dir)
+    root = Path(root) if root is not None else recorded["root"]
     records = [r for r in read_manifest(manifest).values()
                if r.get("status") in ("done", "rejected") and r.get("output") and (out_dir / r["output"]).is_file()]
     if not records:
@@ -195,7 +196,8 @@ def write_report(out_dir, sheet=None, root=None, n: int = 8, seed: int = 0, wors
         else:  # black source and condition panels, said in the label and the log
             log.warning("sheet: source of %s not found (%s); pass root=IN_DIR", record["input"], source_path)
             source = np.zeros_like(output)
-        with DetectorSet(KINDS) as detectors:  # a fresh one per item: pose tracks one clip
+        # a fresh detector set per item (pose tracks one clip), with the settings the batch translated with
+        with DetectorSet(KINDS, recorded["conditions"]) as detectors:
             maps = detectors(source[None])
         scores = item_scores(record)
         label = f"{record['input']}  {record['status']}  edge F1 {_fmt(scores['edge_f1'])}  " \
@@ -211,14 +213,17 @@ def write_report(out_dir, sheet=None, root=None, n: int = 8, seed: int = 0, wors
     return sheet
 
 
-def _recorded_root(out_dir: Path) -> Path | None:
-    """The input root ``vidreal batch`` recorded in ``batch.vidreal.yaml`` (None if absent)."""
+def _batch_record(out_dir: Path) -> dict:
+    """What ``vidreal batch`` recorded in ``batch.vidreal.yaml``: ``{"root": the input root or None,
+    "conditions": {kind: detector options} of the sheet's kinds}`` (empty when absent)."""
     import yaml
 
     path = out_dir / "batch.vidreal.yaml"
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError):
-        return None
+        data = {}
     root = (data.get("result") or {}).get("root")
-    return Path(root) if root else None
+    conditions = data.get("conditions") or {}
+    return {"root": Path(root) if root else None,
+            "conditions": {kind: conditions[kind] for kind in KINDS if isinstance(conditions.get(kind), dict)}}
