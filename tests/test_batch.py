@@ -154,6 +154,25 @@ def test_prompts_template_mapping_and_random_captions(tmp_path):
         Prompts(load_config(prompts_file=str(bad)), tmp_path)
 
 
+def test_text_inputs_may_start_with_a_bom(tmp_path):
+    """Windows editors start a UTF-8 file with a byte order mark: it is not part of the first
+    item, key or caption (it made the list's first item a missing file)."""
+    bom = "\ufeff"
+    lst = tmp_path / "split.txt"
+    lst.write_text(f"{bom}syn/a.mp4 0\nsyn/b.mp4 1\n", encoding="utf-8")
+    assert [e.rel for e in read_list(lst)] == ["syn/a.mp4", "syn/b.mp4"]
+    mapping = tmp_path / "map.txt"
+    mapping.write_text(f"{bom}car/x1.png\ta red car\n", encoding="utf-8")
+    assert Prompts(load_config(prompts_file=str(mapping)), tmp_path)("car/x1.png") == "a red car"
+    plain = tmp_path / "captions.txt"
+    plain.write_text(f"{bom}a street\n", encoding="utf-8")
+    assert Prompts(load_config(prompts_file=str(plain)), tmp_path)("car/x1.png") == "a street"
+    lst.write_bytes(b"syn/a\xff.mp4 0\n")  # not UTF-8: one line naming the file
+    with pytest.raises(InputError, match="cannot read list file") as info:
+        read_list(lst)
+    assert info.value.path == str(lst)
+
+
 # ----------------------------------------------------------------------------- manifest, no model
 
 
