@@ -412,6 +412,29 @@ def test_bad_inputs_are_recorded_and_the_rest_finishes(tiny_models, tmp_path):
     assert not (out / "outside_link.mp4").exists() and temp_files(out) == []
 
 
+@pytest.mark.slow
+def test_file_names_that_are_not_utf8_are_translated_recorded_and_resumed(tiny_models, tmp_path):
+    """Linux file names are bytes: one that is not UTF-8 (os.fsdecode makes it "bad\\udcff.png") is
+    translated, recorded, read back to the same path by a rerun and shown escaped. It stopped the
+    whole batch at the manifest, which stayed empty."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    write_video(src / "ok.png", moving_square(1))
+    bad, broken = os.fsdecode(b"bad\xff.png"), os.fsdecode(b"text\xfe.mp4")
+    shutil.copy(src / "ok.png", src / bad)
+    (src / broken).write_text("this is not a video\n")  # fails as an item, named in the summary
+    result = run_cli(src, out, *tiny_args(tiny_models), "--no-progress", "--sheet", out / "sheet.png")
+    assert result.exit_code == 1 and "failed items:" in result.output, result.output
+    assert "  text\\udcfe.mp4: " in result.output  # printed as manifest.jsonl writes it
+    data = (out / MANIFEST_NAME).read_bytes()
+    assert b'"input":"bad\\udcff.png"' in data and data.decode("utf-8")  # a JSON escape, valid UTF-8
+    latest = read_manifest(out / MANIFEST_NAME)
+    assert {rel: rec["status"] for rel, rec in latest.items()} == {"ok.png": "done", bad: "done", broken: "failed"}
+    assert read_video(out / bad).frames.shape == (1, 64, 64, 3)
+    assert (out / "sheet.png").is_file() and (out / "report.html").is_file()
+    again = run_cli(src, out, *tiny_args(tiny_models), "--no-progress")
+    assert re.search(r"^skipped\s+2\s", again.output, re.M), again.output  # the same paths, read back
+
+
 def _without_root_file_access():
     """preexec_fn for a child of root: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding
     set, so the exec'd process is root without the power to read a file whose mode forbids it."""
