@@ -228,6 +228,20 @@ def test_refuses_overlapping_folders(tmp_path):
     assert not (tmp_path / "in" / "out").exists()
 
 
+def test_out_dir_that_cannot_be_created_is_one_line(tmp_path):
+    """OUT_DIR under a regular file (as a read-only parent, also for root): an OutputError, exit 1,
+    one line; it was an OSError traceback."""
+    make_dataset(tmp_path / "in")
+    (tmp_path / "file").write_text("x")
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(OutputError, match="cannot create OUT_DIR"):
+        run_batch(tmp_path / "in", tmp_path / "file" / "out", progress=False)
+    result = run_cli(tmp_path / "in", tmp_path / "file" / "out")
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith("error: cannot create OUT_DIR (Not a directory)")
+    assert sorted(tmp_path.rglob("*")) == before and (tmp_path / "file").read_text() == "x"  # nothing written
+
+
 def test_missing_ray_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(ConfigError) as info:

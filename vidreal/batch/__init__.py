@@ -49,7 +49,7 @@ from vidreal.batch.executors import LocalExecutor, RayExecutor, Worker, keypoint
 from vidreal.batch.items import Entry, check_dirs, output_rel, read_list, safe_paths, walk
 from vidreal.batch.manifest import MANIFEST_NAME, Manifest, clean_temp_files, now, read_manifest, refuse_symlink
 from vidreal.config import TranslateConfig, load_config, write_config
-from vidreal.errors import ConfigError, InputError, VidrealError
+from vidreal.errors import ConfigError, InputError, OutputError, VidrealError
 from vidreal.io import atomic_output
 from vidreal.prompts import Prompts
 
@@ -152,7 +152,10 @@ def run_batch(in_dir, out_dir, config: TranslateConfig | None = None, *, pattern
                              structure=structure, keypoints=keypoints)
         runner.connect()
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. a read-only parent, or a file on the way
+        raise OutputError(f"cannot create OUT_DIR ({exc.strerror or exc})", out_dir) from None
     result = BatchResult(out_dir=out_dir, manifest=out_dir / MANIFEST_NAME)
     with Manifest(result.manifest) as manifest:
         removed = clean_temp_files(out_dir)
