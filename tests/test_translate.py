@@ -6,6 +6,7 @@ import pytest
 import yaml
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
 import vidreal
 from vidreal.cli import cli
@@ -160,6 +161,21 @@ def test_cli_translate_image_in_image_out(tiny_models, samples, tmp_path):
     data = yaml.safe_load(record.read_text())  # the values the run used, not auto's null
     assert (data["device"], data["dtype"]) == ("cpu", "fp32") and "device" not in data["result"]
     assert vidreal.load_config(record).dtype == "fp32"  # still a valid preset
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg"])
+def test_cli_odd_size_image_comes_back_at_its_size(tiny_models, tmp_path, ext):
+    """A 177 x 143 image is translated at a working size the model takes (a multiple of 4 here)
+    and written back at 177 x 143 (it was reported to come back 176 x 143)."""
+    src = tmp_path / "x.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (143, 177, 3), dtype=np.uint8)).save(src)
+    out = tmp_path / f"y{ext}"
+    res = CliRunner().invoke(cli, ["translate", str(src), "-o", str(out), "--steps", "1", "--size", "32",
+                                   "--model", str(tiny_models["sd"]), "--controlnet", f"canny={tiny_models['canny']}",
+                                   "--controlnet", f"pose={tiny_models['pose']}", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    with Image.open(out) as image:
+        assert image.size == (177, 143) and image.format == ("PNG" if ext == ".png" else "JPEG")
 
 
 @pytest.mark.parametrize("case", ["zero-byte", "truncated", "text", "unsupported", "missing", "directory"])
