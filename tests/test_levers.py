@@ -34,19 +34,6 @@ def nets(tiny_models):
 
 
 @pytest.fixture(scope="module")
-def translator(tiny_models, nets):
-    return Translator.from_pretrained(tiny_models["sd"], nets, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def clip():
-    rng = np.random.default_rng(2)
-    frames = rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
-    conds = {k: rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8) for k in ("canny", "pose")}
-    return frames, conds
-
-
-@pytest.fixture(scope="module")
 def loras(tiny_models, tmp_path_factory) -> list[Path]:
     """Two LoRA files for the tiny UNet (different random weights), saved as diffusers saves them."""
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel

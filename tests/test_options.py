@@ -224,11 +224,3 @@ def test_cli_config_file_over_1_mb_is_refused_unread(tmp_path, samples):
     preset = tmp_path / "p.yaml"
     preset.write_text("# " + "x" * (1 << 20) + "\nsteps: 2\n")
     assert "the config file is over 1 MB" in _usage_error(tmp_path, samples, "--config", str(preset))
-
-
-@pytest.fixture(scope="module")
-def translator(tiny_models):
-    from vidreal.pipeline import Translator
-
-    return Translator.from_pretrained(tiny_models["sd"], {"canny": tiny_models["canny"], "pose": tiny_models["pose"]},
-                                      device="cpu", dtype="fp32")

@@ -17,20 +17,6 @@ PROMPT = "a person in the style of sks person"
 KW = dict(num_inference_steps=3, guidance_scale=9.0, seed=3, progress=False, size=None)
 
 
-@pytest.fixture(scope="module")
-def translator(tiny_models):
-    return Translator.from_pretrained(tiny_models["sd"], {"canny": tiny_models["canny"], "pose": tiny_models["pose"]},
-                                      device="cpu")
-
-
-@pytest.fixture(scope="module")
-def clip():
-    rng = np.random.default_rng(0)
-    frames = rng.integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
-    conds = {k: rng.integers(0, 255, (6, 32, 32, 3), dtype=np.uint8) for k in ("canny", "pose")}
-    return frames, conds
-
-
 def tiny_args(tiny_models, *extra):
     return ["--model", str(tiny_models["sd"]), "--controlnet", f"canny={tiny_models['canny']}",
             "--controlnet", f"pose={tiny_models['pose']}", "--size", "32", "--steps", "2", "--no-progress", *extra]
