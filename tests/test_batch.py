@@ -481,31 +481,55 @@ def test_unreadable_file_is_recorded(tiny_models, tmp_path):
     assert not (tmp_path / "out" / "locked.mp4").exists()
 
 
+# A batch that stops before recording its second item (the item's output is already written) and
+# says so by creating the file named by its first argument; the rest of argv is vidreal's.
+PAUSE_BEFORE_SECOND_RECORD = """
+import sys, time
+from pathlib import Path
+from vidreal.batch.manifest import Manifest
+from vidreal.cli import main
+
+paused, record = Path(sys.argv.pop(1)), Manifest.append
+
+def record_or_pause(manifest, rec):
+    if manifest.latest:
+        paused.touch()
+        time.sleep(600)
+    record(manifest, rec)
+
+Manifest.append = record_or_pause
+main()
+"""
+
+
 @pytest.mark.slow
 def test_killed_batch_resumes_to_a_complete_consistent_output(tiny_models, tmp_path):
-    src, out = tmp_path / "in", tmp_path / "out"
+    src, out, paused = tmp_path / "in", tmp_path / "out", tmp_path / "paused"
     items = {f"c/clip{i}.mp4": 6 for i in range(4)}
     for i, rel in enumerate(items):
         write_video(src / rel, moving_square(6, seed=i), fps=12)
-    cmd = [sys.executable, "-m", "vidreal", "batch", str(src), str(out), *tiny_args(tiny_models), "--no-progress"]
+    cmd = [sys.executable, "-c", PAUSE_BEFORE_SECOND_RECORD, str(paused), "batch", str(src), str(out),
+           *tiny_args(tiny_models), "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     try:
         deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and proc.poll() is None:
-            manifest = out / MANIFEST_NAME
-            if manifest.exists() and manifest.read_bytes().count(b"\n") >= 1:
-                break
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
+        while not paused.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        running = proc.poll() is None
     finally:
+        proc.kill()
         proc.wait()
-    assert proc.returncode == -signal.SIGKILL  # killed mid-batch, not finished
-    assert 1 <= len(read_manifest(out / MANIFEST_NAME)) < len(items)
+    assert paused.exists() and running  # killed mid-batch, never after it finished
+    assert proc.returncode == -signal.SIGKILL
+    first, second = list(items)[:2]
+    assert list(read_manifest(out / MANIFEST_NAME)) == [first]
+    assert (out / second).is_file()  # written, not recorded: the rerun redoes it
 
     result = run_cli(src, out, *tiny_args(tiny_models), "--no-progress")
     assert result.exit_code == 0, result.output
+    assert re.search(r"^done\s+3\s", result.output, re.M) and re.search(r"^skipped\s+1\s", result.output, re.M)
     done = [rec["input"] for rec in records(out) if rec["status"] == "done"]
-    assert sorted(done) == sorted(items)  # every item done exactly once over both runs
+    assert sorted(done) == sorted(items)  # every item recorded done exactly once over both runs
     assert temp_files(out) == []
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.mp4")) == sorted(items)
     for rel, n in items.items():
