@@ -1,4 +1,5 @@
-"""Shared fixtures: offline hub, the project's samples, and tiny models built once per run."""
+"""Shared fixtures: offline hub, the project's samples, tiny models built once per run, a Translator
+on them loaded once per test module, and a random clip."""
 from __future__ import annotations
 
 import os
@@ -6,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -31,6 +33,26 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     subprocess.run([sys.executable, str(ROOT / "tools" / "make_tiny_models.py"), str(out)], check=True)
     return {"sd": out / "sd", "canny": out / "controlnet-canny", "pose": out / "controlnet-pose",
             "taesd": out / "taesd", "vae-kl": out / "vae-kl"}
+
+
+@pytest.fixture(scope="module")
+def translator(tiny_models, request):
+    """A Translator on the tiny models, on the CPU in fp32, loaded once per test module (a module's
+    tests may change it, e.g. compile it; other modules get their own). Its ControlNets read canny
+    and pose, or the kinds the module names in ``CONTROLNETS`` (e.g. ``("canny",)``)."""
+    from vidreal.pipeline import Translator
+
+    kinds = getattr(request.module, "CONTROLNETS", ("canny", "pose"))
+    return Translator.from_pretrained(tiny_models["sd"], {kind: tiny_models[kind] for kind in kinds},
+                                      device="cpu", dtype="fp32")
+
+
+@pytest.fixture(scope="module")
+def clip() -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(frames, {"canny": maps, "pose": maps}): random uint8 (6, 32, 32, 3) each, seed 0."""
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
+    return frames, {kind: rng.integers(0, 255, (6, 32, 32, 3), dtype=np.uint8) for kind in ("canny", "pose")}
 
 
 @pytest.fixture()

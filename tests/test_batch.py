@@ -154,6 +154,25 @@ def test_prompts_template_mapping_and_random_captions(tmp_path):
         Prompts(load_config(prompts_file=str(bad)), tmp_path)
 
 
+def test_text_inputs_may_start_with_a_bom(tmp_path):
+    """Windows editors start a UTF-8 file with a byte order mark: it is not part of the first
+    item, key or caption (it made the list's first item a missing file)."""
+    bom = "\ufeff"
+    lst = tmp_path / "split.txt"
+    lst.write_text(f"{bom}syn/a.mp4 0\nsyn/b.mp4 1\n", encoding="utf-8")
+    assert [e.rel for e in read_list(lst)] == ["syn/a.mp4", "syn/b.mp4"]
+    mapping = tmp_path / "map.txt"
+    mapping.write_text(f"{bom}car/x1.png\ta red car\n", encoding="utf-8")
+    assert Prompts(load_config(prompts_file=str(mapping)), tmp_path)("car/x1.png") == "a red car"
+    plain = tmp_path / "captions.txt"
+    plain.write_text(f"{bom}a street\n", encoding="utf-8")
+    assert Prompts(load_config(prompts_file=str(plain)), tmp_path)("car/x1.png") == "a street"
+    lst.write_bytes(b"syn/a\xff.mp4 0\n")  # not UTF-8: one line naming the file
+    with pytest.raises(InputError, match="cannot read list file") as info:
+        read_list(lst)
+    assert info.value.path == str(lst)
+
+
 # ----------------------------------------------------------------------------- manifest, no model
 
 
@@ -207,6 +226,20 @@ def test_refuses_overlapping_folders(tmp_path):
     assert result.exit_code == 2
     assert result.output.startswith("error: OUT_DIR") and result.output.count("\n") == 1
     assert not (tmp_path / "in" / "out").exists()
+
+
+def test_out_dir_that_cannot_be_created_is_one_line(tmp_path):
+    """OUT_DIR under a regular file (as a read-only parent, also for root): an OutputError, exit 1,
+    one line; it was an OSError traceback."""
+    make_dataset(tmp_path / "in")
+    (tmp_path / "file").write_text("x")
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(OutputError, match="cannot create OUT_DIR"):
+        run_batch(tmp_path / "in", tmp_path / "file" / "out", progress=False)
+    result = run_cli(tmp_path / "in", tmp_path / "file" / "out")
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith("error: cannot create OUT_DIR (Not a directory)")
+    assert sorted(tmp_path.rglob("*")) == before and (tmp_path / "file").read_text() == "x"  # nothing written
 
 
 def test_missing_ray_is_one_line(tmp_path, monkeypatch):
@@ -393,6 +426,29 @@ def test_bad_inputs_are_recorded_and_the_rest_finishes(tiny_models, tmp_path):
     assert not (out / "outside_link.mp4").exists() and temp_files(out) == []
 
 
+@pytest.mark.slow
+def test_file_names_that_are_not_utf8_are_translated_recorded_and_resumed(tiny_models, tmp_path):
+    """Linux file names are bytes: one that is not UTF-8 (os.fsdecode makes it "bad\\udcff.png") is
+    translated, recorded, read back to the same path by a rerun and shown escaped. It stopped the
+    whole batch at the manifest, which stayed empty."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    write_video(src / "ok.png", moving_square(1))
+    bad, broken = os.fsdecode(b"bad\xff.png"), os.fsdecode(b"text\xfe.mp4")
+    shutil.copy(src / "ok.png", src / bad)
+    (src / broken).write_text("this is not a video\n")  # fails as an item, named in the summary
+    result = run_cli(src, out, *tiny_args(tiny_models), "--no-progress", "--sheet", out / "sheet.png")
+    assert result.exit_code == 1 and "failed items:" in result.output, result.output
+    assert "  text\\udcfe.mp4: " in result.output  # printed as manifest.jsonl writes it
+    data = (out / MANIFEST_NAME).read_bytes()
+    assert b'"input":"bad\\udcff.png"' in data and data.decode("utf-8")  # a JSON escape, valid UTF-8
+    latest = read_manifest(out / MANIFEST_NAME)
+    assert {rel: rec["status"] for rel, rec in latest.items()} == {"ok.png": "done", bad: "done", broken: "failed"}
+    assert read_video(out / bad).frames.shape == (1, 64, 64, 3)
+    assert (out / "sheet.png").is_file() and (out / "report.html").is_file()
+    again = run_cli(src, out, *tiny_args(tiny_models), "--no-progress")
+    assert re.search(r"^skipped\s+2\s", again.output, re.M), again.output  # the same paths, read back
+
+
 def _without_root_file_access():
     """preexec_fn for a child of root: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding
     set, so the exec'd process is root without the power to read a file whose mode forbids it."""
@@ -425,31 +481,55 @@ def test_unreadable_file_is_recorded(tiny_models, tmp_path):
     assert not (tmp_path / "out" / "locked.mp4").exists()
 
 
+# A batch that stops before recording its second item (the item's output is already written) and
+# says so by creating the file named by its first argument; the rest of argv is vidreal's.
+PAUSE_BEFORE_SECOND_RECORD = """
+import sys, time
+from pathlib import Path
+from vidreal.batch.manifest import Manifest
+from vidreal.cli import main
+
+paused, record = Path(sys.argv.pop(1)), Manifest.append
+
+def record_or_pause(manifest, rec):
+    if manifest.latest:
+        paused.touch()
+        time.sleep(600)
+    record(manifest, rec)
+
+Manifest.append = record_or_pause
+main()
+"""
+
+
 @pytest.mark.slow
 def test_killed_batch_resumes_to_a_complete_consistent_output(tiny_models, tmp_path):
-    src, out = tmp_path / "in", tmp_path / "out"
+    src, out, paused = tmp_path / "in", tmp_path / "out", tmp_path / "paused"
     items = {f"c/clip{i}.mp4": 6 for i in range(4)}
     for i, rel in enumerate(items):
         write_video(src / rel, moving_square(6, seed=i), fps=12)
-    cmd = [sys.executable, "-m", "vidreal", "batch", str(src), str(out), *tiny_args(tiny_models), "--no-progress"]
+    cmd = [sys.executable, "-c", PAUSE_BEFORE_SECOND_RECORD, str(paused), "batch", str(src), str(out),
+           *tiny_args(tiny_models), "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     try:
         deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and proc.poll() is None:
-            manifest = out / MANIFEST_NAME
-            if manifest.exists() and manifest.read_bytes().count(b"\n") >= 1:
-                break
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
+        while not paused.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        running = proc.poll() is None
     finally:
+        proc.kill()
         proc.wait()
-    assert proc.returncode == -signal.SIGKILL  # killed mid-batch, not finished
-    assert 1 <= len(read_manifest(out / MANIFEST_NAME)) < len(items)
+    assert paused.exists() and running  # killed mid-batch, never after it finished
+    assert proc.returncode == -signal.SIGKILL
+    first, second = list(items)[:2]
+    assert list(read_manifest(out / MANIFEST_NAME)) == [first]
+    assert (out / second).is_file()  # written, not recorded: the rerun redoes it
 
     result = run_cli(src, out, *tiny_args(tiny_models), "--no-progress")
     assert result.exit_code == 0, result.output
+    assert re.search(r"^done\s+3\s", result.output, re.M) and re.search(r"^skipped\s+1\s", result.output, re.M)
     done = [rec["input"] for rec in records(out) if rec["status"] == "done"]
-    assert sorted(done) == sorted(items)  # every item done exactly once over both runs
+    assert sorted(done) == sorted(items)  # every item recorded done exactly once over both runs
     assert temp_files(out) == []
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.mp4")) == sorted(items)
     for rel, n in items.items():

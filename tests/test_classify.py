@@ -110,6 +110,12 @@ def test_both_layouts_load_the_same_samples(toy, tmp_path):
     assert rooted.paths == folder.paths and rooted.labels == folder.labels
 
 
+def test_a_list_file_may_start_with_a_bom(toy, tmp_path):
+    (tmp_path / "split.txt").write_text("\ufeff" + (toy["train"] / "image_list.txt").read_text(), encoding="utf-8")
+    listed = load_samples(tmp_path / "split.txt", root=toy["train"])
+    assert listed.paths == load_samples(toy["train"]).paths
+
+
 def test_visda_list_class_names_come_from_folders(tmp_path):
     lines = []
     for label, name in enumerate(VISDA_CLASSES):
@@ -145,6 +151,9 @@ def _bad_data(tmp_path, case):
         return dict(src=tmp_path, classes=["b", "c"]), "unknown class folder 'a'; known classes: b, c"
     if case == "no class folders":
         return dict(src=tmp_path / "a"), "no class folders"
+    if case == "list not UTF-8":
+        (tmp_path / "l.txt").write_bytes(b"a/x\xff.png 0\n")
+        return dict(src=tmp_path / "l.txt"), "cannot read list file"
     if case == "empty list":
         (tmp_path / "l.txt").write_text("# nothing\n")
         return dict(src=tmp_path / "l.txt"), "list file has no entries"
@@ -158,7 +167,7 @@ def _bad_data(tmp_path, case):
 
 @pytest.mark.parametrize("case", [
     "empty class folder", "unknown label", "negative label", "label not a number", "missing file",
-    "unknown class folder", "no class folders", "empty list", "only unreadable images", "not a folder or list",
+    "unknown class folder", "no class folders", "list not UTF-8", "empty list", "only unreadable images", "not a folder or list",
 ])
 def test_bad_data_gets_a_clear_one_line_error(tmp_path, case):
     kwargs, message = _bad_data(tmp_path, case)

@@ -6,6 +6,7 @@ from fractions import Fraction
 import cv2
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from skimage import data
 
@@ -192,6 +193,28 @@ def test_openpose_without_weights_is_one_line_model_error(tmp_path):
     assert "\n" not in message and "lllyasviel/Annotators" in message and "hf download" in message
     with pytest.raises(ModelError, match="body_pose_model.pth, hand_pose_model.pth, facenet.pth not found"):
         make_detector("openpose", model=tmp_path, allow_pickle=True).load()
+
+
+def test_openpose_annotator_pickles_need_allow_pickle(tmp_path, samples):
+    from vidreal.conditions import make_detector
+    from vidreal.conditions.openpose import WEIGHT_FILES
+
+    for name in WEIGHT_FILES:  # real pickles (torch.save), not OpenPose weights
+        torch.save({"not_a_layer": torch.zeros(1)}, tmp_path / name)
+    with pytest.raises(ModelError, match="pass --allow-pickle if you trust them") as info:
+        make_detector("openpose", model=tmp_path).load()
+    assert "torch.load" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ModelError, match="cannot load OpenPose weights"):  # consent given: the files were read
+        make_detector("openpose", model=tmp_path, allow_pickle=True).load()
+
+    image = samples / "objects"
+    first = sorted(p for p in image.rglob("*") if p.suffix in (".png", ".jpg"))[0]
+    args = ["conditions", str(first), "-o", str(tmp_path / "out.png"), "--kind", "openpose", "--no-progress"]
+    res = run_cli(*args)
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert res.exit_code == 1 and len(lines) == 1 and "--allow-pickle" in lines[0], res.output
+    res = run_cli(*args, "--allow-pickle")
+    assert "--allow-pickle" not in res.output and "lllyasviel/Annotators" in res.output  # next: the weights
 
 
 # ---------------------------------------------------------------- files and CLI

@@ -22,19 +22,6 @@ def load(tiny_models):
 
 
 @pytest.fixture(scope="module")
-def translator(tiny_models):
-    return load(tiny_models)
-
-
-@pytest.fixture(scope="module")
-def clip():
-    rng = np.random.default_rng(0)
-    frames = rng.integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
-    conds = {k: rng.integers(0, 255, (6, 32, 32, 3), dtype=np.uint8) for k in ("canny", "pose")}
-    return frames, conds
-
-
-@pytest.fixture(scope="module")
 def moving():
     """A smooth texture sliding left by 1 px per frame: frame t is frame 0 shifted by t (a known translation)."""
     rng = np.random.default_rng(1)

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import pytest
 
 from vidreal.keyframes import KeyframeChooser
 
 PROMPT = "a person"
+CONTROLNETS = ("canny",)  # the ControlNets of the shared translator fixture (conftest.py)
 KW = dict(num_inference_steps=2, guidance_scale=9.0, seed=3, progress=False, size=None)
 
 
@@ -54,13 +54,6 @@ def test_fixed_interval_and_chunk_invariance():
     chooser = KeyframeChooser("auto", max_gap=6)
     pieces = np.concatenate([chooser.choose(clip[i:i + 3]) for i in range(0, len(clip), 3)])
     assert list(np.flatnonzero(pieces)) == whole
-
-
-@pytest.fixture(scope="module")
-def translator(tiny_models):
-    from vidreal.pipeline import Translator
-
-    return Translator.from_pretrained(tiny_models["sd"], {"canny": tiny_models["canny"]}, device="cpu")
 
 
 def test_auto_keyframes_in_translation(translator):

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 
+from vidreal.cli import cli
+from vidreal.config import DEFAULT_CONTROLNETS, DEFAULT_MODEL
 from vidreal.errors import ConfigError, InputError, ModelError
 from vidreal.pipeline import loading
 from vidreal.pipeline.loading import load_pipeline, parse_embedding
@@ -83,15 +86,13 @@ def test_two_controlnets_make_a_multicontrolnet_in_order(pipe2, tiny_models):
     from diffusers import ControlNetModel, MultiControlNetModel
 
     assert isinstance(pipe2.controlnet, MultiControlNetModel)
-    assert pipe2.vidreal_controlnet_names == ["pose", "canny"]
+    assert [net.config._name_or_path for net in pipe2.controlnet.nets] == [tiny_models["pose"], tiny_models["canny"]]
     pose, canny = (ControlNetModel.from_pretrained(tiny_models[k]) for k in ("pose", "canny"))
     assert _same_weights(pipe2.controlnet.nets[0], pose) and _same_weights(pipe2.controlnet.nets[1], canny)
     assert not _same_weights(pose, canny)
     assert pipe2.safety_checker is None
     assert pipe2.device == torch.device("cpu") and pipe2.unet.dtype == torch.float32
     assert pipe2._progress_bar_config == {"disable": True}
-    assert pipe2.vidreal_sources["controlnets"] == {"pose": str(tiny_models["pose"]),
-                                                    "canny": str(tiny_models["canny"])}
 
 
 def test_one_controlnet_and_one_log_line(tiny_models, caplog):
@@ -100,7 +101,7 @@ def test_one_controlnet_and_one_log_line(tiny_models, caplog):
     with caplog.at_level(logging.INFO, logger="vidreal"):
         pipe = load_pipeline(str(tiny_models["sd"]), {"canny": str(tiny_models["canny"])}, device="cpu", dtype="fp32")
     assert type(pipe.controlnet) is ControlNetModel
-    assert pipe.vidreal_controlnet_names == ["canny"]
+    assert _same_weights(pipe.controlnet, ControlNetModel.from_pretrained(tiny_models["canny"]))
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("vidreal")]
     assert len(lines) == 1
     assert all(s in lines[0] for s in ("cpu", "float32", str(tiny_models["sd"]), f"canny={tiny_models['canny']}"))
@@ -221,6 +222,47 @@ def test_single_file_checkpoint_equals_the_folder(tiny_models, tmp_path, pipe2, 
     assert "hf download" in str(info.value)
 
 
+def _assert_lists_every_default_model(message: str) -> None:
+    """A short first line, then `vidreal download` and one indented command per missing model, each
+    fetching into a folder (--local-dir) and naming the flag that then points at it."""
+    first, *commands = message.splitlines()
+    assert first.startswith("cannot load 3 models: not in the Hugging Face cache") and len(first) < 200, first
+    assert commands[0].startswith("  vidreal download") and len(commands) == 4, message
+    for repo, flag in [(DEFAULT_MODEL, "--model "), *((cn, f"--controlnet {kind}=") for kind, cn in DEFAULT_CONTROLNETS.items())]:
+        line = next(line for line in commands if line.startswith(f"  hf download {repo} "))
+        local = f"weights/{repo.split('/')[-1]}"
+        assert f"--local-dir {local}  # then {flag}{local}" in line, line
+        # the safety checker is excluded from the SD download only
+        assert ("--exclude 'safety_checker/*'" in line) == (repo == DEFAULT_MODEL)
+
+
+def test_offline_lists_every_missing_model_with_its_command(empty_hub, samples, tmp_path):
+    with pytest.raises(ModelError) as info:
+        load_pipeline(device="cpu")  # the default hub ids
+    _assert_lists_every_default_model(str(info.value))
+    assert "cannot load 3 models" in str(info.value) and str(empty_hub) in str(info.value)
+    # the main job, as README gives it: one line, nothing written
+    res = CliRunner().invoke(cli, ["translate", str(samples / "humanoid_punch_ground.mp4"), "-o",
+                                   str(tmp_path / "out" / "punch.mp4"), "--no-progress"])
+    assert res.exit_code == 1 and res.output.startswith("error: cannot load 3 models"), res.output
+    _assert_lists_every_default_model(res.output.strip()[len("error: "):])
+    assert not (tmp_path / "out" / "punch.mp4").exists()
+
+
+def test_unreachable_hub_fails_at_once_listing_every_missing_model(empty_hub, monkeypatch):
+    from huggingface_hub import constants
+
+    # not offline by switch, but no hub answers (a closed local port): no retries, one error
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(ModelError) as info:
+        load_pipeline(device="cpu")
+    _assert_lists_every_default_model(str(info.value))
+    assert "unreachable (http://127.0.0.1:9)" in str(info.value)
+
+
 # ----------------------------------------------------------------------------- Textual Inversion
 def test_textual_inversion_formats(tiny_models, tmp_path, caplog):
     from safetensors.torch import save_file
@@ -254,6 +296,21 @@ def test_textual_inversion_formats(tiny_models, tmp_path, caplog):
     with pytest.raises(ModelError, match="'<vr-style>' already exists"):
         load_pipeline(tiny_models["sd"], {"canny": tiny_models["canny"]}, device="cpu",
                       embeddings=[tmp_path / "learned_embeds.safetensors"] * 2)
+
+
+def test_a1111_embedding_is_triggered_by_its_file_name(tiny_models, tmp_path):
+    width = 32  # the tiny text encoder's hidden size
+    vectors = torch.randn((2, width), generator=torch.Generator().manual_seed(0))
+    # A1111 .pt files carry an internal name that is often stale: users type the file's name
+    torch.save({"string_to_param": {"*": vectors[:1]}, "name": "internalname", "step": 9}, tmp_path / "myneg.pt")
+    torch.save({"string_to_param": {"*": vectors[1:]}, "name": "internalname2"}, tmp_path / "other.pt")
+    pipe = load_pipeline(tiny_models["sd"], {"canny": tiny_models["canny"]}, device="cpu", allow_pickle=True,
+                         embeddings=[tmp_path / "myneg.pt", f"{tmp_path / 'other.pt'}:<override>"])
+    vocab = pipe.tokenizer.get_vocab()
+    assert "myneg" in vocab and "<override>" in vocab
+    assert "internalname" not in vocab and "internalname2" not in vocab
+    table = pipe.text_encoder.get_input_embeddings().weight
+    assert torch.equal(table[vocab["myneg"]], vectors[0]) and torch.equal(table[vocab["<override>"]], vectors[1])
 
 
 # ----------------------------------------------------------------------------- LoRA

@@ -2,6 +2,7 @@
 and the Translator API alike; the config hash counts only the options in effect; scheduler aliases."""
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 import sys
@@ -186,10 +187,15 @@ def _usage_error(tmp_path, samples, *args, verb="translate"):
     inputs = [str(samples / "humanoid_walk_ground.mp4"), "-o", str(tmp_path / "out" / "o.mp4")] \
         if verb == "translate" else [str(samples), str(tmp_path / "out")]
     res = CliRunner().invoke(cli, [verb, *inputs, "--model", str(tmp_path / "no-such-model"), "--no-progress", *args])
-    lines = [line for line in res.output.splitlines() if line.strip()]
-    assert res.exit_code == 2, res.output
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.output
+    line = _usage_error_line(res)
     assert not (tmp_path / "out").exists()  # nothing written
+    return line
+
+
+def _usage_error_line(res) -> str:
+    """The one ``error: ...`` line of a usage error (exit 2)."""
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert res.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), res.output
     return lines[0]
 
 
@@ -226,9 +232,61 @@ def test_cli_config_file_over_1_mb_is_refused_unread(tmp_path, samples):
     assert "the config file is over 1 MB" in _usage_error(tmp_path, samples, "--config", str(preset))
 
 
-@pytest.fixture(scope="module")
-def translator(tiny_models):
-    from vidreal.pipeline import Translator
+# ----------------------------------------------------------------------------- non-finite numbers
+@pytest.mark.parametrize("flag", [["--guidance", "nan"], ["--guidance", "inf"], ["--lora-scale", "-inf"],
+                                  ["--controlnet-scale", "canny=nan"]])
+def test_non_finite_flags_refused_before_any_model_loads(samples, tmp_path, flag):
+    assert "must be a finite number" in _usage_error(tmp_path, samples, *flag)
 
-    return Translator.from_pretrained(tiny_models["sd"], {"canny": tiny_models["canny"], "pose": tiny_models["pose"]},
-                                      device="cpu", dtype="fp32")
+
+def test_non_finite_config_keys_and_api_values_refused(tmp_path, translator):
+    preset = tmp_path / "p.yaml"
+    preset.write_text("guidance: .nan\n")
+    with pytest.raises(ConfigError, match="guidance must be a finite number, got nan"):
+        load_config(preset)
+    with pytest.raises(ConfigError, match="controlnet_scale.pose must be a finite number"):
+        load_config(controlnet_scale={"pose": math.inf})
+    frames = np.zeros((1, 32, 32, 3), np.uint8)
+    conds = {"canny": frames, "pose": frames}
+    for kwargs in ({"guidance_scale": math.nan}, {"guidance_scale": math.inf}, {"controlnet_scale": math.nan},
+                   {"controlnet_scale": {"canny": math.inf}}):
+        with pytest.raises(ConfigError, match="must be a finite number"):
+            translator(frames, conds, PROMPT, num_inference_steps=2, progress=False, **kwargs)
+
+
+def test_non_finite_training_numbers_refused_before_training(tmp_path):
+    from vidreal.personalize import train_dreambooth, train_textual_inversion
+
+    with pytest.raises(ConfigError, match="lr must be a finite number, got inf"):
+        train_dreambooth(tmp_path / "images", tmp_path / "out", "nobody/model", lr=math.inf)
+    with pytest.raises(ConfigError, match="prior_loss_weight must be a finite number, got nan"):
+        train_dreambooth(tmp_path / "images", tmp_path / "out", "nobody/model", prior_loss_weight=math.nan)
+    with pytest.raises(ConfigError, match="lr must be a finite number"):
+        train_textual_inversion(tmp_path / "images", tmp_path / "out", "nobody/model", lr=math.inf)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("verb,flag,value,rest", [
+    (["classify", "train"], "--lr", "nan", ["--train", "nowhere", "--val", "nowhere", "-o", "run"]),
+    (["classify", "train"], "--backbone-lr", "inf", ["--train", "nowhere", "--val", "nowhere", "-o", "run"]),
+    (["batch"], "--gpus-per-worker", "inf", ["nowhere", "out"]),
+])
+def test_non_finite_flags_of_other_verbs_refused_first(tmp_path, monkeypatch, verb, flag, value, rest):
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(cli, [*verb, flag, value, *rest])
+    assert f"{flag} must be a finite number, got {value}" in _usage_error_line(res)
+    assert list(tmp_path.iterdir()) == []
+    res = CliRunner().invoke(cli, [*verb, flag, "fast", *rest])
+    assert res.exit_code == 2  # not a number at all: still Click's usage error
+
+
+# ----------------------------------------------------------------------------- repeated --controlnet
+@pytest.mark.parametrize("option", ["--controlnet", "--controlnet-scale"])
+def test_repeated_controlnet_kind_is_refused(tiny_models, samples, tmp_path, option):
+    first, second = ((f"canny={tiny_models['canny']}", f"canny={tiny_models['pose']}") if option == "--controlnet"
+                     else ("canny=0.5", "canny=2"))
+    res = CliRunner().invoke(cli, ["translate", str(samples / "humanoid_walk_ground.mp4"), "-o",
+                                   str(tmp_path / "out.mp4"), "--model", str(tiny_models["sd"]), "--size", "32",
+                                   "--steps", "1", "--no-progress", option, first, option, second])
+    assert f"{option} canny=... is given twice" in _usage_error_line(res)
+    assert list(tmp_path.iterdir()) == []

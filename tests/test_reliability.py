@@ -16,7 +16,8 @@ import vidreal
 from vidreal.batch import run_batch
 from vidreal.cli import cli
 from vidreal.errors import ConfigError, InputError, OutputError
-from vidreal.pipeline import Translator
+
+CONTROLNETS = ("canny",)  # the ControlNets of the shared translator fixture (conftest.py)
 
 
 def moving_square(n=8, h=48, w=64) -> np.ndarray:
@@ -26,11 +27,6 @@ def moving_square(n=8, h=48, w=64) -> np.ndarray:
     for t in range(n):
         frames[t, h // 4:h // 4 + h // 3, 4 + 3 * t:4 + 3 * t + w // 3] = (250, 250, 60)
     return frames
-
-
-@pytest.fixture(scope="module")
-def translator(tiny_models):
-    return Translator.from_pretrained(tiny_models["sd"], {"canny": tiny_models["canny"]}, device="cpu")
 
 
 @pytest.fixture(scope="module")

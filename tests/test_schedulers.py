@@ -10,25 +10,10 @@ from click.testing import CliRunner
 from vidreal.cli import cli
 from vidreal.config import load_config
 from vidreal.errors import ConfigError
-from vidreal.pipeline import Translator
 from vidreal.pipeline.schedulers import SCHEDULER_NAMES, make_scheduler
 
 PROMPT = "a person in the style of sks person"
 KW = dict(num_inference_steps=2, guidance_scale=7.0, seed=5, progress=False, size=None)
-
-
-@pytest.fixture(scope="module")
-def translator(tiny_models):
-    return Translator.from_pretrained(tiny_models["sd"], {"canny": tiny_models["canny"], "pose": tiny_models["pose"]},
-                                      device="cpu")
-
-
-@pytest.fixture(scope="module")
-def clip():
-    rng = np.random.default_rng(1)
-    frames = rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
-    conds = {k: rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8) for k in ("canny", "pose")}
-    return frames, conds
 
 
 def diff(a, b) -> int:

@@ -18,10 +18,10 @@ from vidreal.cli import cli
 from vidreal.conditions import DETECTORS, CannyDetector
 from vidreal.errors import InputError, ModelError, OutputError
 from vidreal.io import VideoWriter
-from vidreal.pipeline import Translator
 from vidreal.stages import Stages, timed
 
 ROOT = Path(__file__).resolve().parents[1]
+CONTROLNETS = ("canny",)  # the ControlNets of the shared translator fixture (conftest.py)
 STAGE_THREADS = ("vidreal-decode", "vidreal-conditions", "vidreal-encode")
 
 
@@ -117,11 +117,6 @@ def test_timed_blocks_count_for_their_own_stage_only():
 
 
 # ---------------------------------------------------------------------------- translate_file
-@pytest.fixture(scope="module")
-def translator(tiny_models):
-    return Translator.from_pretrained(tiny_models["sd"], {"canny": tiny_models["canny"]}, device="cpu")
-
-
 @pytest.fixture(scope="module")
 def config(tiny_models):
     return vidreal.load_config(model=str(tiny_models["sd"]), controlnets={"canny": str(tiny_models["canny"])},

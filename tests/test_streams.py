@@ -15,7 +15,6 @@ from vidreal.cli import cli
 from vidreal.config import BATCH_KEYS, load_config, read_section
 from vidreal.errors import ConfigError, InputError, ModelError
 from vidreal.metrics import SUMMARY_KEYS, MetricsStream, compute_metrics
-from vidreal.pipeline import Translator
 from vidreal.prompts import Prompts
 from vidreal.translate import translate_file
 
@@ -28,12 +27,6 @@ def moving_square(n=8, h=48, w=64) -> np.ndarray:
     for t in range(n):
         frames[t, h // 4:h // 4 + h // 3, 4 + 3 * t:4 + 3 * t + w // 3] = (250, 250, 60)
     return frames
-
-
-@pytest.fixture(scope="module")
-def translator(tiny_models):
-    return Translator.from_pretrained(tiny_models["sd"], {"canny": tiny_models["canny"], "pose": tiny_models["pose"]},
-                                      device="cpu")
 
 
 @pytest.fixture(scope="module")

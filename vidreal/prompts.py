@@ -6,7 +6,7 @@ One owner for ``vidreal translate`` and ``vidreal batch``:
     prompts("car/x1.png")                 # an item by its path relative to root (batch)
     prompts.for_path("data/car/x1.png")   # one file (translate)
 
-File format, UTF-8, blank lines and ``#`` comments skipped, one of two forms:
+File format, UTF-8 (a leading BOM is dropped), blank lines and ``#`` comments skipped, one of two forms:
   * ``relative/path<TAB>caption`` lines (what ``vidreal caption`` writes): an exact mapping;
     paths relative to the input root or absolute. ``for_path`` takes the longest key that the
     file's absolute path ends with (``car/x1.png`` and ``x1.png`` both name ``data/car/x1.png``).
@@ -23,19 +23,14 @@ import posixpath
 from pathlib import Path
 
 from vidreal.errors import InputError
+from vidreal.runtime import read_text
 
 
 def read_prompts(path) -> list[tuple[str | None, str]]:
     """(key, prompt) per line of a prompts file: either every line ``key<TAB>prompt``, or every
     line a plain prompt (key None). Blank lines and ``#`` comments are skipped. InputError when
     the file is missing, holds no prompt, or mixes the two forms."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("prompts file not found", path)
-    try:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read prompts file ({exc})", path) from exc
+    lines = [line.strip() for line in read_text(path, "prompts file").splitlines()]
     lines = [line for line in lines if line and not line.startswith("#")]
     if not lines:
         raise InputError("prompts file holds no prompt", path)

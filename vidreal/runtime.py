@@ -6,6 +6,7 @@ frame validation, finite numbers and the constants several modules name.
 * :func:`hub_offline`: ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` set, read at call time;
   :func:`hub_reachable`: a TCP connection to the hub endpoint opens within a few seconds.
 * :func:`first_line`: the first line of an exception's message, for one-line errors.
+* :func:`read_text`: a user's text file (split list, prompts file), UTF-8 with or without a BOM.
 * :func:`check_frames`: uint8 ``(T, H, W, 3)`` RGB or InputError.
 * :func:`check_finite`: a real, finite number or ConfigError (``nan``/``inf`` are refused).
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from pathlib import Path
 
 import numpy as np
 
@@ -165,6 +167,20 @@ def first_line(exc: BaseException, limit: int = 200, with_type: bool = False) ->
     if not line:
         return type(exc).__name__
     return (f"{type(exc).__name__}: {line}" if with_type else line)[:limit]
+
+
+# --------------------------------------------------------------------------- text files
+def read_text(path, what: str) -> str:
+    """The text of a user's text file (``what`` names it: "list file", "prompts file"): UTF-8, a
+    leading byte order mark (Windows editors write one) dropped. InputError when the file is
+    missing or is not UTF-8."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} not found", path)
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {what} ({exc})", path) from None
 
 
 # --------------------------------------------------------------------------- values

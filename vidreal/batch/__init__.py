@@ -39,6 +39,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,7 +51,7 @@ from vidreal.batch.executors import LocalExecutor, RayExecutor, Worker, keypoint
 from vidreal.batch.items import Entry, check_dirs, output_rel, read_list, safe_paths, walk
 from vidreal.batch.manifest import MANIFEST_NAME, Manifest, clean_temp_files, now, read_manifest, refuse_symlink
 from vidreal.config import TranslateConfig, load_config, write_config
-from vidreal.errors import ConfigError, InputError, VidrealError
+from vidreal.errors import ConfigError, InputError, OutputError, VidrealError
 from vidreal.io import atomic_output
 from vidreal.prompts import Prompts
 
@@ -139,6 +141,7 @@ def run_batch(in_dir, out_dir, config: TranslateConfig | None = None, *, pattern
     VidrealError for problems of the whole batch (folders, config, model, Ray).
     """
     started = time.perf_counter()
+    # 1. Check everything that needs no model; start or join the Ray cluster before touching OUT_DIR.
     config = config if config is not None else load_config()
     in_root, out_dir, entries, gate = check_batch(
         in_dir, out_dir, config, pattern=pattern, extensions=extensions, list_file=list_file, root=root,
@@ -147,103 +150,160 @@ def run_batch(in_dir, out_dir, config: TranslateConfig | None = None, *, pattern
     prompts = Prompts(config, in_root)
     structure = (True if gate.needs_pose else "edges") if gate.active else False
     runner = None
-    if executor == "ray":  # start or join the cluster and plan its workers before touching OUT_DIR
+    if executor == "ray":
         runner = RayExecutor(config, workers, gpus_per_worker, ray_address, overlap, metrics=metrics,
                              structure=structure, keypoints=keypoints)
         runner.connect()
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     result = BatchResult(out_dir=out_dir, manifest=out_dir / MANIFEST_NAME)
-    with Manifest(result.manifest) as manifest:
-        removed = clean_temp_files(out_dir)
-        if removed:
-            log.info("removed %d temporary file(s) left by an interrupted run", len(removed))
-        # the input root from the start: `vidreal sheet` finds the sources of an interrupted batch too
-        write_config(out_dir / CONFIG_NAME, config, extra={"root": str(in_root.resolve())})
+    # 2. Prepare OUT_DIR; its manifest stays locked until the report is written.
+    with _prepare_out_dir(out_dir, config, in_root) as manifest:
         fingerprint = config.fingerprint()
-        in_res, out_res = in_root.resolve(), out_dir.resolve()
-
-        def record(job_or_rel, res: dict) -> dict:
-            rec = {"input": res["input"], "output": job_or_rel.get("output"), "status": res["status"],
-                   "error": res["error"], "frames": res["frames"], "seconds": res["seconds"],
-                   "config": fingerprint, "prompt": job_or_rel.get("prompt"), "time": now()}
-            if "metrics" in res:
-                rec["metrics"] = res["metrics"]
-            if gate.active:
-                rec["gate"] = gate.to_dict()
-            if "scores" in res:
-                rec["scores"] = res["scores"]
-                reasons = gate.failures(res["scores"]) if res["status"] == "done" else []
-                if reasons:
-                    rec["status"], rec["rejected"] = "rejected", "; ".join(reasons)
-            manifest.append(rec)
-            return rec
-
-        jobs, claimed = [], {}
-        rate = DatasetRate(0)  # frames/s and ETA of the dataset, shown on the items bar
         with tqdm(total=len(entries), unit="item", desc="batch", disable=not progress,
                   bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} items [{elapsed}{postfix}]") as bar:
-
-            def account(rec: dict) -> None:
-                if rec["status"] in ("done", "rejected"):
-                    result.done += rec["status"] == "done"
-                    result.frames += rec["frames"] or 0
-                    if rec["status"] == "rejected":
-                        result.rejected += 1
-                        result.rejections.append((rec["input"], rec["rejected"]))
-                else:
-                    result.failed += 1
-                    result.failures.append((rec["input"], rec["error"]))
-                bar.set_postfix_str(f"{rate.text()}, {result.failed} failed", refresh=False)
-                bar.update(1)
-
-            # 1. Plan: safety, output names, prompts, skip decisions.
-            for entry in entries:
-                info = {"output": output_rel(entry.rel), "prompt": None}
-                try:
-                    src, dst, info["output"] = safe_paths(in_res, out_res, entry.rel)
-                    if info["output"] in claimed:
-                        raise InputError(f"output {info['output']!r} is also the output of {claimed[info['output']]!r}")
-                    claimed[info["output"]] = entry.rel
-                    info["prompt"] = prompts(entry.rel)
-                except VidrealError as exc:
-                    account(record(info, {"input": entry.rel, "status": "failed", "error": one_line(exc),
-                                          "frames": 0, "seconds": 0.0}))
-                    continue
-                last = manifest.latest.get(entry.rel)
-                if not overwrite and is_current(last, fingerprint, info["prompt"], info["output"], dst, gate, keypoints):
-                    if last["status"] == "rejected":  # counted as rejected, not translated again
-                        result.rejected += 1
-                        result.rejections.append((entry.rel, last.get("rejected", "")))
-                    else:
-                        result.skipped += 1
-                        result.skipped_frames += last.get("frames") or 0
-                    bar.update(1)
-                    continue
-                jobs.append({"input": entry.rel, "src": str(src), "dst": str(dst), **info})
-
-            # 2. Translate what is left; the driver records every result as it arrives.
+            tally = _Tally(result, manifest, fingerprint, gate, bar)
+            # 3. Plan the items: safety, output names, prompts, skip decisions.
+            jobs = _plan_items(entries, in_root, out_dir, prompts, tally, overwrite=overwrite, keypoints=keypoints)
+            # 4. Translate what is left.
             if jobs:
                 runner = runner or LocalExecutor(config, translator, overlap, progress, metrics, structure, keypoints)
-                by_rel = {job["input"]: job for job in jobs}
-                rate.items = len(jobs)
-                for res in runner.run(jobs):
-                    rate.add(res["frames"] or 0, res["seconds"] or 0.0)
-                    account(record(by_rel[res["input"]], res))
-
-        # 3. The split list of what was translated; metric means over the dataset.
-        if list_file is not None:
-            result.list_file = _write_list(out_dir / Path(list_file).name, entries, manifest.latest, fingerprint)
-        if metrics:
-            result.metrics, result.metrics_items = _mean_metrics(
-                [manifest.latest.get(entry.rel) for entry in entries], fingerprint)
-        if sheet is not None:
-            from vidreal.batch.sheet import write_report
-
-            result.sheet = write_report(out_dir, sheet, root=in_root)
+                _run_jobs(runner, jobs, tally)
+        # 5. Report: the split list, the metric means, the contact sheet; then the summary.
+        _report(result, entries, manifest.latest, fingerprint, in_root, list_file=list_file, metrics=metrics,
+                sheet=sheet)
     if isinstance(runner, RayExecutor):
         runner.close()  # also when every item was skipped
     result.seconds = time.perf_counter() - started
+    _write_summary(result, config, in_root, gate)
+    return result
+
+
+@contextmanager
+def _prepare_out_dir(out_dir: Path, config: TranslateConfig, in_root: Path) -> Iterator[Manifest]:
+    """Create OUT_DIR and hold its manifest (locked: one batch at a time); remove the temporary files
+    a killed run left and write the config, with the input root from the start (``vidreal sheet``
+    finds the sources of an interrupted batch too). OutputError when OUT_DIR cannot be created."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. a read-only parent, or a file on the way
+        raise OutputError(f"cannot create OUT_DIR ({exc.strerror or exc})", out_dir) from None
+    with Manifest(out_dir / MANIFEST_NAME) as manifest:
+        removed = clean_temp_files(out_dir)
+        if removed:
+            log.info("removed %d temporary file(s) left by an interrupted run", len(removed))
+        write_config(out_dir / CONFIG_NAME, config, extra={"root": str(in_root.resolve())})
+        yield manifest
+
+
+@dataclass
+class _Tally:
+    """Records each item's outcome in the manifest and counts it into the BatchResult and the items
+    bar (whose postfix shows the dataset's frames/s and ETA, from ``rate``, and the failures)."""
+
+    result: BatchResult
+    manifest: Manifest
+    fingerprint: str  # the config's
+    gate: object  # vidreal.gate.Gate
+    bar: object
+    rate: DatasetRate = field(default_factory=lambda: DatasetRate(0))
+
+    def record(self, job: dict, res: dict) -> None:
+        """Write the manifest record of one result (``job``: its output and prompt) and count it; the
+        gate turns a done item below a threshold into a rejected one."""
+        gate = self.gate
+        rec = {"input": res["input"], "output": job.get("output"), "status": res["status"], "error": res["error"],
+               "frames": res["frames"], "seconds": res["seconds"], "config": self.fingerprint,
+               "prompt": job.get("prompt"), "time": now()}
+        if "metrics" in res:
+            rec["metrics"] = res["metrics"]
+        if gate.active:
+            rec["gate"] = gate.to_dict()
+        if "scores" in res:
+            rec["scores"] = res["scores"]
+            reasons = gate.failures(res["scores"]) if res["status"] == "done" else []
+            if reasons:
+                rec["status"], rec["rejected"] = "rejected", "; ".join(reasons)
+        self.manifest.append(rec)
+        self._count(rec)
+
+    def _count(self, rec: dict) -> None:
+        result = self.result
+        if rec["status"] in ("done", "rejected"):
+            result.done += rec["status"] == "done"
+            result.frames += rec["frames"] or 0
+            if rec["status"] == "rejected":
+                result.rejected += 1
+                result.rejections.append((rec["input"], rec["rejected"]))
+        else:
+            result.failed += 1
+            result.failures.append((rec["input"], rec["error"]))
+        self.bar.set_postfix_str(f"{self.rate.text()}, {result.failed} failed", refresh=False)
+        self.bar.update(1)
+
+    def skip(self, rel: str, last: dict) -> None:
+        """Count an item whose latest record ``last`` stands for this run: skipped, or rejected again."""
+        if last["status"] == "rejected":  # counted as rejected, not translated again
+            self.result.rejected += 1
+            self.result.rejections.append((rel, last.get("rejected", "")))
+        else:
+            self.result.skipped += 1
+            self.result.skipped_frames += last.get("frames") or 0
+        self.bar.update(1)
+
+
+def _plan_items(entries: list[Entry], in_root: Path, out_dir: Path, prompts: Prompts, tally: _Tally, *,
+                overwrite: bool, keypoints: bool) -> list[dict]:
+    """The jobs to translate, in order: each item's safety checks, output name, prompt and skip
+    decision. An item that fails them is recorded as failed, a current one counted as skipped."""
+    in_res, out_res = in_root.resolve(), out_dir.resolve()
+    jobs, claimed = [], {}
+    for entry in entries:
+        info = {"output": output_rel(entry.rel), "prompt": None}
+        try:
+            src, dst, info["output"] = safe_paths(in_res, out_res, entry.rel)
+            if info["output"] in claimed:
+                raise InputError(f"output {info['output']!r} is also the output of {claimed[info['output']]!r}")
+            claimed[info["output"]] = entry.rel
+            info["prompt"] = prompts(entry.rel)
+        except VidrealError as exc:
+            tally.record(info, {"input": entry.rel, "status": "failed", "error": one_line(exc), "frames": 0,
+                                "seconds": 0.0})
+            continue
+        last = tally.manifest.latest.get(entry.rel)
+        if not overwrite and is_current(last, tally.fingerprint, info["prompt"], info["output"], dst, tally.gate,
+                                        keypoints):
+            tally.skip(entry.rel, last)
+            continue
+        jobs.append({"input": entry.rel, "src": str(src), "dst": str(dst), **info})
+    return jobs
+
+
+def _run_jobs(runner, jobs: list[dict], tally: _Tally) -> None:
+    """Run the jobs on the executor; the driver records every result as it arrives."""
+    by_rel = {job["input"]: job for job in jobs}
+    tally.rate.items = len(jobs)
+    for res in runner.run(jobs):
+        tally.rate.add(res["frames"] or 0, res["seconds"] or 0.0)
+        tally.record(by_rel[res["input"]], res)
+
+
+def _report(result: BatchResult, entries: list[Entry], latest: dict, fingerprint: str, in_root: Path, *,
+            list_file, metrics: bool, sheet) -> None:
+    """What the run leaves beside the outputs: the split list of what was translated, the metric
+    means over the dataset, the contact sheet."""
+    if list_file is not None:
+        result.list_file = _write_list(result.out_dir / Path(list_file).name, entries, latest, fingerprint)
+    if metrics:
+        records = [latest.get(entry.rel) for entry in entries]
+        result.metrics, result.metrics_items = _mean_metrics(records, fingerprint)
+    if sheet is not None:
+        from vidreal.batch.sheet import write_report
+
+        result.sheet = write_report(result.out_dir, sheet, root=in_root)
+
+
+def _write_summary(result: BatchResult, config: TranslateConfig, in_root: Path, gate) -> None:
+    """``batch.vidreal.yaml``: the config with this run's counts (and gate, metric means) under ``result:``."""
     summary = {"done": result.done, "skipped": result.skipped, "failed": result.failed,
                "root": str(in_root.resolve())}
     if gate.active:
@@ -252,8 +312,7 @@ def run_batch(in_dir, out_dir, config: TranslateConfig | None = None, *, pattern
     if result.metrics:
         summary["metrics_mean"] = result.metrics
         summary["metrics_items"] = result.metrics_items
-    write_config(out_dir / CONFIG_NAME, config, extra=summary)
-    return result
+    write_config(result.out_dir / CONFIG_NAME, config, extra=summary)
 
 
 def check_batch(in_dir, out_dir, config: TranslateConfig, *, pattern=None, extensions=None, list_file=None,

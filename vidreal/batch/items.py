@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 
 from vidreal.errors import ConfigError, InputError
 from vidreal.io import IMAGE_EXTS, VIDEO_EXTS
+from vidreal.runtime import read_text
 
 # Output extension per input extension (lower case). Containers that take the default libx264
 # codec keep their extension; the others (.avi, .webm) become .mp4. Lossless or common image
@@ -93,13 +94,7 @@ def read_list(path: Path, pattern: str | None = None, extensions=None) -> list[E
     ``annotations/*.txt``, VisDA ``image_list.txt``). Blank lines and ``#`` comments are skipped;
     a path listed twice is kept once. ``pattern``/``extensions`` filter it as they filter a walk
     (``extensions`` only when given)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("list file not found", path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read list file ({exc})", path) from None
+    text = read_text(path, "list file")
     exts = None if extensions is None else parse_extensions(extensions)
     entries, seen = [], set()
     for line in text.splitlines():

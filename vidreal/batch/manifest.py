@@ -4,7 +4,8 @@ Record fields: ``input`` and ``output`` (paths relative to the input root and to
 ``status`` ("done" | "failed" | "rejected"), ``error`` (one line, or null), ``frames``, ``seconds``,
 ``config`` (``TranslateConfig.fingerprint()``), ``prompt``, ``time`` (UTC, ISO 8601); with the gate
 on, ``gate`` (its thresholds), ``scores`` ({"edge_f1", "pose_pck"}) and, for a rejected item,
-``rejected`` (the reasons, e.g. "edge_f1 0.412 < 0.5").
+``rejected`` (the reasons, e.g. "edge_f1 0.412 < 0.5"). The file is UTF-8; a file name that is not
+(Linux names are bytes) is written with JSON escapes (``"bad\\udcff.mp4"``) that read back to the same path.
 
 The file is append-only; each record is written with one ``write`` then ``flush`` + ``fsync``, so a
 crash loses at most the record being written. Reading tolerates that torn last line (opening for
@@ -113,10 +114,12 @@ class Manifest:
 
     def append(self, record: dict) -> None:
         """Write one record durably and make it the item's latest."""
+        # A name that is not UTF-8 holds os.fsdecode's lone surrogates: each is written as its JSON
+        # escape ("\udcff"), which json.loads reads back to the same name.
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
         try:
             self._file.seek(0, os.SEEK_END)
-            self._file.write(line.encode("utf-8"))
+            self._file.write(line.encode("utf-8", "backslashreplace"))
             self._file.flush()
             os.fsync(self._file.fileno())
         except OSError as exc:  # e.g. a full disk: the item's output stays, a rerun redoes it

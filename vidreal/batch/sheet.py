@@ -82,6 +82,9 @@ def _panel(image: np.ndarray) -> np.ndarray:
 
 def _label(text: str, width: int, colour=(230, 230, 230)) -> np.ndarray:
     strip = np.full((LABEL, width, 3), 32, np.uint8)
+    # Hershey fonts draw ASCII only, and OpenCV crashes on a lone surrogate (a file name that is not
+    # UTF-8): anything else is drawn as its escape, e.g. "\udcff".
+    text = text.encode("ascii", "backslashreplace").decode("ascii")
     cv2.putText(strip, text, (6, LABEL - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
     return strip
 
@@ -209,7 +212,7 @@ def write_report(out_dir, sheet=None, root=None, n: int = 8, seed: int = 0, wors
     if report:
         page = _html(out_dir, png, _histograms(records), records, len(chosen))
         with atomic_output(sheet.with_name("report.html")) as tmp:
-            Path(tmp).write_text(page, encoding="utf-8")
+            Path(tmp).write_text(page, encoding="utf-8", errors="backslashreplace")  # names that are not UTF-8
     return sheet
 
 

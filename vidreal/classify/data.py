@@ -27,6 +27,7 @@ from PIL import Image
 
 from vidreal.errors import ConfigError, InputError
 from vidreal.io import IMAGE_EXTS, VIDEO_EXTS
+from vidreal.runtime import read_text
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ def _load_folder(src: Path, classes: Sequence[str] | None) -> Samples:
 
 def _load_list(src: Path, root: Path, classes: Sequence[str] | None) -> Samples:
     entries: list[tuple[int, str, int]] = []
-    for lineno, line in enumerate(src.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(read_text(src, "list file").splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue

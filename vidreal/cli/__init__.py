@@ -8,6 +8,7 @@ is wrong before any file is read: Click's own parse errors, and ConfigErrors a v
 from __future__ import annotations
 
 import importlib
+import io
 import sys
 
 import click
@@ -109,6 +110,10 @@ def cli(ctx, debug, verbose, quiet):
     if quiet and verbose:
         raise click.UsageError("-q/--quiet and -v/--verbose exclude each other")
     logs.configure(-1 if quiet else verbose)  # vidreal's and the libraries' loggers (see vidreal/logs.py)
+    # A file name that is not UTF-8 (os.fsdecode's lone surrogates) prints as "\udcff", as
+    # manifest.jsonl writes it, instead of failing the print (stderr already does this).
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
     progress.configure(enabled=not quiet)  # bars; a verb's --no-progress turns them off too
 
 

@@ -451,8 +451,7 @@ def load_pipeline(
     Args:
         model: hub id, local diffusers folder, or one original-layout single-file checkpoint.
         controlnets: ordered ``{name: hub id | folder | single file}``; ``None`` -> DEFAULT_CONTROLNETS.
-            One gives a ``ControlNetModel``, more a ``MultiControlNetModel`` in this order; the
-            names are kept as ``pipe.vidreal_controlnet_names`` (list, same order).
+            One gives a ``ControlNetModel``, more a ``MultiControlNetModel`` in this order.
         device: ``None``/"auto" (cuda > mps > cpu), "cpu", "cuda", "cuda:N", "mps".
         dtype: ``None``/"auto" (fp16 on cuda/mps, fp32 on cpu), "fp16", "bf16", "fp32" or a torch dtype.
         embeddings: Textual Inversion files as ``"FILE[:TOKEN]"`` strings (or ``(path, token)``);
@@ -469,8 +468,7 @@ def load_pipeline(
             diffusers folder or one ``.safetensors`` file; ``None`` keeps the model's.
 
     The safety checker is not loaded (research translation tool). Remote code is never trusted.
-    Returns the pipeline on ``device`` in ``dtype`` with its progress bar disabled; it also carries
-    ``vidreal_controlnet_names`` and ``vidreal_sources`` (dict of the sources, for logs and configs).
+    Returns the pipeline on ``device`` in ``dtype`` with its progress bar disabled.
     """
     sources = _resolve_sources(model, controlnets, embeddings, lora, lora_scale, model_config, vae, allow_pickle)
     dev = resolve_device(device)
@@ -481,8 +479,6 @@ def load_pipeline(
     for src, scale in sources.lora_srcs:
         _load_lora(pipe, *src, scale, allow_pickle, local_only)
     pipe = _place(pipe, dev, torch_dtype)
-    pipe.vidreal_controlnet_names = list(sources.controlnets)
-    pipe.vidreal_sources = sources.describe()
     extras = "" if vae is None else f", VAE {_describe(vae)}"
     if tokens:
         extras += f", embeddings {', '.join(tokens)}"
@@ -498,10 +494,7 @@ def load_pipeline(
 class _Sources:
     """What a run loads, each source classified by :func:`_source` as (kind, source)."""
 
-    model: object
     controlnets: dict  # {name: spec} as given
-    embeddings: list  # specs as given
-    lora: object  # as given
     loras: list  # [(source, scale)]
     vae: object  # as given (None: the model's)
     model_src: tuple
@@ -510,18 +503,6 @@ class _Sources:
     vae_src: tuple | None
     lora_srcs: list  # [((kind, source), scale)]
     embedding_files: list  # [(file, token or None)]
-
-    def describe(self) -> dict:
-        """The sources as given, for logs and records."""
-        lora = self.lora
-        return {
-            "model": _describe(self.model),
-            "controlnets": {name: _describe(spec) for name, spec in self.controlnets.items()},
-            "embeddings": [_describe(s[0] if isinstance(s, tuple) else s) for s in self.embeddings],
-            "lora": None if lora is None else [_describe(path) for path, _ in self.loras] if isinstance(lora, list)
-            else _describe(self.loras[0][0]),
-            "vae": None if self.vae is None else _describe(self.vae),
-        }
 
 
 def _resolve_sources(model, controlnets, embeddings, lora, lora_scale, model_config, vae, allow_pickle) -> _Sources:
@@ -550,8 +531,7 @@ def _resolve_sources(model, controlnets, embeddings, lora, lora_scale, model_con
     embedding_files = [_embedding_file(spec, allow_pickle) for spec in embeddings]
     for src, _ in lora_srcs:
         _check_lora(*src, allow_pickle)
-    return _Sources(model, controlnets, embeddings, lora, loras, vae, model_src, nets, config_src, vae_src, lora_srcs,
-                    embedding_files)
+    return _Sources(controlnets, loras, vae, model_src, nets, config_src, vae_src, lora_srcs, embedding_files)
 
 
 def _hub_needs(sources: _Sources) -> list[HubNeed]:
