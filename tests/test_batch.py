@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from fractions import Fraction
 from pathlib import Path
 
@@ -251,6 +252,38 @@ def test_missing_ray_is_one_line(tmp_path, monkeypatch):
     result = run_cli(tmp_path / "in", tmp_path / "out", "--executor", "ray")
     assert result.exit_code == 1 and result.output == f"error: {RAY_MISSING}\n"
     assert not (tmp_path / "out").exists()  # refused before touching OUT_DIR
+
+
+class FakeRay:
+    """What RayExecutor.connect and close call, no cluster: ``up`` while a cluster this process
+    started would run."""
+
+    up = False
+
+    def is_initialized(self):
+        return self.up
+
+    def init(self, **kwargs):
+        self.up = True
+
+    def shutdown(self):
+        self.up = False
+
+    def cluster_resources(self):
+        return {"CPU": 2}
+
+    def remote(self, cls):
+        return types.SimpleNamespace(options=lambda **kwargs: cls)
+
+
+def test_a_batch_that_fails_after_starting_ray_shuts_it_down(tmp_path, monkeypatch):
+    ray = FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", ray)
+    make_dataset(tmp_path / "in")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="cannot create OUT_DIR"):
+        run_batch(tmp_path / "in", tmp_path / "file" / "out", executor="ray", progress=False)
+    assert not ray.up  # it was left running
 
 
 # ----------------------------------------------------------------------------- translating (tiny models)

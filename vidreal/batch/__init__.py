@@ -32,7 +32,8 @@
   items like done ones, unless the thresholds or the config changed (then they are redone).
 * Executors (``executors.py``): ``local`` (one model in this process) or ``ray`` (one actor per
   worker, each with its model loaded once). The Ray cluster is started or joined, and its workers
-  planned, before OUT_DIR is touched: a cluster that cannot be reached leaves nothing behind.
+  planned, before OUT_DIR is touched: a cluster that cannot be reached leaves nothing behind. A
+  cluster the batch started is shut down when it ends, also when it stops on an error.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,15 +150,17 @@ def run_batch(in_dir, out_dir, config: TranslateConfig | None = None, *, pattern
         min_pose_pck=min_pose_pck, keypoints=keypoints, sheet=sheet)
     prompts = Prompts(config, in_root)
     structure = (True if gate.needs_pose else "edges") if gate.active else False
-    runner = None
     if executor == "ray":
         runner = RayExecutor(config, workers, gpus_per_worker, ray_address, overlap, metrics=metrics,
                              structure=structure, keypoints=keypoints)
         runner.connect()
+    else:  # loads the model when it first runs: not at all when every item is skipped
+        runner = LocalExecutor(config, translator, overlap, progress, metrics, structure, keypoints)
 
     result = BatchResult(out_dir=out_dir, manifest=out_dir / MANIFEST_NAME)
-    # 2. Prepare OUT_DIR; its manifest stays locked until the report is written.
-    with _prepare_out_dir(out_dir, config, in_root) as manifest:
+    # 2. Prepare OUT_DIR; its manifest stays locked until the report is written. The executor is
+    # closed however the batch ends (a Ray cluster the batch started is shut down).
+    with closing(runner), _prepare_out_dir(out_dir, config, in_root) as manifest:
         fingerprint = config.fingerprint()
         with tqdm(total=len(entries), unit="item", desc="batch", disable=not progress,
                   bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} items [{elapsed}{postfix}]") as bar:
@@ -166,13 +169,10 @@ def run_batch(in_dir, out_dir, config: TranslateConfig | None = None, *, pattern
             jobs = _plan_items(entries, in_root, out_dir, prompts, tally, overwrite=overwrite, keypoints=keypoints)
             # 4. Translate what is left.
             if jobs:
-                runner = runner or LocalExecutor(config, translator, overlap, progress, metrics, structure, keypoints)
                 _run_jobs(runner, jobs, tally)
         # 5. Report: the split list, the metric means, the contact sheet; then the summary.
         _report(result, entries, manifest.latest, fingerprint, in_root, list_file=list_file, metrics=metrics,
                 sheet=sheet)
-    if isinstance(runner, RayExecutor):
-        runner.close()  # also when every item was skipped
     result.seconds = time.perf_counter() - started
     _write_summary(result, config, in_root, gate)
     return result

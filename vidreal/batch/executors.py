@@ -1,6 +1,6 @@
 """Where batch items run: one :class:`Worker` (one loaded Translator) in this process, or one per
 Ray actor. Executors take jobs (plain dicts) and yield results (plain dicts) as items finish; the
-driver, not the workers, writes the manifest.
+driver, not the workers, writes the manifest, and closes the executor when the batch ends.
 
 A job: ``{"input": rel, "src": absolute input path, "dst": absolute output path, "prompt": str}``.
 A result: ``{"input": rel, "status": "done"|"failed", "error": str|None, "frames": int, "seconds": float}``,
@@ -165,6 +165,9 @@ class LocalExecutor:
     def __init__(self, config, translator=None, overlap: bool | None = None, progress: bool = False,
                  metrics: bool = False, structure=False, keypoints: bool = False):
         self.worker = Worker(config, translator, overlap, progress, metrics, structure, keypoints)
+
+    def close(self) -> None:
+        """Nothing to release (the executors' common interface: RayExecutor's shuts Ray down)."""
 
     def run(self, jobs: Iterable[dict]) -> Iterator[dict]:
         self.worker.load()  # a missing model fails the batch here, not every item; decides overlap
