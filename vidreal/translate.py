@@ -21,7 +21,7 @@ import numpy as np
 from vidreal import selection
 from vidreal.config import TranslateConfig, record_path, write_config
 from vidreal.io import OutputFiles, check_output, is_frame_folder, open_media, resize_frames
-from vidreal.stages import Stages
+from vidreal.stages import DEPTH, Stages
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,8 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
         decoded = stages.ahead("decode", media.chunks(config.chunk_size, plan.indices if plan.active else None))
         pieces = stages.ahead("conditions", _conditions(decoded, work, detectors, encoder.waiting, people,
                                                              _keyframes_ahead(config, preview, save_conditions,
-                                                                              keypoints)))
+                                                                              keypoints)),
+                              depth=_conditions_depth(config))
         encode = stages.behind("encode", encoder.write)
         outputs = stages.iterate("denoise", translator.stream(
             pieces, prompt, config.options(), progress=progress, n_frames=info.n_frames, stats=stats))
@@ -231,6 +232,14 @@ def _mark_last(chunks):
         previous = chunk
     if previous is not None:
         yield previous, True
+
+
+def _conditions_depth(config: TranslateConfig) -> int:
+    """Chunks the conditions stage may be ahead of the denoiser. With keyframes, one batch of
+    ``chunk_size`` keyframes spans K chunks: while it denoises, the next batch's chunks are made
+    (else the denoiser stalls at every batch); "auto" plans for gaps of 4 on average."""
+    every = config.keyframe_every
+    return DEPTH + (every if isinstance(every, int) and every > 1 else 4 if every == "auto" else 0)
 
 
 def _keyframes_ahead(config: TranslateConfig, preview, save_conditions, keypoints):
