@@ -70,9 +70,9 @@ def test_translate_opens_input_once_and_streams_preview_conditions_metrics(trans
     opened, pending = [], []
     real_open = io.Media.__init__
 
-    def counting_open(self, path):
+    def counting_open(self, path, *args, **kwargs):
         opened.append(str(path))
-        real_open(self, path)
+        real_open(self, path, *args, **kwargs)
 
     real_put = translate._Waiting.put
 
