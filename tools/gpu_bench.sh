@@ -29,7 +29,7 @@ python3 -c "import mediapipe" 2>/dev/null && kinds="$kinds --controlnet pose=$mo
 for k in 1 4; do
     timeout 240 python3 tools/bench_pipeline.py samples/humanoid_walk_ground.mp4 --model "$models/sd" $kinds \
         --device "$device" --dtype "$dtype" --size "$size" --steps "$steps" --frames "$frames" --chunk-size 8 \
-        --keyframe-every $k --translator-only --json 2>&1 | tail -n 4 | tee "$out/pipeline_k$k.txt"
+        --keyframe-every $k --flow-size 256 --translator-only --json 2>&1 | tail -n 4 | tee "$out/pipeline_k$k.txt"
 done
 timeout 420 python3 tools/bench_translate.py --table --model "$models/sd" --controlnet canny="$models/controlnet-canny" \
     --controlnet pose="$models/controlnet-pose" --taesd "$models/taesd" --device "$device" --dtype "$dtype" \
