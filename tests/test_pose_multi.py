@@ -141,9 +141,9 @@ def test_box_helpers():
 # ---------------------------------------------------------------- bad options
 
 @pytest.mark.parametrize("options, message", [
-    ({"max_people": 0}, r"pose max_people must be an integer >= 1, got 0"),
+    ({"max_people": 0}, r"pose max_people must be a positive integer, got 0"),
     ({"mode": "crowd"}, r"pose mode must be one of auto, single, multi, got 'crowd'"),
-    ({"detect_every": 0}, r"pose detect_every must be an integer >= 1, got 0"),
+    ({"detect_every": 0}, r"pose detect_every must be a positive integer, got 0"),
     ({"detector": "yolo"}, r"pose detector must be one of blazepose, hog or a model file, got 'yolo'"),
 ])
 def test_bad_pose_options_are_one_line_config_errors(options, message):
@@ -167,7 +167,7 @@ def test_bad_detector_writes_nothing(samples, tmp_path):
     result = CliRunner().invoke(_cli(), ["conditions", str(samples / "humanoid_pair_ground.mp4"), "-o", str(out),
                                          "--kind", "pose", "--max-people", "0", "--no-progress"])
     assert result.exit_code == 1
-    assert result.output.strip().splitlines() == ["error: pose max_people must be an integer >= 1, got 0"]
+    assert result.output.strip().splitlines() == ["error: pose max_people must be a positive integer, got 0"]
     assert not out.parent.exists() or not any(out.parent.iterdir())
 
 

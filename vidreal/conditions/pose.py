@@ -13,6 +13,7 @@ import functools
 import cv2
 import numpy as np
 
+from vidreal.checks import positive_int
 from vidreal.conditions.base import Detector, check_range, import_controlnet_aux
 from vidreal.errors import ConfigError
 from vidreal.logs import native_stderr_silenced
@@ -94,10 +95,10 @@ class PoseDetector(Detector):
         if mode not in MODES:
             raise ConfigError(f"pose mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.mode = mode
-        self.max_people = _check_count("pose max_people", max_people)
-        self.detect_every = _check_count("pose detect_every", detect_every)
-        tiles = _check_count("pose tiles", tiles)
-        person_class = _check_count("pose person_class", person_class, low=0)
+        self.max_people = positive_int("pose max_people", max_people)
+        self.detect_every = positive_int("pose detect_every", detect_every)
+        tiles = positive_int("pose tiles", tiles)
+        person_class = positive_int("pose person_class", person_class, minimum=0)
         person_threshold = check_range("pose person_threshold", person_threshold, 0, 1)
         self.single_fraction = check_range("pose single_fraction", single_fraction, 0, 1)
         self._people = None if mode == "single" else make_person_detector(
@@ -348,12 +349,6 @@ class PoseDetector(Detector):
         if getattr(self, "_people", None) is not None:
             self._people.close()
             self._people = None
-
-
-def _check_count(name: str, value, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
 
 
 class _PoseGraph:

@@ -12,6 +12,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from vidreal.checks import CRF_CODECS
 from vidreal.errors import InputError, OutputError
 from vidreal.io.atomic import atomic_folder, atomic_output
 from vidreal.io.audio import _AudioCopy, _close_quietly
@@ -23,7 +24,6 @@ log = logging.getLogger(__name__)
 # Encoder pixel format per codec; codecs not listed here encode yuv420p.
 _CODEC_PIX_FMT = {"libx264": "yuv420p", "mpeg4": "yuv420p", "libx264rgb": "rgb24",
                   "ffv1": "bgr0", "png": "rgb24", "libvpx-vp9": "yuv420p"}
-_CRF_CODECS = {"libx264", "libx264rgb", "libx265", "libvpx-vp9"}
 # Pixel format for odd sizes where the codec's usual yuv420p cannot hold them (same pixels out).
 _ODD_PIX_FMT = {"libx264": "yuv444p"}
 _VFR_TIME_BASE = Fraction(1, 90000)  # pts unit when frames keep their own timestamps
@@ -180,7 +180,7 @@ class VideoWriter:
         stream.pix_fmt = pix_fmt
         stream.time_base = self._time_base
         stream.codec_context.time_base = self._time_base
-        if self.codec in _CRF_CODECS:
+        if self.codec in CRF_CODECS:
             stream.options = {"crf": str(self.crf)}
         elif self.codec == "mpeg4":
             stream.bit_rate = int(width * height * self.rate)  # ~1 bit per pixel
