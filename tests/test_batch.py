@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import types
 from fractions import Fraction
 from pathlib import Path
@@ -517,17 +516,17 @@ def test_unreadable_file_is_recorded(tiny_models, tmp_path):
 # A batch that stops before recording its second item (the item's output is already written) and
 # says so by creating the file named by its first argument; the rest of argv is vidreal's.
 PAUSE_BEFORE_SECOND_RECORD = """
-import sys, time
-from pathlib import Path
+import sys
 from vidreal.batch.manifest import Manifest
 from vidreal.cli import main
 
-paused, record = Path(sys.argv.pop(1)), Manifest.append
+record = Manifest.append
 
 def record_or_pause(manifest, rec):
-    if manifest.latest:
-        paused.touch()
-        time.sleep(600)
+    if manifest.latest:  # the second record: say so on stdout, then wait on stdin until killed
+        sys.__stdout__.write("paused\\n")
+        sys.__stdout__.flush()
+        sys.stdin.read()
     record(manifest, rec)
 
 Manifest.append = record_or_pause
@@ -537,22 +536,24 @@ main()
 
 @pytest.mark.slow
 def test_killed_batch_resumes_to_a_complete_consistent_output(tiny_models, tmp_path):
-    src, out, paused = tmp_path / "in", tmp_path / "out", tmp_path / "paused"
+    src, out = tmp_path / "in", tmp_path / "out"
     items = {f"c/clip{i}.mp4": 6 for i in range(4)}
     for i, rel in enumerate(items):
         write_video(src / rel, moving_square(6, seed=i), fps=12)
-    cmd = [sys.executable, "-c", PAUSE_BEFORE_SECOND_RECORD, str(paused), "batch", str(src), str(out),
+    cmd = [sys.executable, "-c", PAUSE_BEFORE_SECOND_RECORD, "batch", str(src), str(out),
            *tiny_args(tiny_models), "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            cwd=ROOT, text=True)
     try:
-        deadline = time.monotonic() + 240
-        while not paused.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        lines = iter(proc.stdout.readline, "")  # blocks until the child pauses (or ends: then no "paused")
+        paused = any(line.strip() == "paused" for line in lines)
         running = proc.poll() is None
     finally:
         proc.kill()
         proc.wait()
-    assert paused.exists() and running  # killed mid-batch, never after it finished
+        proc.stdin.close()
+        proc.stdout.close()
+    assert paused and running  # killed mid-batch, never after it finished
     assert proc.returncode == -signal.SIGKILL
     first, second = list(items)[:2]
     assert list(read_manifest(out / MANIFEST_NAME)) == [first]
