@@ -248,3 +248,57 @@ def test_keypoints_need_the_pose_kind_and_a_json_path(samples, tmp_path):
 def test_extract_conditions_accepts_pose_options(pair):
     maps = extract_conditions(pair["ground"][:2], kinds=("pose",), options={"pose": {"mode": "multi"}})
     assert maps["pose"].shape == pair["ground"][:2].shape and maps["pose"].any()
+
+
+def _small_person(frames: np.ndarray, side: int = 80, height: int = 192, width: int = 256) -> np.ndarray:
+    """``frames`` shrunk to ``side`` px and set in the middle of a larger frame of their background:
+    one person shorter than half the frame (auto pose turns to tracks)."""
+    out = np.empty((len(frames), height, width, 3), np.uint8)
+    out[:] = frames[:, 2:3, 2:3]
+    top, left = (height - side) // 2, (width - side) // 2
+    out[:, top:top + side, left:left + side] = [cv2.resize(f, (side, side), interpolation=cv2.INTER_AREA)
+                                               for f in frames]
+    return out
+
+
+def test_pose_graphs_are_reused_by_new_tracks_not_made_anew(samples, monkeypatch):
+    """A mediapipe pose graph holds ~100 MB. Graphs made to be dropped (the single path's once auto
+    turned to tracks; an ended track's) made a long clip's memory grow with each track it started
+    (tools/check_memory.py: 1.14x for a clip 16x longer). Spare graphs serve the next track: one
+    person, lost and found again, needs one graph in all."""
+    import vidreal.conditions.pose as pose
+
+    made = []
+    real_init = pose._PoseGraph.__init__
+    monkeypatch.setattr(pose._PoseGraph, "__init__", lambda self, *a: (made.append(1), real_init(self, *a))[1])
+    person = _small_person(read_video(samples / "humanoid_walk_ground.mp4").frames[:16])
+    empty = np.broadcast_to(person[:1, :1, :1], (12, *person.shape[1:])).copy()  # nobody: the track ends
+    with PoseDetector(detect_every=4) as detector:
+        found = detector.detect_people(np.concatenate([person[:8], empty, person[8:]]))
+        assert detector.multi
+        tracks_started = detector._next_id
+    assert tracks_started == 2  # the person, lost over the empty frames, is a new track when seen again
+    assert all(found[t] for t in range(8)) and not any(found[8:20]) and sum(map(bool, found[20:])) >= 6
+    assert len(made) == 1
+
+
+def test_a_reset_pose_graph_sees_as_a_new_one(samples):
+    """What makes reuse exact: a graph reset after following one person gives a new graph's landmarks."""
+    from vidreal.conditions.pose import _PoseGraph
+
+    frames = read_video(samples / "humanoid_walk_ground.mp4").frames
+
+    def landmarks(graph, clip):
+        return [None if lm is None else [(p.x, p.y, p.visibility) for p in lm.landmark]
+                for lm in map(graph.process, clip)]
+
+    used, new = _PoseGraph(0.5, 0.5), _PoseGraph(0.5, 0.5)
+    try:
+        landmarks(used, frames[:10])
+        used.reset()
+        again, fresh = landmarks(used, frames[30:40]), landmarks(new, frames[30:40])
+    finally:
+        used.close()
+        new.close()
+    assert all(lm is not None for lm in fresh)
+    assert again == fresh

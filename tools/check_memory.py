@@ -1,12 +1,14 @@
 #!/usr/bin/env python
 """Peak memory of `translate` with pose on: a clip and a clip 16x longer must peak alike.
 
-    python tools/check_memory.py [--frames 30] [--factor 16] [--models DIR] [--size 64] [--clip FILE] [--pose-mode multi]
+    python tools/check_memory.py [--frames 30] [--factor 16] [--models DIR] [--size 64] [--clip FILE] [--still]
+                                 [--pose-mode multi]
 
 Streaming keeps a translation's memory to its chunks, whatever the clip's length. This checks
 the whole process, not only the translator's tensors: it writes a 176x144 clip of ``--frames``
 frames and one ``--factor`` times longer (samples/humanoid_walk_ground.mp4, or ``--clip FILE``, e.g.
-a real clip with people, played forward and back, so a person is in every frame), translates each in a fresh child process with canny + pose
+a real clip with people, played forward and back; by default each frame shrunk to a small person
+wandering about the frame, see ``make_clip``), translates each in a fresh child process with canny + pose
 ControlNets (1 step, ``--size`` px) through ``vidreal.translate_file``, and reads the child's peak
 resident memory (the kernel's VmHWM, at its exit). Prints both peaks and their ratio; exits 1
 when the ratio is above ``--limit`` (1.1).
@@ -44,11 +46,32 @@ print(next(line.split()[1] for line in open("/proc/self/status") if line.startsw
 """
 
 
-def make_clip(path: Path, n_frames: int, source: Path) -> Path:
-    """A 176x144 clip of ``n_frames``: ``source``'s frames, forward then backward, repeated."""
-    frames = resize_frames(read_video(source).frames, 144, 176)
+def make_clip(path: Path, n_frames: int, source: Path, wander: bool = True) -> Path:
+    """A 176x144 clip of ``n_frames``: ``source``'s frames, forward then backward, repeated.
+
+    ``wander``: each frame shrunk to a square of 50 to 130 px that drifts about the frame (a fixed
+    random walk, partly off the edges at times), on the source's background colour: a small person
+    who moves, as in real footage, so ``auto`` pose turns to tracks, whose crops follow them and
+    who are lost and found again at the edges."""
+    frames = read_video(source).frames
     loop = np.concatenate([frames, frames[-2:0:-1]])
-    return write_video(path, loop[np.arange(n_frames) % len(loop)], fps=24)
+    loop = loop[np.arange(n_frames) % len(loop)]
+    if not wander:
+        return write_video(path, resize_frames(loop, 144, 176), fps=24)
+    rng = np.random.default_rng(0)
+    out = np.empty((n_frames, 144, 176, 3), np.uint8)
+    x, y, side = 40.0, 20.0, 90.0
+    for frame, canvas in zip(loop, out):
+        side = float(np.clip(side + rng.normal(0, 3), 50, 130))
+        x = float(np.clip(x + rng.normal(0, 4), -20, 176 - side + 20))
+        y = float(np.clip(y + rng.normal(0, 2), -10, 144 - side + 10))
+        canvas[:] = frame[2, 2]
+        person = resize_frames(frame[None], int(side), int(side))[0]
+        x0, y0 = int(x), int(y)
+        left, top = max(x0, 0), max(y0, 0)
+        right, bottom = min(x0 + int(side), 176), min(y0 + int(side), 144)
+        canvas[top:bottom, left:right] = person[top - y0:bottom - y0, left - x0:right - x0]
+    return write_video(path, out, fps=24)
 
 
 def peak_kib(models: Path, clip: Path, size: int, mode: str) -> int:
@@ -70,6 +93,8 @@ def main() -> None:
     parser.add_argument("--limit", type=float, default=1.1, help="largest ratio of the peaks that passes")
     parser.add_argument("--clip", type=Path, default=ROOT / "samples" / "humanoid_walk_ground.mp4",
                         help="the clip looped (scaled to 176x144): a real one with people is the harder case")
+    parser.add_argument("--still", action="store_true",
+                        help="the clip's frames as they are (scaled), not shrunk to a small person wandering about")
     parser.add_argument("--pose-mode", default="auto", choices=("auto", "single", "multi"),
                         help="the pose condition's mode (multi: a track and a pose graph per person)")
     args = parser.parse_args()
@@ -80,9 +105,9 @@ def main() -> None:
             models = tmp / "models"
             subprocess.run([sys.executable, str(ROOT / "tools" / "make_tiny_models.py"), str(models)], check=True,
                            capture_output=True)
-        short = peak_kib(models, make_clip(tmp / "short.mp4", args.frames, args.clip), args.size, args.pose_mode)
-        long = peak_kib(models, make_clip(tmp / "long.mp4", args.frames * args.factor, args.clip), args.size,
-                        args.pose_mode)
+        clips = [make_clip(tmp / f"{name}.mp4", n, args.clip, wander=not args.still)
+                 for name, n in (("short", args.frames), ("long", args.frames * args.factor))]
+        short, long = (peak_kib(models, clip, args.size, args.pose_mode) for clip in clips)
     ratio = long / short
     print(f"peak memory: {short / 1024:.0f} MiB for {args.frames} frames, {long / 1024:.0f} MiB for "
           f"{args.frames * args.factor} frames: {ratio:.2f}x (limit {args.limit}x)")

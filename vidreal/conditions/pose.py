@@ -106,8 +106,13 @@ class PoseDetector(Detector):
         self._pose = None
         self._pool = None  # threads for the tracks' pose graphs (several people)
         self.tracks: list = []
+        # Pose graphs not in use (an ended track's, the single path's once multi took over), reset
+        # and handed to the next new track: a graph holds ~100 MB, so a long clip whose tracks end and
+        # start again keeps as many graphs as it ever had people at once, not one per track it made.
+        self._spare: list[_PoseGraph] = []
+        self.graphs_made = 0
         try:
-            self._pose = _PoseGraph(self.min_detection_confidence, self.min_tracking_confidence)
+            self._pose = self._new_graph()
             _drawing()  # import controlnet-aux now rather than on the first frame
         except BaseException:
             self.close()
@@ -168,6 +173,7 @@ class PoseDetector(Detector):
             if not self.multi and (len(boxes) >= 2 or (
                     len(boxes) == 1 and boxes[0][3] - boxes[0][1] < self.single_fraction * height)):
                 self.multi = True  # auto: many or small people from here on
+                self._spare.append(self._pose)  # the single path is done: its graph serves a track
             if self.multi:
                 self._update_tracks(boxes, height, width)
         self._index += 1
@@ -220,10 +226,18 @@ class PoseDetector(Detector):
             if any(cover(box, t.span or t.box) > 0.6 for t in self.tracks):
                 continue  # a tracked person seen again (e.g. in part, on a tile)
             box = crop_box(box)
-            self.tracks.append(Track(self._next_id, box,
-                                     _PoseGraph(self.min_detection_confidence, self.min_tracking_confidence),
+            self.tracks.append(Track(self._next_id, box, self._new_graph(),
                                      min_side=0.9 * max(box[2] - box[0], box[3] - box[1])))
             self._next_id += 1
+
+    def _new_graph(self) -> _PoseGraph:
+        """A pose graph for a new track: a spare one, reset (exactly a fresh graph's results), or a new one."""
+        if self._spare:
+            graph = self._spare.pop()
+            graph.reset()
+            return graph
+        self.graphs_made += 1
+        return _PoseGraph(self.min_detection_confidence, self.min_tracking_confidence)
 
     def _parallel_run(self, n: int) -> int:
         """How many of the next ``n`` frames the tracks can follow each on its own (several tracks in
@@ -293,7 +307,7 @@ class PoseDetector(Detector):
         ended = {b for a in spans for b in spans if a < b and cover(spans[a], spans[b]) > 0.6}
         ended |= {tid for tid, _, _, misses in results if misses > self.detect_every}
         for track in [t for t in tracks if t.id in ended]:
-            track.pose.close()
+            self._spare.append(track.pose)
             self.tracks.remove(track)
         return [(tid, kp) for tid, kp, _, _ in results if kp is not None and tid not in ended]
 
@@ -340,12 +354,11 @@ class PoseDetector(Detector):
         if getattr(self, "_pool", None) is not None:
             self._pool.shutdown()
             self._pool = None
-        for track in self.tracks:
-            track.pose.close()
-        self.tracks = []
-        if self._pose is not None:
-            self._pose.close()
-            self._pose = None
+        graphs = {id(g): g for g in [*self._spare, *(t.pose for t in self.tracks), self._pose] if g is not None}
+        for graph in graphs.values():
+            graph.close()
+        self.tracks, self._spare = [], []
+        self._pose = None
         if getattr(self, "_people", None) is not None:
             self._people.close()
             self._people = None
@@ -381,6 +394,12 @@ class _PoseGraph:
             landmarks = self._pose.process(image).pose_landmarks
         self._quiet = landmarks is None
         return landmarks
+
+    def reset(self) -> None:
+        """Forget the person followed (landmark smoothing, tracking): the next image is seen afresh."""
+        with native_stderr_silenced():  # the graph's engines start again, as at creation
+            self._pose.reset()
+        self._quiet = True
 
     def close(self) -> None:
         self._pose.close()
