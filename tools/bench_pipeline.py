@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import logging
 import sys
 import tempfile
@@ -158,9 +159,9 @@ def main(argv=None) -> None:
             translator = load_translator(config)
         run = dict(translator=translator, progress=False, record=False, overlap=not args.serial)
         translate_file(warm, tmp / "warm-out.mp4", config, **run)
-        cpu = time.thread_time()  # the denoising stage runs in this thread (Stages.iterate)
+        cpu, process_cpu = time.thread_time(), time.process_time()  # the denoising stage runs in this thread
         result = translate_file(clip, tmp / "out.mp4", config, **run)
-        cpu = time.thread_time() - cpu
+        cpu, process_cpu = time.thread_time() - cpu, time.process_time() - process_cpu
         alone = translator_alone(translator, config, clip) if args.translator_only else None
     stages = {name: {"ms_per_frame": figures["ms_per_frame"], "busy": figures["busy"]}
               for name, figures in result.stages.items() if name in STAGE_NAMES}
@@ -168,7 +169,8 @@ def main(argv=None) -> None:
               "keyframes": result.stages["denoise"]["frames"], "stages": stages, "seconds": round(result.seconds, 3),
               "size": args.size, "keyframe_every": args.keyframe_every, "standin_ms": args.standin_ms,
               "flow_method": args.flow_method, "flow_size": args.flow_size,
-              "overlap": not args.serial}
+              "overlap": not args.serial,
+              "cpu_cores": round(process_cpu / result.seconds, 2)}  # CPU time of all threads / wall time
     # the denoising thread's time on anything but denoising (the stand-in's sleep taken out), per frame
     # propagated: an upper bound, as the keyframes' own share (their controls, batching) is counted in
     propagated = result.n_frames - report["keyframes"]
@@ -186,7 +188,8 @@ def main(argv=None) -> None:
     flows = f", flows {args.flow_method} at {args.flow_size or args.size} px" if args.keyframe_every != "1" else ""
     print(f"{args.input.name} at {args.size} px, {result.n_frames} frames, K={args.keyframe_every}{flows}, {what}, "
           f"{'serial' if args.serial else 'overlapped'}: {report['fps']:.2f} frames/s end to end "
-          f"({result.seconds:.1f} s, {report['keyframes']} keyframes)")
+          f"({result.seconds:.1f} s, {report['keyframes']} keyframes; {report['cpu_cores']:.2f} CPU cores busy "
+          f"on average, of {os.cpu_count()})")
     if alone is not None:
         print(f"Translator alone on the same frames in memory: {report['translator_fps']:.2f} frames/s; "
               f"translate_file is {report['vs_translator']:.2f}x that")

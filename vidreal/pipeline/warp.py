@@ -20,6 +20,7 @@ keyframe sees the pixel, the nearer keyframe's warp is used and the pixel counts
 """
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -31,19 +32,32 @@ from vidreal.flow import (BOUNDARY_BIAS, BOUNDARY_WEIGHT, CONSISTENCY_BIAS, CONS
 from vidreal.stages import in_run, timed
 
 
+@functools.lru_cache(maxsize=16)
 def _coords(height: int, width: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pixel coordinates xs, ys, float32 (H, W) each (made once per size and device: read only)."""
     ys, xs = torch.meshgrid(torch.arange(height, device=device, dtype=torch.float32),
                             torch.arange(width, device=device, dtype=torch.float32), indexing="ij")
     return xs, ys
 
 
-def sampling_grid(flow: torch.Tensor) -> torch.Tensor:
-    """float32 (N, H, W, 2) flow -> ``grid_sample``'s normalised grid of ``x + flow(x)`` (align_corners)."""
+@functools.lru_cache(maxsize=16)
+def _identity_grid(height: int, width: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(grid of no motion, float32 (H, W, 2); pixels -> grid units, float32 (2,)), made once per size and
+    device (read only): ``grid_sample``'s normalised coordinates (align_corners) of ``x + flow(x)`` are
+    ``identity + flow * per_pixel``."""
+    xs, ys = _coords(height, width, device)
+    per_pixel = torch.tensor([2 / max(width - 1, 1), 2 / max(height - 1, 1)], device=device)
+    return torch.stack([xs, ys], dim=-1) * per_pixel - 1, per_pixel
+
+
+def sampling_grid(flow: torch.Tensor, scale: tuple[float, float] = (1.0, 1.0)) -> torch.Tensor:
+    """float32 (N, H, W, 2) flow -> ``grid_sample``'s normalised grid of ``x + flow(x)`` (align_corners).
+    ``scale``: the flow is in pixels of another size, (new width / its width, new height / its height)."""
     _, height, width, _ = flow.shape
-    xs, ys = _coords(height, width, flow.device)
-    gx = 2 * (xs + flow[..., 0]) / max(width - 1, 1) - 1
-    gy = 2 * (ys + flow[..., 1]) / max(height - 1, 1) - 1
-    return torch.stack([gx, gy], dim=-1)
+    identity, per_pixel = _identity_grid(height, width, flow.device)
+    if scale != (1.0, 1.0):
+        per_pixel = per_pixel * torch.tensor(scale, device=flow.device)
+    return torch.addcmul(identity, flow, per_pixel)
 
 
 def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
@@ -113,10 +127,15 @@ def propagation_link(forward: torch.Tensor, backward: torch.Tensor, t: int, a: i
     weights = torch.stack([torch.where(seen, wa / torch.where(seen, total, 1.0), nearer_a),
                            torch.where(seen, wb / torch.where(seen, total, 1.0), 1.0 - nearer_a)])[:, None]
     unseen = 1.0 - float(seen.count_nonzero()) / seen.numel()
-    if size is not None and tuple(size) != tuple(forward.shape[1:3]):
-        forward = upscale_flow(forward, *size)
-        weights = F.interpolate(weights, size=tuple(size), mode="bilinear", align_corners=False)  # still sum to 1
-    grids = sampling_grid(forward)
+    h, w = forward.shape[1:3]
+    if size is None or tuple(size) == (h, w):
+        grids = sampling_grid(forward)
+    else:  # the flows and the weights scaled up together: one interpolation (weights still sum to 1)
+        flows = forward.permute(0, 3, 1, 2).reshape(1, 4, h, w)
+        big = F.interpolate(torch.cat([flows, weights.reshape(1, 2, h, w)], dim=1), size=tuple(size),
+                            mode="bilinear", align_corners=False)[0]
+        grids = sampling_grid(big[:4].reshape(2, 2, *size).permute(0, 2, 3, 1), (size[1] / w, size[0] / h))
+        weights = big[4:, None]
     return Link(grids[:1], grids[1:], weights[:1], weights[1:], unseen)
 
 
