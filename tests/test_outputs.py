@@ -73,9 +73,39 @@ def test_bad_rates_are_config_errors(written):
 
 def test_output_options_at_their_defaults_keep_the_hash():
     base = load_config().fingerprint()
-    assert load_config(audio=True, output_fps=None, pix_fmt=None, input_fps=None).fingerprint() == base
-    changed = [load_config(audio=False), load_config(output_fps=30), load_config(pix_fmt="yuv444p")]
-    assert len({base, *(c.fingerprint() for c in changed)}) == 4  # a batch redoes its items
+    assert load_config(audio=True, output_fps=None, pix_fmt=None, input_fps=None,
+                       encoder_preset=checks.DEFAULT_PRESET).fingerprint() == base
+    changed = [load_config(audio=False), load_config(output_fps=30), load_config(pix_fmt="yuv444p"),
+               load_config(encoder_preset="medium")]
+    assert len({base, *(c.fingerprint() for c in changed)}) == 5  # a batch redoes its items
+    assert load_config(codec="ffv1", encoder_preset="slow").fingerprint() == load_config(codec="ffv1").fingerprint()
+
+
+def x264_settings(path: Path) -> str:
+    """The settings x264 wrote into the stream (its SEI message: "x264 - core ... options: cabac=1 ...")."""
+    data = path.read_bytes()
+    start = data.index(b"x264 - core")
+    return data[start:data.index(b"\0", start)].decode()
+
+
+@pytest.mark.parametrize("preset, subme", [(None, "subme=7"), ("ultrafast", "subme=0"), ("veryfast", "subme=2")])
+def test_the_preset_is_x264s(tmp_path, preset, subme):
+    """x264's presets differ in subpixel refinement (medium 7, veryfast 2, ultrafast 0); None is the codec's own."""
+    frames = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
+    from vidreal.io import write_video
+
+    out = write_video(tmp_path / "out.mp4", frames, fps=24, preset=preset)
+    assert subme in x264_settings(out).split()
+    default = write_video(tmp_path / "default.mp4", frames, fps=24)
+    assert "subme=2" in x264_settings(default).split()  # vidreal's default: veryfast
+
+
+def test_translate_encodes_with_the_configs_preset(tiny_models, samples, tmp_path):
+    out, default = tmp_path / "out.mp4", tmp_path / "default.mp4"
+    translate(tiny_models, samples / AUDIO_CLIP, out, "--encoder-preset", "ultrafast")
+    translate(tiny_models, samples / AUDIO_CLIP, default)
+    assert "subme=0" in x264_settings(out).split() and "subme=2" in x264_settings(default).split()
+    assert yaml.safe_load((tmp_path / "out.mp4.vidreal.yaml").read_text())["encoder_preset"] == "ultrafast"
 
 
 # ------------------------------------------------------------------------------ --fps, --no-audio, --pix-fmt
@@ -111,7 +141,8 @@ def test_pix_fmt_is_the_files(tiny_models, samples, tmp_path):
     (["--codec", "libx264rgb", "--pix-fmt", "yuv420p"], "valid: bgr0, bgr24, rgb24"),
     (["--fps", "0"], "output_fps must be a positive frame rate"),
     (["--fps", "fast"], "output_fps must be a positive frame rate"),
-], ids=["rgb24-libx264", "yuv420p-libx264rgb", "fps-0", "fps-word"])
+    (["--encoder-preset", "fastest"], "encoder_preset must be one of ultrafast, superfast, veryfast, faster, fast, medium"),
+], ids=["rgb24-libx264", "yuv420p-libx264rgb", "fps-0", "fps-word", "preset"])
 def test_bad_output_values_are_one_usage_error_before_any_model(tmp_path, samples, verb, flags, message):
     inputs = [str(samples / AUDIO_CLIP), "-o", str(tmp_path / "out" / "o.mp4")] if verb == "translate" \
         else [str(samples), str(tmp_path / "out")]

@@ -77,6 +77,7 @@ class TranslateConfig:
     conditions: dict[str, dict] = field(default_factory=dict)  # kind -> detector options, e.g. {canny: {low_threshold: 50}}
     codec: str = "libx264"
     crf: int = 18
+    encoder_preset: str | None = checks.DEFAULT_PRESET  # x264/x265 speed preset (None: the codec's own, medium)
     pix_fmt: str | None = None  # encoder pixel format, one the codec takes (yuv420p, yuv444p, ...); None = the codec's usual
     output_fps: str | None = None  # force the output's rate ("30", "29.97", "30000/1001"): same frames, new timing
     audio: bool = True  # copy the input's audio into a video output
@@ -132,6 +133,7 @@ class TranslateConfig:
         if not isinstance(self.embeddings, (list, tuple)) or not all(isinstance(e, (str, Path)) for e in self.embeddings):
             raise ConfigError(f"embeddings must be a list of FILE[:TOKEN], got {self.embeddings!r}")
         _check_codec(self.codec, self.crf, self.pix_fmt)
+        checks.encoder_preset(self.codec, self.encoder_preset)
         for name in ("output_fps", "input_fps"):  # written one way: "30000/1001", "24"
             fps = checks.rate(name, getattr(self, name), none=True)
             setattr(self, name, None if fps is None else str(fps))
@@ -187,6 +189,8 @@ class TranslateConfig:
                 data[name] = _default(name)
         if self.codec not in checks.CRF_CODECS:
             data["crf"] = _default("crf")  # the codec takes none
+        if self.codec not in checks.PRESET_CODECS:
+            data.pop("encoder_preset", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def prompt_for(self, path: str | Path) -> str:
@@ -267,7 +271,7 @@ OPTION_KEYS = [name for name in FIELDS if name in TranslateOptions.__dataclass_f
 # keys that did not exist when the first batches were hashed: they count only when set
 LATER_KEYS = ("keyframe_max_gap", "keyframe_threshold", "flow_method", "flow_size", "deepcache_interval")
 # other keys added since, that count only when not at their defaults
-UNSET_KEYS = ("vae", "pix_fmt", "output_fps", "audio", "input_fps")
+UNSET_KEYS = ("vae", "pix_fmt", "output_fps", "audio", "input_fps", "encoder_preset")
 
 
 def _default(name: str):

@@ -260,7 +260,8 @@ class _Encoder:
                  structure):
         from vidreal.metrics import MetricsStream
 
-        video = dict(codec=config.codec, crf=config.crf, pix_fmt=config.pix_fmt, timestamps=info.timestamps)
+        video = dict(codec=config.codec, crf=config.crf, preset=config.encoder_preset, pix_fmt=config.pix_fmt,
+                     timestamps=info.timestamps)
         self.audio = input if info.has_audio and config.audio else None  # copied as it is (its span: plan's)
         if self.audio is not None and is_frame_folder(output):
             log.warning("%s: PNG frames hold no audio: the audio of %s is left out", output, input)

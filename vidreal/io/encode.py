@@ -12,7 +12,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from vidreal.checks import CRF_CODECS
+from vidreal.checks import CRF_CODECS, DEFAULT_PRESET, PRESET_CODECS, PRESETS
 from vidreal.errors import InputError, OutputError
 from vidreal.io.atomic import atomic_folder, atomic_output
 from vidreal.io.audio import _AudioCopy, _close_quietly
@@ -30,7 +30,8 @@ _VFR_TIME_BASE = Fraction(1, 90000)  # pts unit when frames keep their own times
 
 
 def write_video(path, frames, fps=None, audio_from=None, codec: str = "libx264", crf: int = 18,
-                timestamps=None, audio_span=None, pix_fmt: str | None = None) -> Path:
+                timestamps=None, audio_span=None, pix_fmt: str | None = None,
+                preset: str | None = DEFAULT_PRESET) -> Path:
     """Encode frames to ``path`` atomically and return ``path``.
 
     frames: uint8 (T, H, W, 3) RGB array, or an iterable of uint8 (H, W, 3) frames / (n, H, W, 3)
@@ -42,6 +43,8 @@ def write_video(path, frames, fps=None, audio_from=None, codec: str = "libx264",
     codec, crf: PyAV encoder name (libx264 yuv420p by default; libx264rgb, mpeg4, ffv1, png, ...)
         and x264's constant rate factor 0..51 (0 = lossless for libx264rgb; ignored by codecs
         without crf).
+    preset: x264/x265's speed preset (``vidreal.checks.PRESETS``; None: the codec's own, medium): faster
+        presets take less CPU for a somewhat larger file at the same crf; other codecs ignore it.
     pix_fmt: the encoder's pixel format, one ``codec`` takes (``av.codec.Codec(codec, "w").video_formats``);
         None: the codec's usual (yuv420p for libx264, rgb24 for libx264rgb, ...).
     timestamps: optional float seconds of each frame (a variable-frame-rate source's
@@ -68,7 +71,7 @@ def write_video(path, frames, fps=None, audio_from=None, codec: str = "libx264",
         raise InputError("frames must be a uint8 (T, H, W, 3) array or an iterable of frames, "
                          f"got {type(frames).__name__}")
     with VideoWriter(path, fps, audio_from=audio_from, codec=codec, crf=crf, timestamps=timestamps,
-                     audio_span=audio_span, pix_fmt=pix_fmt) as writer:
+                     audio_span=audio_span, pix_fmt=pix_fmt, preset=preset) as writer:
         for item in [frames] if isinstance(frames, np.ndarray) else frames:
             writer.write(item)
     return writer.path
@@ -90,7 +93,7 @@ class VideoWriter:
     """
 
     def __init__(self, path, fps=None, audio_from=None, codec: str = "libx264", crf: int = 18, timestamps=None,
-                 audio_span=None, pix_fmt: str | None = None):
+                 audio_span=None, pix_fmt: str | None = None, preset: str | None = DEFAULT_PRESET):
         self.path = Path(path)
         ext = self.path.suffix.lower()
         self.is_frames = is_frame_folder(self.path)
@@ -101,7 +104,9 @@ class VideoWriter:
         if isinstance(crf, bool) or not isinstance(crf, numbers.Integral) or not 0 <= crf <= 51:
             raise ValueError(f"crf must be an integer in 0..51, got {crf!r}")
         self.is_image = ext in IMAGE_EXTS
-        self.codec, self.crf, self.pix_fmt = codec, int(crf), pix_fmt
+        if preset is not None and preset not in PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(PRESETS)} or None, got {preset!r}")
+        self.codec, self.crf, self.pix_fmt, self.preset = codec, int(crf), pix_fmt, preset
         stills = self.is_image or self.is_frames  # no rate, no audio
         self.rate = None if stills else _as_fraction(fps)
         self.audio_from = None if audio_from is None or stills else Path(audio_from)
@@ -182,6 +187,8 @@ class VideoWriter:
         stream.codec_context.time_base = self._time_base
         if self.codec in CRF_CODECS:
             stream.options = {"crf": str(self.crf)}
+        if self.codec in PRESET_CODECS and self.preset is not None:
+            stream.options = {**stream.options, "preset": self.preset}
         elif self.codec == "mpeg4":
             stream.bit_rate = int(width * height * self.rate)  # ~1 bit per pixel
         if self.audio_from is not None:  # streams precede the first packet
