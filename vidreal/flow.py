@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from vidreal.errors import ConfigError, ModelError
-from vidreal.runtime import first_line, hub_offline, resolve_device
+from vidreal.runtime import background_thread, first_line, hub_offline, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,9 @@ class FlowPool:
         learned = method in LEARNED
         self._shared = make_flow_estimator(method, device=device) if learned else None
         workers = 1 if learned else workers or max(1, min(4, os.cpu_count() or 1))
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="vidreal-flow")
+        # background threads: flows are estimated ahead of their use, so the decoding and conditions
+        # that feed the denoiser come first where the CPU is short (vidreal.stages.background_thread)
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="vidreal-flow", initializer=background_thread)
         self._local = threading.local()
 
     def _estimator(self):
@@ -236,16 +238,12 @@ class FlowPool:
         caller that scales them up itself (on the device)."""
         n, height, width = a.shape[:3]
         scale = 1.0 if self.size is None else self.size / min(height, width)
-        both_a, both_b = np.concatenate([a, b]), np.concatenate([b, a])
-        if scale >= 1.0:
-            flows = self._estimator()(both_a, both_b)
-        else:
+        if scale < 1.0:  # each frame made small once, before the two directions are put together
             h, w = max(8, round(height * scale)), max(8, round(width * scale))
-            small = [np.stack([cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA) for x in xs])
-                     for xs in (both_a, both_b)]
-            flows = self._estimator()(*small)
-            if full:
-                flows = np.stack([upscale_flow(f, height, width) for f in flows])
+            a, b = (np.stack([cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA) for x in xs]) for xs in (a, b))
+        flows = self._estimator()(np.concatenate([a, b]), np.concatenate([b, a]))
+        if scale < 1.0 and full:
+            flows = np.stack([upscale_flow(f, height, width) for f in flows])
         return flows[:n], flows[n:]
 
     def submit(self, fn, *args) -> Future:

@@ -9,6 +9,7 @@ frame validation, finite numbers and the constants several modules name.
 * :func:`read_text`: a user's text file (split list, prompts file), UTF-8 with or without a BOM.
 * :func:`check_frames`: uint8 ``(T, H, W, 3)`` RGB or InputError.
 * :func:`check_finite`: a real, finite number or ConfigError (``nan``/``inf`` are refused).
+* :func:`background_thread`: the calling thread at a lower scheduling priority (work with slack).
 
 Logging convention: every module logs through ``log = logging.getLogger(__name__)``, so all
 records sit under the ``vidreal`` logger that the CLI configures.
@@ -21,6 +22,8 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +35,7 @@ CONSISTENCY_MODES = ("per-frame", "shared-noise", "cross-frame", "memory", "flow
 IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 VIDEO_EXTS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"})
 DEVICES_HINT = "use auto, cpu, cuda, cuda:N or mps"
+BACKGROUND_NICE = 10  # how much lower a background thread's priority is (Linux niceness; +10: ~1/10 the CPU share)
 
 
 # --------------------------------------------------------------------------- device / dtype
@@ -209,3 +213,17 @@ def check_keys(keys, valid, where: str | None = None, what: str = "config key") 
             close = difflib.get_close_matches(str(key), valid, n=1) or [v for v in valid if v.startswith(str(key))][:1]
             hint = f"; did you mean {close[0]!r}?" if close else f"; valid {what}s: {', '.join(valid) or 'none'}"
             raise ConfigError(f"unknown {what} {key!r}{hint}", where)
+
+
+def background_thread() -> bool:
+    """Lower the calling thread's scheduling priority by :data:`BACKGROUND_NICE` (threads it starts
+    inherit it). Linux gives each thread its own niceness; elsewhere (or when refused) nothing changes
+    and False is returned. Lowering needs no privilege; only the thread's own work is affected."""
+    if not sys.platform.startswith("linux"):  # elsewhere a thread id is no process id setpriority takes
+        return False
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + BACKGROUND_NICE))
+    except (AttributeError, OSError):  # no setpriority (Windows), or not per thread
+        return False
+    return True

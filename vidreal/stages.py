@@ -20,6 +20,10 @@ works for (the stages' threads and the calling thread; nothing outside a run), m
 timed blocks nested in it (a stage waiting on its input queue counts as no one's work). So code
 anywhere (the translator's propagation, a flow estimate) can say what it is: ``with timed("flow"):``.
 ``stages.timings.report()`` gives each stage's ms per frame and how busy it was (work / wall time).
+
+Priority: work with slack (a stage behind the denoiser, flows estimated ahead) can run in the
+background (:func:`background_thread`: a lower OS scheduling priority), so that where the CPU is
+short the chain that feeds the denoiser (decoding, conditions) is served first.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from vidreal.progress import check_interrupt
+from vidreal.runtime import background_thread
 
 DEPTH = 2  # items (chunks) a stage may be ahead of the next one
 POLL = 0.05  # seconds between two looks at the stop event while a queue is full or empty
@@ -151,10 +156,11 @@ class Stages:
         self._start(name, produce)
         return self._drain(channel)
 
-    def behind(self, name: str, consume, depth: int | None = None) -> Behind:
+    def behind(self, name: str, consume, depth: int | None = None, background: bool = False) -> Behind:
         """A :class:`Behind`: ``consume(item)`` called in a thread of its own, for each item handed
-        to it, in order, up to ``depth`` items behind the caller."""
-        return Behind(self, name, consume, depth or self.depth)
+        to it, in order, up to ``depth`` items behind the caller; ``background``: that thread runs at a
+        lower priority (:func:`background_thread`)."""
+        return Behind(self, name, consume, depth or self.depth, background)
 
     def iterate(self, name: str, items):
         """``items`` iterated in the calling thread, each item's making counted as ``name``'s work."""
@@ -199,8 +205,10 @@ class Stages:
             if close is not None:
                 close()
 
-    def _start(self, name: str, body) -> None:
+    def _start(self, name: str, body, background: bool = False) -> None:
         def run():
+            if background:
+                background_thread()
             with _working_for(self.timings):
                 try:
                     body()
@@ -252,13 +260,13 @@ class Behind:
     """A stage behind the caller: ``behind(item)`` hands an item over (waiting while ``depth`` are
     queued); :meth:`finish` waits until every item was consumed. Made by :meth:`Stages.behind`."""
 
-    def __init__(self, stages: Stages, name: str, consume, depth: int):
+    def __init__(self, stages: Stages, name: str, consume, depth: int, background: bool = False):
         self._stages, self._name, self._consume = stages, name, consume
         self._channel: queue.Queue | None = None
         self._thread = None
         if stages.overlap:
             self._channel = queue.Queue(depth)
-            stages._start(name, self._run)
+            stages._start(name, self._run, background)
             self._thread = stages._threads[-1]
 
     def __call__(self, item) -> None:

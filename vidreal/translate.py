@@ -138,7 +138,7 @@ def translate_file(input, output, config: TranslateConfig | None = None, transla
                                                              _keyframes_ahead(config, preview, save_conditions,
                                                                               keypoints)),
                               depth=_conditions_depth(config))
-        encode = stages.behind("encode", encoder.write)
+        encode = stages.behind("encode", encoder.write, background=True)  # behind the denoiser: it has slack
         outputs = stages.iterate("denoise", translator.stream(
             pieces, prompt, config.options(), progress=progress, n_frames=info.n_frames, stats=stats))
         with closing(outputs):

@@ -189,7 +189,7 @@ class Correspondence:
 
         def job(pairs, t, source):
             with timed("flow", frames=1):
-                forward, backward = pairs(np.stack([source, source]), ends, full=False)
+                forward, backward = pairs(np.broadcast_to(source, ends.shape), ends, full=False)
                 return propagation_link(self._tensor(forward), self._tensor(backward), t, a, b,
                                         size=source.shape[:2])
         return [self.pool.submit(in_run(job), t, source) for t, source in frames]
