@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -114,6 +115,38 @@ def test_timed_blocks_count_for_their_own_stage_only():
     assert all(0 <= r["busy"] <= 1 for r in report.values())
     with timed("x"):  # outside a run: nothing is counted, nothing fails
         pass
+
+
+def _priority() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priorities are Linux's")
+def test_work_with_slack_runs_in_background_threads():
+    """The encoding stage (behind the denoiser) and the flow workers (ahead of their use) run at a lower
+    priority than the chain that feeds the denoiser, which keeps the caller's."""
+    from vidreal.flow import FlowPool
+    from vidreal.runtime import BACKGROUND_NICE
+
+    mine, seen = _priority(), {}
+    with Stages() as stages:
+        decoded = stages.ahead("decode", (np.zeros((1, 1, 1, 3), np.uint8) for _ in range(2)))
+        encode = stages.behind("encode", lambda item: seen.setdefault("encode", _priority()), background=True)
+        plain = stages.behind("plain", lambda item: seen.setdefault("plain", _priority()))
+        for item in stages.iterate("denoise", decoded):
+            seen.setdefault("denoise", _priority())
+            encode(item)
+            plain(item)
+        encode.finish()
+        plain.finish()
+    pool = FlowPool("dis-fast")
+    try:
+        seen["flow"] = pool.submit(lambda pairs: _priority()).result()
+    finally:
+        pool.close()
+    lower = min(19, mine + BACKGROUND_NICE)
+    assert seen == {"denoise": mine, "plain": mine, "encode": lower, "flow": lower}
+    assert _priority() == mine  # the caller's own priority is untouched
 
 
 # ---------------------------------------------------------------------------- translate_file
@@ -241,3 +274,4 @@ def test_bench_pipeline_json(tiny_models, samples, tmp_path):
         assert set(figures) >= {"ms_per_frame", "busy"} and 0 <= figures["busy"]
     # with keyframes and the stand-in, the denoising thread's own time per propagated frame is reported
     assert {"denoise_thread_ms_per_propagated", "denoise_thread_cpu_ms_per_propagated"} <= set(report)
+    assert report["torch_threads"] == 1 and 0 < report["cpu_cores"]  # the stand-in's torch: one thread
