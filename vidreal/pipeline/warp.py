@@ -148,7 +148,7 @@ def propagate(links: list[Link], out_a: np.ndarray, out_b: np.ndarray, device) -
                            padding_mode="border", align_corners=True)
     from_b = F.grid_sample(outs[1:].expand(n, -1, -1, -1), torch.cat([k.grid_b for k in links]), mode="bilinear",
                            padding_mode="border", align_corners=True)
-    frames = torch.cat([k.weight_a for k in links]) * from_a + torch.cat([k.weight_b for k in links]) * from_b
+    frames = from_a.mul_(torch.cat([k.weight_a for k in links])).addcmul_(from_b, torch.cat([k.weight_b for k in links]))
     return frames.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
