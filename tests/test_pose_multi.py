@@ -302,3 +302,19 @@ def test_a_reset_pose_graph_sees_as_a_new_one(samples):
         new.close()
     assert all(lm is not None for lm in fresh)
     assert again == fresh
+
+
+def test_a_detection_pass_shared_between_two_graphs_finds_the_same_boxes(pair):
+    """A pass's ten images (the frame and nine tiles) split over two graphs in two threads: same boxes."""
+    from vidreal.conditions.people import BlazePoseDetector
+
+    frames = pair["ground"][::12]
+    found = {}
+    for workers in (1, 2):
+        detector = BlazePoseDetector(workers=workers)
+        try:
+            found[workers] = [detector(frame) for frame in frames]
+        finally:
+            detector.close()
+    assert [len(boxes) for boxes in found[1]] == [2] * len(frames)
+    assert found[2] == found[1]
