@@ -221,7 +221,7 @@ class FlowPool:
         self._shared = make_flow_estimator(method, device=device) if learned else None
         workers = 1 if learned else workers or max(1, min(4, os.cpu_count() or 1))
         # background threads: flows are estimated ahead of their use, so the decoding and conditions
-        # that feed the denoiser come first where the CPU is short (vidreal.stages.background_thread)
+        # that feed the denoiser come first where the CPU is short (vidreal.runtime.background_thread)
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="vidreal-flow", initializer=background_thread)
         self._local = threading.local()
 

@@ -187,10 +187,10 @@ class VideoWriter:
         stream.codec_context.time_base = self._time_base
         if self.codec in CRF_CODECS:
             stream.options = {"crf": str(self.crf)}
-        if self.codec in PRESET_CODECS and self.preset is not None:
-            stream.options = {**stream.options, "preset": self.preset}
         elif self.codec == "mpeg4":
             stream.bit_rate = int(width * height * self.rate)  # ~1 bit per pixel
+        if self.codec in PRESET_CODECS and self.preset is not None:
+            stream.options = {**stream.options, "preset": self.preset}
         if self.audio_from is not None:  # streams precede the first packet
             self._audio = _AudioCopy.open(self.audio_from, self._container, self.path)
 
