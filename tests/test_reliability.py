@@ -213,3 +213,41 @@ def test_corrupt_h264_names_the_last_frame_read_and_prints_no_ffmpeg_log(tmp_pat
     assert read <= bad < 40 and last in message
     assert len(message.splitlines()) == 1 and "threaded_decoder" not in message
     assert "[h264 @" not in capfd.readouterr().err
+
+
+def _one_file_batch(out):
+    """An OUT_DIR whose one translated item is an image, out/item.png (a manifest, no models)."""
+    import json
+
+    from vidreal.batch import MANIFEST_NAME
+
+    out.mkdir()
+    Image.fromarray(moving_square(1)[0]).save(out / "item.png")
+    (out / MANIFEST_NAME).write_text(json.dumps({"input": "item.png", "status": "done", "output": "item.png"}) + "\n")
+    return out / "item.png"
+
+
+@pytest.mark.parametrize("verb", ["caption", "sheet", "classify"])
+def test_every_verb_that_writes_refuses_to_write_over_its_inputs(tmp_path, verb):
+    """Finding "metrics overwrites its own inputs": every verb that writes should refuse, as translate,
+    conditions and metrics do. One line, exit 1, the input as it was, before any model loads."""
+    if verb == "caption":  # the prompts file named as one of the images
+        target = tmp_path / "cat.png"
+        Image.fromarray(moving_square(1)[0]).save(target)
+        args = ["caption", str(target), "-o", str(target), "--model", str(tmp_path / "no-blip")]
+    elif verb == "sheet":  # the sheet named as a translated image item
+        target = _one_file_batch(tmp_path / "out")
+        args = ["sheet", str(tmp_path / "out"), "-o", str(target)]
+    else:  # the run folder named as the folder that holds the data sets
+        target = tmp_path / "data"
+        for split in ("train", "val"):
+            for name in ("a", "b"):
+                (target / split / name).mkdir(parents=True)
+                Image.fromarray(moving_square(1)[0]).save(target / split / name / "x.png")
+        args = ["classify", "train", "--train", str(target / "train"), "--val", str(target / "val"), "-o", str(target),
+                "--backbone", "resnet18", "--no-pretrained"]
+    before = sorted((p.relative_to(tmp_path), p.stat().st_size) for p in tmp_path.rglob("*"))
+    result = CliRunner().invoke(cli, [*args, "--no-progress"] if verb != "sheet" else args)
+    assert result.exit_code == 1, result.output
+    assert result.output.strip() == f"error: the output would overwrite the input ({target})"
+    assert sorted((p.relative_to(tmp_path), p.stat().st_size) for p in tmp_path.rglob("*")) == before

@@ -173,9 +173,10 @@ def write_report(out_dir, sheet=None, root=None, n: int = 8, seed: int = 0, wors
                  report: bool = True) -> Path:
     """Write the contact sheet of a batch's OUT_DIR (default ``OUT_DIR/sheet.png``) and, with
     ``report``, ``report.html`` beside it. Returns the sheet's path. InputError when OUT_DIR has
-    no manifest or no translated item."""
+    no manifest or no translated item; OutputError when the sheet or the report would be written over
+    a file the batch read or wrote (its manifest, an item's output or source)."""
     from vidreal.conditions import DetectorSet
-    from vidreal.io import atomic_output
+    from vidreal.io import atomic_output, refuse_overwriting
 
     out_dir = Path(out_dir)
     sheet = check_sheet_path(sheet if sheet is not None else out_dir / "sheet.png")
@@ -188,6 +189,10 @@ def write_report(out_dir, sheet=None, root=None, n: int = 8, seed: int = 0, wors
                if r.get("status") in ("done", "rejected") and r.get("output") and (out_dir / r["output"]).is_file()]
     if not records:
         raise InputError("the batch has no translated items to show", out_dir)
+    inputs = [manifest, *(out_dir / r["output"] for r in records),
+              *((root / r["input"] for r in records if r.get("input")) if root is not None else ())]
+    for path in (sheet, sheet.with_name("report.html")) if report else (sheet,):
+        refuse_overwriting(path, inputs)  # e.g. -o naming a translated .png item
     chosen = choose_items(records, n, seed, worst)
     rows = []
     for record in chosen:

@@ -30,6 +30,7 @@ from vidreal.classify.run import TrainConfig, build_classifier, make_dataset, sa
 from vidreal.classify.scores import confusion_matrix, mean_class_accuracy, per_class_accuracy
 from vidreal.classify.video_model import is_video_backbone
 from vidreal.errors import ConfigError, InputError
+from vidreal.io import refuse_overwriting
 from vidreal.runtime import resolve_device
 
 log = logging.getLogger(__name__)
@@ -169,6 +170,9 @@ def train(
     run_dir = Path(output)
     if run_dir.exists() and not run_dir.is_dir():
         raise InputError("run folder path exists and is not a folder", run_dir)
+    sources = [path for data in (train_data, val_data, test_data or ()) for path in
+               ([data] if isinstance(data, (str, Path)) else data)]
+    refuse_overwriting(run_dir, [*sources, cfg.weights])  # a run folder that is, or holds, a data set
     device = resolve_device(cfg.device)
     if not is_video_backbone(cfg.backbone):
         check_pretrained(cfg.backbone, cfg.pretrained, cfg.weights)  # a missing download fails now, not after the data

@@ -100,17 +100,19 @@ def caption_images(images, output, model: str = DEFAULT_CAPTION_MODEL, *, suffix
     of a BLIP captioning model (BlipForConditionalGeneration + BlipProcessor). suffix: appended
     after a space, e.g. "in the style of <realism>". device: None = auto (cuda > mps > cpu;
     fp16 on a GPU, fp32 on the cpu). Unreadable images are skipped with a warning; none
-    readable -> InputError. The file is written atomically.
+    readable -> InputError. The file is written atomically; an ``output`` that is one of the images is
+    refused (OutputError) before the model loads.
     """
     import torch
     from PIL import Image
     from vidreal.progress import bar as tqdm  # tqdm on a terminal, plain lines in a log, off under -q
 
-    from vidreal.io import atomic_output, read_video
+    from vidreal.io import atomic_output, read_video, refuse_overwriting
 
     positive_int("batch_size", batch_size)
     positive_int("max_new_tokens", max_new_tokens)
     items = collect_images(images)
+    refuse_overwriting(output, [path for _, path in items])  # before BLIP loads
     device = resolve_device(device)
     dtype = resolve_dtype(None, device)
     processor, blip = load_blip(str(model), device, dtype)
