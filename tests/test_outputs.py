@@ -65,6 +65,18 @@ def test_rates_are_read_exactly(written, rate):
     assert load_config(output_fps=written).output_fps == str(rate)  # written one way in the config
 
 
+@pytest.mark.parametrize("written, rate", [
+    (29.97, Fraction(30000, 1001)), ("29.97", Fraction(30000, 1001)), (24000 / 1001, Fraction(24000, 1001)),
+    (12.5, Fraction(25, 2)), (Fraction(30000, 1001), Fraction(30000, 1001)), (25, Fraction(25)),
+])
+def test_the_api_reads_rates_as_the_command_line_does(tmp_path, written, rate):
+    """One rule for rates: write_video(fps=29.97) made 2997/100 where --fps 29.97 makes 30000/1001."""
+    from vidreal.io import write_video
+
+    out = write_video(tmp_path / "out.mp4", np.zeros((2, 16, 16, 3), np.uint8), fps=written)
+    assert probe(out).fps == rate
+
+
 @pytest.mark.parametrize("written", [0, -24, "abc", "nan", "inf", "1/0", True])
 def test_bad_rates_are_config_errors(written):
     with pytest.raises(ConfigError, match="output_fps must be a positive frame rate"):

@@ -12,8 +12,9 @@ from pathlib import Path
 import av
 import numpy as np
 
+from vidreal import checks
 from vidreal.checks import CRF_CODECS, DEFAULT_PRESET, PRESET_CODECS, PRESETS
-from vidreal.errors import InputError, OutputError
+from vidreal.errors import ConfigError, InputError, OutputError
 from vidreal.io.atomic import atomic_folder, atomic_output
 from vidreal.io.audio import _AudioCopy, _close_quietly
 from vidreal.io.images import _save_frame, _save_image, check_frame_folder, is_frame_folder
@@ -36,8 +37,9 @@ def write_video(path, frames, fps=None, audio_from=None, codec: str = "libx264",
 
     frames: uint8 (T, H, W, 3) RGB array, or an iterable of uint8 (H, W, 3) frames / (n, H, W, 3)
         chunks (streamed, for long outputs; every frame must match the first one's shape).
-    fps: exact rate (Fraction, int, "30000/1001"; a float is read with denominator <= 1001, so
-        29.97002997 becomes 30000/1001). Required for videos, ignored for images.
+    fps: exact rate (Fraction, int, "30000/1001"), read as the command line reads ``--fps``
+        (``vidreal.checks.rate``: 29.97 and "29.97" are 30000/1001); a float computed from a fraction is
+        that fraction (24000 / 1001 is 24000/1001). Required for videos, ignored for images.
     audio_from: a media file whose first audio stream is copied into the output (nothing is added
         when it has none).
     codec, crf: PyAV encoder name (libx264 yuv420p by default; libx264rgb, mpeg4, ffv1, png, ...)
@@ -281,19 +283,13 @@ def _odd_pad(pix_fmt: str, height: int, width: int) -> tuple[int, int]:
 
 
 def _as_fraction(fps) -> Fraction:
+    """``fps`` as the exact rate written: the CLI's and the config's rule (``vidreal.checks.rate``: 29.97
+    and "29.97" are 30000/1001, 12.5 is 25/2), and a float computed from a fraction (24000 / 1001 =
+    23.976023976023978) is that fraction (the nearest with a denominator up to 1001)."""
     if fps is None:
         raise ValueError("fps is required to write a video")
     try:
-        if isinstance(fps, bool):
-            raise TypeError
-        if isinstance(fps, numbers.Rational) or isinstance(fps, str):
-            rate = Fraction(fps)
-        elif isinstance(fps, numbers.Real):
-            rate = Fraction(float(fps)).limit_denominator(1001)
-        else:
-            raise TypeError
-    except (TypeError, ValueError, ZeroDivisionError):
-        raise ValueError(f"fps must be a number such as 24 or '30000/1001', got {fps!r}") from None
-    if rate <= 0:
-        raise ValueError(f"fps must be positive, got {fps!r}")
-    return rate
+        rate = checks.rate("fps", fps)
+    except ConfigError:
+        raise ValueError(f"fps must be a positive number such as 24 or '30000/1001', got {fps!r}") from None
+    return rate.limit_denominator(1001) if isinstance(fps, float) else rate
