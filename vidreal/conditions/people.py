@@ -177,11 +177,11 @@ class BlazePoseDetector:
         self.tiles = tiles
         config = text_format.Parse(_BLAZEPOSE_GRAPH % {"threshold": threshold}, calculator_pb2.CalculatorGraphConfig())
         self._graphs, self._pool = [], None
+        if workers is None:
+            workers = 2 if (os.cpu_count() or 1) >= 4 else 1
         # TFLite and absl log start-up lines to fd 2 at the first image: run one now, kept off stderr
         with native_stderr_silenced():
-            if workers is None:
-                workers = 2 if (os.cpu_count() or 1) >= 4 else 1
-            for _ in range(max(1, workers if tiles > 1 else 1)):
+            for _ in range(max(1, workers) if tiles > 1 else 1):
                 self._graphs.append(SolutionBase(graph_config=config, outputs=["detections"]))
                 self._graphs[-1].process(np.zeros((64, 64, 3), np.uint8))
         if len(self._graphs) > 1:

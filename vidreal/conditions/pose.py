@@ -110,7 +110,6 @@ class PoseDetector(Detector):
         # and handed to the next new track: a graph holds ~100 MB, so a long clip whose tracks end and
         # start again keeps as many graphs as it ever had people at once, not one per track it made.
         self._spare: list[_PoseGraph] = []
-        self.graphs_made = 0
         try:
             self._pose = self._new_graph()
             _drawing()  # import controlnet-aux now rather than on the first frame
@@ -236,7 +235,6 @@ class PoseDetector(Detector):
             graph = self._spare.pop()
             graph.reset()
             return graph
-        self.graphs_made += 1
         return _PoseGraph(self.min_detection_confidence, self.min_tracking_confidence)
 
     def _parallel_run(self, n: int) -> int:
